@@ -1,0 +1,802 @@
+"""Copy a host directory tree into a freshly made NVFS volume (``mkfs.nvfs -d DIR``).
+
+Two passes, so that a tree that does not fit is refused before anything is
+written:
+
+1. **Walk** the source once (``os.scandir`` on directory file descriptors
+   opened with ``O_NOATIME``): lstat every entry, read symlink targets and
+   xattrs, find the data extents of files that have holes
+   (``SEEK_DATA``/``SEEK_HOLE``, only for files whose allocated size is below
+   their length), and count exactly the inodes and blocks the image will need
+   (data, indirect blocks, symlink blocks, xattr blocks, directory pages and
+   radix nodes).  If the device is too small the run stops with
+   "needs N blocks / N inodes, device has M blocks / M inodes free".
+2. **Write**, one source directory at a time: inode numbers for its children,
+   one block allocation for all its small files (contiguous runs), file
+   contents read by ``os.preadv`` straight into the device mapping, inodes
+   packed with one ``struct`` call each, then the directory is built in one go
+   with ``Directory.build`` once its children are known.
+
+Nothing in a filesystem being made is live until mkfs succeeds, so this pass
+does not need the per-operation flush ordering of a live update: it writes
+everything and issues one barrier at the end.  A source file that cannot be
+read raises :class:`SourceError` naming it; mkfs then fails with a non-zero
+exit code and never reports success for a half-populated image.
+
+Metadata decisions (documented in spec/ by the lead):
+- ``ctime`` cannot be set on a host, but the image *can* store anything: the
+  image keeps the source's ctime (as mke2fs -d does), so a round trip through
+  an image loses nothing; ``btime`` (creation in this filesystem) is the time
+  the populate ran.
+- the root directory takes the source directory's mode, times and xattrs; its
+  owner is ``root_owner`` when given (``-E root_owner=UID:GID``), else the
+  caller's uid/gid, as mke2fs does.
+- a source entry named ``lost+found`` at the top that is a directory is merged
+  into the lost+found mkfs made (its metadata applied); anything else by that
+  name there is an error.
+- hard links are found by (st_dev, st_ino) and kept as links; the link count
+  is the number of names inside the copied tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import random
+import stat
+import struct
+import time
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import construct
+
+from nvfs_tools import format as fmt
+from nvfs_tools.errors import FileExistsError_, NoSpaceError, NvfsError
+
+ProgressFn = Callable[[int, int], None]
+
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+_DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY | os.O_NOFOLLOW
+_NS = 1_000_000_000
+_HUGE_BYTES = 2 << 20
+
+
+class SourceError(NvfsError):
+    """A source file or directory could not be read; the image is incomplete."""
+
+
+# ---------------------------------------------------------------------------
+# The inode as one struct, derived from format.Inode (no layout restated)
+# ---------------------------------------------------------------------------
+
+_CODES = {"Int8ul": "B", "Int16ul": "H", "Int32ul": "I", "Int64ul": "Q", "Int64sl": "q"}
+
+
+def _struct_format(schema) -> tuple[str, list[str]]:
+    """A ``struct`` format string and field names for a flat construct schema."""
+    fmt_chars = ["<"]
+    names: list[str] = []
+    for sub in schema.subcons:
+        inner = sub.subcon
+        if type(inner).__name__ == "Array":
+            code = _CODES[_construct_name(inner.subcon)]
+            fmt_chars.append(f"{inner.count}{code}")
+            names.extend(f"{sub.name}[{i}]" for i in range(inner.count))
+        else:
+            fmt_chars.append(_CODES[_construct_name(inner)])
+            names.append(sub.name)
+    return "".join(fmt_chars), names
+
+
+def _construct_name(con) -> str:
+    for name in _CODES:
+        if con is getattr(construct, name):
+            return name
+    raise TypeError(f"unsupported field type {con!r} in inode schema")
+
+
+_INODE_FORMAT, _INODE_FIELDS = _struct_format(fmt.Inode)
+INODE_STRUCT = struct.Struct(_INODE_FORMAT)
+assert INODE_STRUCT.size == fmt.INODE_SIZE, "format.Inode is not a flat 256-byte struct"
+_FIELD_INDEX = {name: i for i, name in enumerate(_INODE_FIELDS)}
+_EXPECTED_ORDER = (
+    "mode reserved0 flags uid gid links_count generation size blocks atime mtime ctime btime "
+    "atime_nsec mtime_nsec ctime_nsec btime_nsec parent xattr_block next_orphan rdev dir_bank"
+).split()
+assert _INODE_FIELDS[: len(_EXPECTED_ORDER)] == _EXPECTED_ORDER, "inode field order changed: update pack_inode"
+
+
+def pack_inode(
+    mode: int,
+    uid: int,
+    gid: int,
+    links: int,
+    generation: int,
+    size: int,
+    blocks: int,
+    times: tuple[int, int, int, int],
+    *,
+    flags: int = 0,
+    parent: int = 0,
+    rdev: int = 0,
+    pointers: tuple[int, ...] | list[int] = (0,) * fmt.N_BLOCK_POINTERS,
+) -> bytes:
+    """One 256-byte inode; ``times`` are (atime, mtime, ctime, btime) in nanoseconds."""
+    a, an = divmod(times[0], _NS)
+    m, mn = divmod(times[1], _NS)
+    c, cn = divmod(times[2], _NS)
+    b, bn = divmod(times[3], _NS)
+    return INODE_STRUCT.pack(
+        mode, 0, flags, uid, gid, links, generation, size, blocks, a, m, c, b, an, mn, cn, bn,
+        parent, 0, 0, rdev, 0, *pointers,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class PopulateStats:
+    """What a populate copied and what it cost."""
+
+    files: int = 0
+    directories: int = 0
+    symlinks: int = 0
+    specials: int = 0
+    hard_links: int = 0  # names beyond the first of an inode
+    xattrs: int = 0
+    data_bytes: int = 0
+    inodes_needed: int = 0
+    blocks_needed: int = 0
+    walk_seconds: float = 0.0
+    write_seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# Pass 1: walk
+# ---------------------------------------------------------------------------
+
+
+class _Dir:
+    """One source directory: its path, its stat and its children."""
+
+    __slots__ = ("path", "st", "names", "stats", "extra", "ino", "subdirs", "xattrs", "parent_ino", "merge")
+
+    def __init__(self, path: bytes, st: os.stat_result) -> None:
+        self.path = path
+        self.st = st
+        self.names: list[bytes] = []
+        self.stats: list[os.stat_result] = []
+        #: per child: None, or a symlink target (bytes), or a list of data extents
+        self.extra: list[object] = []
+        self.subdirs: list[_Dir] = []
+        self.xattrs: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self.ino = 0
+        self.parent_ino = 0
+        self.merge = False
+
+
+def _open_dir(path: bytes) -> int:
+    try:
+        return os.open(path, _DIR_FLAGS | _O_NOATIME)
+    except PermissionError:
+        if _O_NOATIME:
+            return os.open(path, _DIR_FLAGS)
+        raise
+
+
+def _open_file(name: bytes, dir_fd: int, path: bytes) -> int:
+    try:
+        try:
+            return os.open(name, _READ_FLAGS | _O_NOATIME, dir_fd=dir_fd)
+        except PermissionError:
+            if not _O_NOATIME:
+                raise
+            return os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        raise SourceError(f"{os.fsdecode(path)}: cannot open: {exc.strerror}") from None
+
+
+def _read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return []
+        raise SourceError(f"{os.fsdecode(path)}: cannot list xattrs: {exc.strerror}") from None
+    out = []
+    for name in names:
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                continue
+            raise SourceError(f"{os.fsdecode(path)}: cannot read xattr {name}: {exc.strerror}") from None
+        out.append((os.fsencode(name), value))
+    return out
+
+
+def _data_extents(name: bytes, dir_fd: int, path: bytes, size: int) -> list[tuple[int, int]]:
+    """Data ranges (start, end) of a file that may have holes."""
+    fd = _open_file(name, dir_fd, path)
+    try:
+        extents = []
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break
+                if exc.errno == errno.EINVAL:  # no SEEK_DATA support: all data
+                    return [(0, size)]
+                raise
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            if end > start:
+                extents.append((start, end))
+            pos = end
+        return extents
+    except OSError as exc:
+        raise SourceError(f"{os.fsdecode(path)}: cannot map holes: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _extent_blocks(extents: list[tuple[int, int]], bs: int) -> list[int]:
+    """Sorted file block indexes that hold data."""
+    blocks: list[int] = []
+    last = -1
+    for start, end in extents:
+        first = max(start // bs, last + 1)
+        stop = -(-end // bs)
+        blocks.extend(range(first, stop))
+        if stop:
+            last = stop - 1
+    return blocks
+
+
+def indirect_blocks_dense(nblocks: int, p: int) -> int:
+    """Indirect blocks needed to map file blocks 0..nblocks-1."""
+    rest = nblocks - fmt.N_DIRECT
+    total = 0
+    level = 1
+    while rest > 0 and level <= fmt.N_INDIRECT:
+        k = min(rest, p**level)
+        total += sum(-(-k // p**d) for d in range(1, level + 1))
+        rest -= p**level
+        level += 1
+    return total
+
+
+def indirect_blocks_sparse(fblocks: list[int], p: int) -> int:
+    """Indirect blocks needed to map the given sorted file block indexes."""
+    total = 0
+    for d in range(1, fmt.N_INDIRECT + 1):
+        seen: set[tuple[int, int]] = set()
+        for fb in fblocks:
+            if fb < fmt.N_DIRECT:
+                continue
+            index, path = fmt.block_path(fb, p * 8)
+            level = index - fmt.N_DIRECT + 1
+            if d <= level:
+                # the node at depth d-1 below the root of tree `index` is keyed by the first d-1 slots
+                seen.add((index, tuple(path[: d - 1])))
+        total += len(seen)
+    return total
+
+
+class _Plan:
+    """Everything the walk learned: directories in order and the space they need."""
+
+    def __init__(self) -> None:
+        self.dirs: list[_Dir] = []
+        self.inodes = 0
+        self.blocks = 0
+        self.entries = 0
+        self.links: dict[tuple[int, int], int] = {}  # (dev, ino) -> names in the tree
+        self.sparse: dict[tuple[int, int], list[int]] = {}  # (dev, ino) -> data file blocks
+        self.xattr_bytes: dict[tuple[int, int], int] = {}
+
+
+def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int], lost_found: bool) -> _Plan:
+    plan = _Plan()
+    p = bs // 8
+    try:
+        root_st = os.stat(source)
+    except OSError as exc:
+        raise SourceError(f"{os.fsdecode(source)}: {exc.strerror}") from None
+    if not stat.S_ISDIR(root_st.st_mode):
+        raise SourceError(f"{os.fsdecode(source)}: not a directory")
+    root = _Dir(source, root_st)
+    plan.dirs.append(root)
+    i = 0
+    while i < len(plan.dirs):
+        d = plan.dirs[i]
+        i += 1
+        _walk_dir(d, plan, bs, p)
+        d.xattrs[b""] = _read_xattrs(d.path)
+        if d.xattrs[b""]:
+            plan.blocks += 1
+        names = d.names
+        if d is root and lost_found:
+            names = names + [fmt.LOST_FOUND_NAME] if fmt.LOST_FOUND_NAME not in names else names
+        plan.blocks += dir_blocks(names)
+        if d is not root:
+            plan.inodes += 1
+    plan.entries = sum(len(d.names) for d in plan.dirs)
+    return plan
+
+
+def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
+    try:
+        dfd = _open_dir(d.path)
+    except OSError as exc:
+        raise SourceError(f"{os.fsdecode(d.path)}: cannot open directory: {exc.strerror}") from None
+    try:
+        try:
+            entries = sorted(os.scandir(dfd), key=lambda e: e.name)
+        except OSError as exc:
+            raise SourceError(f"{os.fsdecode(d.path)}: cannot read directory: {exc.strerror}") from None
+        links = plan.links
+        for entry in entries:
+            name = os.fsencode(entry.name)
+            path = d.path + b"/" + name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                raise SourceError(f"{os.fsdecode(path)}: cannot stat: {exc.strerror}") from None
+            mode = st.st_mode
+            extra: object = None
+            if stat.S_ISDIR(mode):
+                sub = _Dir(path, st)
+                d.subdirs.append(sub)
+                plan.dirs.append(sub)
+                extra = sub
+            else:
+                key = (st.st_dev, st.st_ino)
+                seen = links.get(key)
+                links[key] = (seen or 0) + 1
+                if seen is None:
+                    plan.inodes += 1
+                    plan.blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
+                    xattrs = _read_xattrs(path)
+                    if xattrs:
+                        d.xattrs[name] = xattrs
+                        plan.blocks += 1
+                if stat.S_ISLNK(mode):
+                    try:
+                        extra = os.readlink(name, dir_fd=dfd)
+                    except OSError as exc:
+                        raise SourceError(f"{os.fsdecode(path)}: cannot read link: {exc.strerror}") from None
+            d.names.append(name)
+            d.stats.append(st)
+            d.extra.append(extra)
+    finally:
+        os.close(dfd)
+
+
+def _entry_blocks(name: bytes, dfd: int, path: bytes, st: os.stat_result, bs: int, p: int, plan: _Plan) -> int:
+    """Data plus indirect blocks a non-directory needs; records hole maps."""
+    mode = st.st_mode
+    size = st.st_size
+    if stat.S_ISREG(mode):
+        if size == 0:
+            return 0
+        if st.st_blocks * 512 >= size:
+            n = -(-size // bs)
+            return n + indirect_blocks_dense(n, p)
+        fblocks = _extent_blocks(_data_extents(name, dfd, path, size), bs)
+        plan.sparse[(st.st_dev, st.st_ino)] = fblocks
+        return len(fblocks) + indirect_blocks_sparse(fblocks, p)
+    if stat.S_ISLNK(mode):
+        return 0 if size <= fmt.INLINE_SYMLINK_MAX else -(-size // bs)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Pass 2: write
+# ---------------------------------------------------------------------------
+
+
+class _Writer:
+    """Writes the planned tree into the volume."""
+
+    def __init__(self, vol, plan: _Plan, stats: PopulateStats, progress: ProgressFn | None) -> None:
+        from nvfs_tools.directory import Directory
+
+        self.vol = vol
+        self.Directory = Directory
+        self.plan = plan
+        self.stats = stats
+        self.progress = progress
+        self.geo = vol.geo
+        self.bs = vol.block_size
+        self.p = self.bs // 8
+        self.dev = vol.dev
+        self.view = vol.dev.view
+        self.zero = bytes(self.bs)
+        self.inos: dict[tuple[int, int], int] = {}
+        self.now = time.time_ns()
+        self.rng = random.Random()
+        self.done = 0
+        self.next_report = 0
+
+    # -- allocation -------------------------------------------------------
+    def _inode(self, is_dir: bool, goal_group: int | None) -> int:
+        return self.vol.allocate_inode(stat.S_IFDIR if is_dir else stat.S_IFREG, goal_group)
+
+    def _blocks(self, count: int, goal: int | None = None, huge: bool = False) -> list[int]:
+        if count == 0:
+            return []
+        return self.vol.allocate_blocks(count, goal, huge)
+
+    # -- inodes -----------------------------------------------------------
+    def _times(self, st: os.stat_result) -> tuple[int, int, int, int]:
+        return (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, self.now)
+
+    def _write_inode(self, ino: int, raw: bytes) -> None:
+        self.dev.write(self.geo.inode_offset(ino), raw)
+
+    # -- data -------------------------------------------------------------
+    def _copy_runs(self, fd: int, path: bytes, fblocks: list[int] | range, dblocks: list[int], size: int) -> None:
+        """Read file blocks ``fblocks`` into device blocks ``dblocks``, run by run."""
+        bs = self.bs
+        view = self.view
+        n = len(dblocks)
+        i = 0
+        while i < n:
+            j = i + 1
+            while j < n and dblocks[j] == dblocks[j - 1] + 1 and fblocks[j] == fblocks[j - 1] + 1:
+                j += 1
+            foff = fblocks[i] * bs
+            doff = dblocks[i] * bs
+            length = (j - i) * bs
+            want = min(length, size - foff)
+            got = 0
+            try:
+                while got < want:
+                    r = os.preadv(fd, [view[doff + got : doff + want]], foff + got)
+                    if r == 0:
+                        break
+                    got += r
+            except OSError as exc:
+                raise SourceError(f"{os.fsdecode(path)}: read error: {exc.strerror}") from None
+            if got < length:
+                view[doff + got : doff + length] = bytes(length - got)
+            i = j
+
+    def _map(self, fblocks: list[int] | range, dblocks: list[int], meta: list[int]) -> list[int]:
+        """The 16 block pointers for a file; writes its indirect blocks (taken from ``meta``)."""
+        ptrs = [0] * fmt.N_BLOCK_POINTERS
+        n = len(fblocks)
+        k = bisect_left(fblocks, fmt.N_DIRECT)
+        for i in range(k):
+            ptrs[fblocks[i]] = dblocks[i]
+        p = self.p
+        base = fmt.N_DIRECT
+        lo = k
+        for level in range(1, fmt.N_INDIRECT + 1):
+            if lo >= n:
+                break
+            span = p**level
+            hi = bisect_left(fblocks, base + span, lo, n)
+            if hi > lo:
+                ptrs[fmt.N_DIRECT + level - 1] = self._subtree(level, base, fblocks, dblocks, lo, hi, meta)
+            lo = hi
+            base += span
+        return ptrs
+
+    def _subtree(self, level: int, base: int, fb, db, lo: int, hi: int, meta: list[int]) -> int:
+        p = self.p
+        node = meta.pop()
+        ptrs = array("Q", bytes(8 * p))
+        if level == 1:
+            if fb[hi - 1] - fb[lo] == hi - lo - 1:
+                start = fb[lo] - base
+                ptrs[start : start + hi - lo] = array("Q", db[lo:hi])
+            else:
+                for i in range(lo, hi):
+                    ptrs[fb[i] - base] = db[i]
+        else:
+            child = p ** (level - 1)
+            i = lo
+            while i < hi:
+                c = (fb[i] - base) // child
+                cbase = base + c * child
+                j = bisect_left(fb, cbase + child, i, hi)
+                ptrs[c] = self._subtree(level - 1, cbase, fb, db, i, j, meta)
+                i = j
+        self.dev.write(node * self.bs, ptrs.tobytes())
+        return node
+
+    # -- one directory ----------------------------------------------------
+    def _child_inos(self, d: _Dir) -> tuple[list[int], list[bool]]:
+        """Inode numbers for every child of ``d``; ``new`` is False for extra hard-link names."""
+        group = self.geo.group_of_inode(d.ino)
+        inos: list[int] = []
+        new: list[bool] = []
+        for st, extra in zip(d.stats, d.extra, strict=True):
+            if stat.S_ISDIR(st.st_mode):
+                sub: _Dir = extra  # type: ignore[assignment]
+                sub.parent_ino = d.ino
+                if not sub.ino:
+                    sub.ino = self._inode(True, group)
+                inos.append(sub.ino)
+                new.append(True)
+                continue
+            key = (st.st_dev, st.st_ino)
+            ino = self.inos.get(key)
+            if ino is None:
+                ino = self.inos[key] = self._inode(False, group)
+                new.append(True)
+            else:
+                new.append(False)
+                self.stats.hard_links += 1
+            inos.append(ino)
+        return inos, new
+
+    def _pool_for(self, d: _Dir, new: list[bool]) -> list[int]:
+        """One allocation for the data and indirect blocks of every small new file of ``d``."""
+        need = 0
+        for st, is_new in zip(d.stats, new, strict=True):
+            if not is_new:
+                continue
+            if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= _HUGE_BYTES:
+                need += self._file_blocks(st)
+            elif stat.S_ISLNK(st.st_mode) and st.st_size > fmt.INLINE_SYMLINK_MAX:
+                need += -(-st.st_size // self.bs)
+        pool = self._blocks(need)
+        pool.reverse()  # pop() hands them out in ascending order
+        return pool
+
+    def write_dir(self, d: _Dir) -> None:
+        """Write every child of ``d`` (files completely, subdirectory inodes) and build ``d``."""
+        inos, new = self._child_inos(d)
+        pool = self._pool_for(d, new)
+        entries: list[tuple[bytes, int, int]] = []
+        dfd = _open_dir(d.path)
+        try:
+            for name, st, ino, is_new, extra in zip(d.names, d.stats, inos, new, d.extra, strict=True):
+                mode = st.st_mode
+                if not (d.ino == fmt.ROOT_INO and name == fmt.LOST_FOUND_NAME):
+                    entries.append((name, ino, fmt.MODE_TO_DT[stat.S_IFMT(mode)]))
+                if not is_new or stat.S_ISDIR(mode):
+                    continue
+                self._write_child(d, dfd, name, st, ino, extra, pool)
+        finally:
+            os.close(dfd)
+        if pool:
+            raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
+        for sub in d.subdirs:
+            self._write_dir_inode(sub, sub.st.st_uid, sub.st.st_gid)
+        self._build(d, entries)
+        self.done += len(d.names)
+        if self.progress is not None and self.done >= self.next_report:
+            self.progress(self.done, self.plan.entries)
+            self.next_report = self.done + 4096
+
+    def _write_child(self, d: _Dir, dfd: int, name: bytes, st, ino: int, extra, pool: list[int]) -> None:
+        mode = st.st_mode
+        links = self.plan.links[(st.st_dev, st.st_ino)]
+        if stat.S_ISREG(mode):
+            raw = self._regular(name, dfd, d.path + b"/" + name, st, links, pool)
+            self.stats.files += 1
+            self.stats.data_bytes += st.st_size
+        elif stat.S_ISLNK(mode):
+            raw = self._symlink(extra, st, links, pool)
+            self.stats.symlinks += 1
+        else:
+            rdev = fmt.encode_rdev(os.major(st.st_rdev), os.minor(st.st_rdev)) if st.st_rdev else 0
+            gen = self.rng.getrandbits(32)
+            raw = pack_inode(mode, st.st_uid, st.st_gid, links, gen, 0, 0, self._times(st), rdev=rdev)
+            self.stats.specials += 1
+        self._write_inode(ino, raw)
+        xattrs = d.xattrs.get(name)
+        if xattrs:
+            self._set_xattrs(ino, xattrs, st)
+
+    def _file_blocks(self, st: os.stat_result) -> int:
+        key = (st.st_dev, st.st_ino)
+        fblocks = self.plan.sparse.get(key)
+        if fblocks is not None:
+            return len(fblocks) + indirect_blocks_sparse(fblocks, self.p)
+        n = -(-st.st_size // self.bs)
+        return n + indirect_blocks_dense(n, self.p)
+
+    def _regular(self, name: bytes, dfd: int, path: bytes, st: os.stat_result, links: int, pool: list[int]) -> bytes:
+        size = st.st_size
+        bs = self.bs
+        ptrs: list[int] | tuple[int, ...] = (0,) * fmt.N_BLOCK_POINTERS
+        owned = 0
+        if size:
+            key = (st.st_dev, st.st_ino)
+            sparse = self.plan.sparse.get(key)
+            fblocks: list[int] | range = sparse if sparse is not None else range(-(-size // bs))
+            nmeta = (
+                indirect_blocks_sparse(sparse, self.p)
+                if sparse is not None
+                else indirect_blocks_dense(len(fblocks), self.p)
+            )
+            if size <= _HUGE_BYTES:
+                dblocks = [pool.pop() for _ in range(len(fblocks))]
+                meta = [pool.pop() for _ in range(nmeta)]
+            else:
+                dblocks = self._blocks(len(fblocks), None, True)
+                meta = self._blocks(nmeta)
+            owned = len(dblocks) + len(meta)
+            if dblocks:
+                fd = _open_file(name, dfd, path)
+                try:
+                    self._copy_runs(fd, path, fblocks, dblocks, size)
+                finally:
+                    os.close(fd)
+            meta.reverse()
+            ptrs = self._map(fblocks, dblocks, meta)
+        return pack_inode(
+            st.st_mode, st.st_uid, st.st_gid, links, self.rng.getrandbits(32), size, owned, self._times(st),
+            pointers=ptrs,
+        )  # fmt: skip
+
+    def _symlink(self, target: bytes, st: os.stat_result, links: int, pool: list[int]) -> bytes:
+        size = len(target)
+        if size <= fmt.INLINE_SYMLINK_MAX:
+            ptrs = struct.unpack(f"<{fmt.N_BLOCK_POINTERS}Q", target.ljust(fmt.INLINE_SYMLINK_MAX, b"\0"))
+            return pack_inode(
+                st.st_mode, st.st_uid, st.st_gid, links, self.rng.getrandbits(32), size, 0, self._times(st),
+                flags=fmt.INODE_FLAG_INLINE, pointers=ptrs,
+            )  # fmt: skip
+        nblocks = -(-size // self.bs)
+        blocks = [pool.pop() for _ in range(nblocks)]
+        padded = target.ljust(nblocks * self.bs, b"\0")
+        for i, blk in enumerate(blocks):
+            self.dev.write(blk * self.bs, padded[i * self.bs : (i + 1) * self.bs])
+        ptrs = blocks + [0] * (fmt.N_BLOCK_POINTERS - nblocks)
+        return pack_inode(
+            st.st_mode, st.st_uid, st.st_gid, links, self.rng.getrandbits(32), size, nblocks, self._times(st),
+            pointers=ptrs,
+        )  # fmt: skip
+
+    def _set_xattrs(self, ino: int, xattrs: list[tuple[bytes, bytes]], st: os.stat_result) -> None:
+        for name, value in xattrs:
+            self.vol.setxattr(ino, name, value)
+            self.stats.xattrs += 1
+        # setxattr may stamp ctime; the image keeps the source's.
+        c, cn = divmod(st.st_ctime_ns, _NS)
+        self.vol.set_inode_fields(ino, ctime=c, ctime_nsec=cn)
+
+    def _write_dir_inode(self, d: _Dir, uid: int, gid: int) -> None:
+        st = d.st
+        if d.merge:  # root or lost+found: made by mkfs, keep its blocks, take the source's metadata
+            a, an = divmod(st.st_atime_ns, _NS)
+            m, mn = divmod(st.st_mtime_ns, _NS)
+            c, cn = divmod(st.st_ctime_ns, _NS)
+            self.vol.set_inode_fields(d.ino, mode=st.st_mode, uid=uid, gid=gid, atime=a, atime_nsec=an)
+            self.vol.set_inode_fields(d.ino, mtime=m, mtime_nsec=mn, ctime=c, ctime_nsec=cn)
+        else:
+            links = 2 + len(d.subdirs)
+            gen = self.rng.getrandbits(32)
+            raw = pack_inode(st.st_mode, uid, gid, links, gen, 0, 0, self._times(st), parent=d.parent_ino)
+            self._write_inode(d.ino, raw)
+        self.stats.directories += 1
+        xattrs = d.xattrs.get(b"")
+        if xattrs:
+            self._set_xattrs(d.ino, xattrs, st)
+
+    def _build(self, d: _Dir, entries: list[tuple[bytes, int, int]]) -> None:
+        if not d.merge:
+            self.Directory.build(self.vol, d.ino, entries)
+            return
+        directory = self.Directory(self.vol, d.ino)
+        for name, ino, ftype in entries:
+            if directory.lookup(name) is not None:
+                raise FileExistsError_(f"{os.fsdecode(d.path + b'/' + name)}: already exists in the new filesystem")
+            directory.add(name, ino, ftype)
+        subdirs = len(d.subdirs)
+        if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME not in d.names:
+            subdirs += 1  # the lost+found mkfs made
+        self.vol.set_inode_fields(d.ino, links_count=2 + subdirs)
+
+
+# ---------------------------------------------------------------------------
+# Public entry point
+# ---------------------------------------------------------------------------
+
+
+def _dir_blocks_fn(vol) -> Callable[[list[bytes]], int]:
+    """Blocks (pages + radix nodes) a fresh directory with these names takes."""
+    from nvfs_tools import directory
+
+    fn = getattr(directory, "blocks_needed", None)
+    if fn is not None:
+        return lambda names: fn(vol.block_size, vol.hash_seed, names)
+    usable = vol.block_size - fmt.DIR_PAGE_HEADER_SIZE
+
+    def upper_bound(names: list[bytes]) -> int:
+        if not names:
+            return 0
+        total = sum(fmt.dir_entry_rec_len(len(n)) for n in names)
+        pages = -(-total // (usable // 2)) + 1
+        nodes = 0 if pages == 1 else 1 + -(-pages // 2)
+        return pages + nodes
+
+    return upper_bound
+
+
+def populate(
+    vol,
+    source_dir: str | bytes,
+    *,
+    root_owner: tuple[int, int] | None = None,
+    progress: ProgressFn | None = None,
+) -> PopulateStats:
+    """Copy the tree at ``source_dir`` into the root of the freshly made ``vol``.
+
+    ``root_owner`` is (uid, gid) for the root directory (default: the caller's,
+    like mke2fs).  Raises :class:`SourceError` when a source entry cannot be
+    read and :class:`NoSpaceError` (before writing anything) when the tree
+    does not fit.
+    """
+    stats = PopulateStats()
+    source = os.path.abspath(os.fsencode(source_dir))
+    uid, gid = root_owner if root_owner is not None else (os.getuid(), os.getgid())
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of small objects, no cycles: the collector only costs time
+    try:
+        t0 = time.perf_counter()
+        plan = _walk(source, vol.block_size, _dir_blocks_fn(vol), lost_found=False)
+        stats.walk_seconds = time.perf_counter() - t0
+        stats.inodes_needed = plan.inodes
+        stats.blocks_needed = plan.blocks
+        _check_space(vol, plan)
+        t1 = time.perf_counter()
+        _write(vol, plan, stats, progress, uid, gid)
+        vol.barrier()
+        stats.write_seconds = time.perf_counter() - t1
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return stats
+
+
+def _check_space(vol, plan: _Plan) -> None:
+    dyn = vol.dyn
+    if plan.blocks > dyn.free_blocks or plan.inodes > dyn.free_inodes:
+        raise NoSpaceError(
+            f"the source tree needs {plan.blocks} blocks / {plan.inodes} inodes, "
+            f"the device has {dyn.free_blocks} blocks / {dyn.free_inodes} inodes free "
+            f"({plan.blocks * vol.block_size} bytes needed, {dyn.free_blocks * vol.block_size} free)"
+        )
+
+
+def _write(vol, plan: _Plan, stats: PopulateStats, progress: ProgressFn | None, uid: int, gid: int) -> None:
+    writer = _Writer(vol, plan, stats, progress)
+    root = plan.dirs[0]
+    root.ino = root.parent_ino = fmt.ROOT_INO
+    root.merge = True
+    _prepare_lost_found(vol, root)
+    writer._write_dir_inode(root, uid, gid)
+    for d in plan.dirs:
+        writer.write_dir(d)
+    if progress is not None:
+        progress(plan.entries, plan.entries)
+
+
+def _prepare_lost_found(vol, root: _Dir) -> None:
+    """A top-level source ``lost+found`` directory is merged into the one mkfs made."""
+    if fmt.LOST_FOUND_NAME not in root.names:
+        return
+    i = root.names.index(fmt.LOST_FOUND_NAME)
+    if not stat.S_ISDIR(root.stats[i].st_mode):
+        raise FileExistsError_(f"{os.fsdecode(root.path)}/lost+found: not a directory, but mkfs made lost+found")
+    sub = root.extra[i]
+    assert isinstance(sub, _Dir)
+    sub.ino = vol.static.lost_found_ino
+    sub.merge = True
