@@ -375,8 +375,8 @@ def annotate_struct(
 
 
 def _zero_run(paths: list[str]) -> str:
-    text = paths[0] if len(paths) == 1 else f"{paths[0]} .. {paths[-1]}"
-    return f"  {'':7} {text} = 0"
+    text = paths[0] if len(paths) == 1 else f"{paths[0]}..{paths[-1]}"
+    return f"  {'':7} {text:<24} = 0"
 
 
 def annotate_block(dev: Any, geo: fmt.Geometry, block: int, force: str | None = None) -> list[str]:

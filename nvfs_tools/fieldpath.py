@@ -332,7 +332,7 @@ def format_value(field: Field, raw: bytes) -> str:
     if isinstance(value, int):
         if name == "mode":
             return f"0{value:o}"
-        if name in _HEX_NAMES or name.startswith(_HEX_PREFIXES):
+        if name in _HEX_NAMES or name.startswith(_HEX_PREFIXES) or value >= 1 << 63:
             return f"{value:#x}"
         return str(value)
     if field.kind == "const":
