@@ -1,0 +1,145 @@
+"""Helpers shared by the command-line tools (mkfs.nvfs, fsck.nvfs, debugfs.nvfs).
+
+Users must never see a Python traceback: :func:`run` turns every
+:class:`~nvfs_tools.errors.NvfsError` into ``prog: message`` on one line and
+the error's exit code, a usage mistake into click's usual message, and Ctrl-C
+into the tool's interrupt code.  ``NVFS_DEBUG=1`` shows the traceback of
+unexpected errors, for developers.
+
+Imports are kept lazy on purpose: the tools are short-lived and start-up time
+is most of what ``mkfs.nvfs`` costs on small devices.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from nvfs_tools.errors import NvfsError, UsageError
+
+_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50, "E": 1 << 60}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgtpe]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, *, what: str = "size") -> int:
+    """Bytes from ``text`` such as ``4096``, ``512M``, ``1G``, ``2TiB`` (binary units; plain = bytes).
+
+    Raises :class:`UsageError` with one line naming ``what`` on anything else.
+    """
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise UsageError(f"invalid {what} '{text}' (expected a number of bytes with an optional K, M, G, T, P suffix)")
+    return int(match.group(1)) * _SUFFIXES[match.group(2).upper()]
+
+
+def format_size(nbytes: int) -> str:
+    """Human-readable binary size: ``1.0 GiB``."""
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{nbytes} B"  # pragma: no cover - unreachable
+
+
+class _NoProgress:
+    """Stands in for a tqdm bar when progress is off; accepts the same calls."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def progress(total: int, desc: str, *, unit: str = "it", enabled: bool = True) -> Any:
+    """A tqdm bar on stderr, or a do-nothing object when stderr is not a terminal.
+
+    Progress bars in logs and pipes are noise, so they appear only for humans;
+    tqdm is imported only when a bar is really shown.
+    """
+    if not enabled or not sys.stderr.isatty() or os.environ.get("NVFS_NO_PROGRESS") == "1":
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def error(prog: str, message: str) -> None:
+    """Print ``prog: message`` on stderr (one line)."""
+    print(f"{prog}: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def run(
+    command: Callable[..., Any],
+    prog: str,
+    *,
+    args: list[str] | None = None,
+    error_code: int | None = None,
+    usage_code: int = 16,
+    interrupt_code: int = 130,
+) -> int:
+    """Run click ``command`` and return the process exit code (never raises).
+
+    - :class:`NvfsError`: ``prog: message``, exit ``error_code`` if given (mkfs
+      uses 1 for everything, like mke2fs) else the error's own ``exit_code``;
+    - click usage errors: click's message, exit ``usage_code``;
+    - ``KeyboardInterrupt``: exit ``interrupt_code`` (fsck passes 32);
+    - anything else: ``prog: internal error: ...``, exit ``error_code`` or 8.
+    """
+    import click
+
+    try:
+        result = command.main(args=args, prog_name=prog, standalone_mode=False)  # type: ignore[attr-defined]
+    except NvfsError as exc:
+        error(prog, str(exc))
+        if error_code is not None:
+            return error_code
+        return usage_code if isinstance(exc, UsageError) else exc.exit_code
+    except click.exceptions.Abort:
+        print(file=sys.stderr)
+        return interrupt_code
+    except click.ClickException as exc:
+        exc.show()
+        return usage_code
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return interrupt_code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except MemoryError:
+        error(prog, "out of memory")
+        return error_code if error_code is not None else 8
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("NVFS_DEBUG") == "1":
+            raise
+        error(prog, f"internal error: {type(exc).__name__}: {exc} (set NVFS_DEBUG=1 for a traceback)")
+        return error_code if error_code is not None else 8
+    if isinstance(result, int):
+        return result
+    return 0
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def main_wrapper(command: Callable[..., Any], prog: str, **kwargs: Any) -> None:
+    """``sys.exit(run(...))``: what a console-script entry point calls."""
+    sys.exit(run(command, prog, **kwargs))
