@@ -4,8 +4,9 @@ Inodes 3, 4 and 5 (user, group, project) are regular files holding a sparse
 array of :data:`format.QuotaRecord` indexed by id (record ``id`` at byte
 ``id * 64``).  Usage is counted in bytes of allocated blocks (every block the
 inode owns: data, indirect, directory pages and radix nodes, xattr block) and
-in inodes.  NVFS inodes carry no project id, so every inode belongs to project
-0.  The quota files' own blocks are not charged (that would recurse).
+in inodes, for ordinary inodes only (``ino >= first_ino``: the root directory
+and the quota files themselves are not charged).  NVFS inodes carry no project
+id, so every inode belongs to project 0.
 
 Records are updated with plain stores and no ordering: usage is advisory and
 fsck recomputes it from the inodes.

@@ -40,9 +40,11 @@ from nvfs_tools.errors import (
     InvalidArgumentError,
     IsADirectoryError_,
     NameTooLongError,
+    NoSpaceError,
     NoSuchFileError,
     NotADirectoryError_,
     NotNvfsError,
+    NvfsError,
     ReadOnlyError,
     UnsupportedFeatureError,
 )
@@ -75,7 +77,6 @@ _U16 = struct.Struct("<H")
 _DYN_LAYOUT = fmt.field_layout(fmt.SuperblockDynamic)
 _DYN_OFF = {name: fmt.SB_DYNAMIC_OFFSET + info.offset for name, info in _DYN_LAYOUT.items()}
 _STATIC_CHECKSUM_OFF = fmt.field_offset(fmt.SuperblockStatic, "checksum")
-_QUOTA_INOS = (fmt.USR_QUOTA_INO, fmt.GRP_QUOTA_INO, fmt.PRJ_QUOTA_INO)
 _TIME_FIELDS = ("atime", "mtime", "ctime", "btime")
 assert fmt.Inode.sizeof() == fmt.INODE_SIZE
 
@@ -344,7 +345,7 @@ class Volume:
             self.dev.write(base + _INODE_OFF[name], st.pack(value))
 
     def _charge_blocks(self, ino: int, delta: int) -> None:
-        if self.quota is not None and delta and ino not in _QUOTA_INOS:
+        if self.quota is not None and delta and ino >= fmt.FIRST_INO:
             self.quota.charge(self._get(ino, "uid"), self._get(ino, "gid"), delta * self.block_size, 0)
 
     def _add_blocks(self, ino: int, delta: int) -> None:
@@ -519,30 +520,53 @@ class Volume:
             goal = 0 if parent == fmt.ROOT_INO and name == fmt.LOST_FOUND_NAME else None
         else:
             goal = pgroup
+        if data:
+            n = -(-len(data) // self.block_size)
+            need = n + filemap.indirect_blocks_needed(n, self.block_size)
+            if need > self.alloc.sb_free_blocks:
+                raise NoSpaceError(
+                    f"no space left: {need * self.block_size} bytes needed, "
+                    f"{self.alloc.sb_free_blocks * self.block_size} free"
+                )
         ino = self.alloc.allocate_inode(directory, goal)
         extra: dict[str, Any] = {}
         nblocks = 0
-        if directory:
-            extra["parent"] = parent
-        elif inline is not None:
-            extra["inline"] = inline
-            extra["size"] = len(inline)
-            extra["flags"] = fmt.INODE_FLAG_INLINE
-        elif data:
-            ptrs, nblocks = self._write_new_file(ino, data)
-            extra["block"] = ptrs
-            extra["size"] = len(data)
-            extra["blocks"] = nblocks
-        if rdev:
-            extra["rdev"] = rdev
-        img = self._inode_image(mode, uid, gid, 2 if directory else 1, t, **extra)
-        self.dev.write(self.inode_offset(ino), img)
+        linked = False
+        try:
+            if directory:
+                extra["parent"] = parent
+            elif inline is not None:
+                extra["inline"] = inline
+                extra["size"] = len(inline)
+                extra["flags"] = fmt.INODE_FLAG_INLINE
+            elif data:
+                ptrs, nblocks = self._write_new_file(ino, data)
+                extra["block"] = ptrs
+                extra["size"] = len(data)
+                extra["blocks"] = nblocks
+            if rdev:
+                extra["rdev"] = rdev
+            img = self._inode_image(mode, uid, gid, 2 if directory else 1, t, **extra)
+            self.dev.write(self.inode_offset(ino), img)
+            if directory:
+                self._adjust_links(parent, +1)
+                linked = True
+            d.add(name, ino, fmt.MODE_TO_DT[mode & fmt.S_IFMT])
+        except NvfsError:
+            self._undo_make(ino, directory, extra.get("block"), parent if linked else 0)
+            raise
         if self.quota is not None:
             self.quota.charge(uid, gid, nblocks * self.block_size, 1)
-        if directory:
-            self._adjust_links(parent, +1)
-        d.add(name, ino, fmt.MODE_TO_DT[mode & fmt.S_IFMT])
         return ino
+
+    def _undo_make(self, ino: int, directory: bool, ptrs: list[int] | None, parent: int) -> None:
+        """Give back what a failed creation took (the inode was never linked)."""
+        if ptrs:
+            self.alloc.free_block_list(filemap.all_blocks(self, ptrs))
+        if parent:
+            self._adjust_links(parent, -1)
+        self.dev.write(self.inode_offset(ino), bytes(fmt.INODE_SIZE))
+        self.alloc.free_inode(ino, directory)
 
     def _block_goal(self, ino: int) -> int | None:
         """Where data of inode ``ino`` should go: its own group, or the rotating cursor."""
@@ -698,7 +722,7 @@ class Volume:
         if blocks:
             self.alloc.free_block_list(blocks)
         self.free_inode(ino)
-        if self.quota is not None:
+        if self.quota is not None and ino >= fmt.FIRST_INO:
             self.quota.charge(uid, gid, -owned * self.block_size, -1)
         self.barrier()
         self._orphan_pop(ino, nxt)
@@ -890,7 +914,11 @@ class Volume:
                 self._img_set(img, f, value[0])
                 self._img_set(img, f + "_nsec", value[1])
         self._journal_images(images, [])
-        if self.quota is not None and ((uid is not None and uid != old_uid) or (gid is not None and gid != old_gid)):
+        if (
+            self.quota is not None
+            and ino >= fmt.FIRST_INO
+            and ((uid is not None and uid != old_uid) or (gid is not None and gid != old_gid))
+        ):
             nbytes = self._img_get(img, "blocks") * self.block_size
             self.quota.charge(old_uid, old_gid, -nbytes, -1)
             self.quota.charge(self._img_get(img, "uid"), self._img_get(img, "gid"), nbytes, 1)
@@ -1037,7 +1065,7 @@ class Volume:
         delta = (1 if new else 0) - (1 if old else 0)
         self._img_set(img, "blocks", self._img_get(img, "blocks") + delta)
         self._journal_images(images, [])
-        if delta and self.quota is not None:
+        if delta and self.quota is not None and ino >= fmt.FIRST_INO:
             self.quota.charge(self._img_get(img, "uid"), self._img_get(img, "gid"), delta * self.block_size, 0)
         if old:
             self.alloc.free_block_list([old])
