@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 import construct
 
 from nvfs_tools import format as fmt
+from nvfs_tools import xattr as xa
 from nvfs_tools.errors import FileExistsError_, NoSpaceError, NvfsError
 
 ProgressFn = Callable[[int, int], None]
@@ -108,6 +109,9 @@ _EXPECTED_ORDER = (
     "mode reserved0 flags uid gid links_count generation size blocks atime mtime ctime btime "
     "atime_nsec mtime_nsec ctime_nsec btime_nsec parent xattr_block next_orphan rdev dir_bank"
 ).split()
+_U64 = struct.Struct("<Q")
+_XATTR_OFF = fmt.field_offset(fmt.Inode, "xattr_block")
+_BLOCKS_OFF = fmt.field_offset(fmt.Inode, "blocks")
 assert _INODE_FIELDS[: len(_EXPECTED_ORDER)] == _EXPECTED_ORDER, "inode field order changed: update pack_inode"
 
 
@@ -203,6 +207,17 @@ def _open_file(name: bytes, dir_fd: int, path: bytes) -> int:
             return os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         raise SourceError(f"{os.fsdecode(path)}: cannot open: {exc.strerror}") from None
+
+
+def _checked_xattrs(path: bytes, bs: int) -> list[tuple[bytes, bytes]]:
+    """The xattrs of ``path``, verified to fit the image's one xattr block."""
+    xattrs = _read_xattrs(path)
+    if xattrs:
+        try:
+            xa.build_block(dict(xattrs), bs)
+        except NvfsError as exc:
+            raise SourceError(f"{os.fsdecode(path)}: extended attributes cannot be stored: {exc}") from None
+    return xattrs
 
 
 def _read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:
@@ -322,7 +337,7 @@ def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int], lost
         d = plan.dirs[i]
         i += 1
         _walk_dir(d, plan, bs, p)
-        d.xattrs[b""] = _read_xattrs(d.path)
+        d.xattrs[b""] = _checked_xattrs(d.path, bs)
         if d.xattrs[b""]:
             plan.blocks += 1
         names = d.names
@@ -342,7 +357,7 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
         raise SourceError(f"{os.fsdecode(d.path)}: cannot open directory: {exc.strerror}") from None
     try:
         try:
-            entries = sorted(os.scandir(dfd), key=lambda e: e.name)
+            entries = list(os.scandir(dfd))
         except OSError as exc:
             raise SourceError(f"{os.fsdecode(d.path)}: cannot read directory: {exc.strerror}") from None
         links = plan.links
@@ -367,7 +382,7 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
                 if seen is None:
                     plan.inodes += 1
                     plan.blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
-                    xattrs = _read_xattrs(path)
+                    xattrs = _checked_xattrs(path, bs)
                     if xattrs:
                         d.xattrs[name] = xattrs
                         plan.blocks += 1
@@ -546,9 +561,11 @@ class _Writer:
     def _pool_for(self, d: _Dir, new: list[bool]) -> list[int]:
         """One allocation for the data and indirect blocks of every small new file of ``d``."""
         need = 0
-        for st, is_new in zip(d.stats, new, strict=True):
+        for name, st, is_new in zip(d.names, d.stats, new, strict=True):
             if not is_new:
                 continue
+            if name in d.xattrs:
+                need += 1
             if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= _HUGE_BYTES:
                 need += self._file_blocks(st)
             elif stat.S_ISLNK(st.st_mode) and st.st_size > fmt.INLINE_SYMLINK_MAX:
@@ -598,10 +615,10 @@ class _Writer:
             gen = self.rng.getrandbits(32)
             raw = pack_inode(mode, st.st_uid, st.st_gid, links, gen, 0, 0, self._times(st), rdev=rdev)
             self.stats.specials += 1
-        self._write_inode(ino, raw)
         xattrs = d.xattrs.get(name)
         if xattrs:
-            self._set_xattrs(ino, xattrs, st)
+            raw = self._with_xattrs(raw, xattrs, pool.pop())
+        self._write_inode(ino, raw)
 
     def _file_blocks(self, st: os.stat_result) -> int:
         key = (st.st_dev, st.st_ino)
@@ -664,13 +681,14 @@ class _Writer:
             pointers=ptrs,
         )  # fmt: skip
 
-    def _set_xattrs(self, ino: int, xattrs: list[tuple[bytes, bytes]], st: os.stat_result) -> None:
-        for name, value in xattrs:
-            self.vol.setxattr(ino, name, value)
-            self.stats.xattrs += 1
-        # setxattr may stamp ctime; the image keeps the source's.
-        c, cn = divmod(st.st_ctime_ns, _NS)
-        self.vol.set_inode_fields(ino, ctime=c, ctime_nsec=cn)
+    def _with_xattrs(self, raw: bytes, xattrs: list[tuple[bytes, bytes]], block: int) -> bytes:
+        """Write the xattr block and return the inode image pointing at it (fresh inode, no journal needed)."""
+        self.dev.write(block * self.bs, xa.build_block(dict(xattrs), self.bs))
+        self.stats.xattrs += len(xattrs)
+        img = bytearray(raw)
+        _U64.pack_into(img, _XATTR_OFF, block)
+        _U64.pack_into(img, _BLOCKS_OFF, _U64.unpack_from(img, _BLOCKS_OFF)[0] + 1)
+        return bytes(img)
 
     def _write_dir_inode(self, d: _Dir, uid: int, gid: int) -> None:
         st = d.st
@@ -680,15 +698,19 @@ class _Writer:
             c, cn = divmod(st.st_ctime_ns, _NS)
             self.vol.set_inode_fields(d.ino, mode=st.st_mode, uid=uid, gid=gid, atime=a, atime_nsec=an)
             self.vol.set_inode_fields(d.ino, mtime=m, mtime_nsec=mn, ctime=c, ctime_nsec=cn)
+            xattrs = d.xattrs.get(b"")
+            if xattrs:
+                self.vol.set_all_xattrs(d.ino, dict(xattrs))
+                self.stats.xattrs += len(xattrs)
         else:
             links = 2 + len(d.subdirs)
             gen = self.rng.getrandbits(32)
             raw = pack_inode(st.st_mode, uid, gid, links, gen, 0, 0, self._times(st), parent=d.parent_ino)
+            xattrs = d.xattrs.get(b"")
+            if xattrs:
+                raw = self._with_xattrs(raw, xattrs, self._blocks(1)[0])
             self._write_inode(d.ino, raw)
         self.stats.directories += 1
-        xattrs = d.xattrs.get(b"")
-        if xattrs:
-            self._set_xattrs(d.ino, xattrs, st)
 
     def _build(self, d: _Dir, entries: list[tuple[bytes, int, int]]) -> None:
         if not d.merge:

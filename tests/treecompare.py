@@ -18,7 +18,7 @@ import stat
 _CHUNK = 1 << 20
 
 
-def walk(root: bytes) -> dict[bytes, os.stat_result]:
+def walk(root: bytes, ignore: tuple[bytes, ...] = ()) -> dict[bytes, os.stat_result]:
     """Every path under ``root`` (relative, bytes; root itself is b".") with its lstat."""
     found = {b".": os.lstat(root)}
     stack = [b"."]
@@ -27,6 +27,8 @@ def walk(root: bytes) -> dict[bytes, os.stat_result]:
         with os.scandir(os.path.join(root, rel)) as it:
             for entry in it:
                 child = os.path.normpath(os.path.join(rel, entry.name))
+                if child in ignore:
+                    continue
                 st = entry.stat(follow_symlinks=False)
                 found[child] = st
                 if stat.S_ISDIR(st.st_mode):
@@ -85,10 +87,15 @@ def compare_trees(
     atime: bool = True,
     holes: bool = True,
     root_meta: bool = True,
+    ignore: tuple[bytes, ...] = (),
 ) -> list[str]:
-    """Differences between trees ``a`` and ``b`` (empty when identical)."""
+    """Differences between trees ``a`` and ``b`` (empty when identical).
+
+    ``ignore``: relative paths (and everything under them) left out, e.g.
+    ``b"lost+found"`` of an extracted image.
+    """
     a, b = os.fsencode(a), os.fsencode(b)
-    ta, tb = walk(a), walk(b)
+    ta, tb = walk(a, ignore), walk(b, ignore)
     diffs: list[str] = []
     for rel in sorted(ta.keys() - tb.keys()):
         diffs.append(f"{rel!r}: only in {a!r}")
