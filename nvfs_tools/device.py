@@ -152,12 +152,19 @@ def _libc_fallocate(fd: int, mode: int, offset: int, length: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _fastscan_function(*names: str):
-    """A kernel of the compiled fast-scan core by one of ``names``, or None."""
-    try:
-        from nvfs_tools.scan import backend
+def _fastscan_function(*names: str, compiled_only: bool = True):
+    """A kernel of the fast-scan core by one of ``names``, or None.
 
-        mod = backend()
+    Cache flushes need the compiled core: the pure-Python stand-ins of
+    ``flush_range``/``sfence`` cannot execute CLWB or SFENCE, so relying on
+    them would silently lose durability; without the core, barriers ``msync``.
+    """
+    try:
+        from nvfs_tools import scan
+
+        mod = scan.backend()
+        if compiled_only and not scan.using_compiled():
+            return None
     except Exception:  # noqa: BLE001 - a broken optional core must not stop the tools
         return None
     for name in names:
@@ -280,9 +287,9 @@ class Device:
         self._sysfs_facts(st)
         if self.dax and self.persistence_domain != "cpu_cache":
             self._flush_range = _fastscan_function("flush_range")
-            self._sfence = _fastscan_function("sfence", "store_fence")
+            self._sfence = _fastscan_function("sfence")
         elif self.dax:
-            self._sfence = _fastscan_function("sfence", "store_fence")
+            self._sfence = _fastscan_function("sfence")
 
     def _block_readonly(self) -> bool:
         try:
@@ -537,7 +544,7 @@ class Device:
             except OSError:
                 pass
         elif self.dax:
-            nt_zero = _fastscan_function("nt_zero", "nt_zero_range", "zero_range")
+            nt_zero = _fastscan_function("nt_zero", compiled_only=False)
             if nt_zero is not None:
                 nt_zero(self.view, offset, length)
                 self._note_dirty(offset, offset + length) if not self.unordered else None

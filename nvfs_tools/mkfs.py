@@ -350,7 +350,7 @@ def make(path: str, size: int | None, opts: Options, *, force: bool, dry_run: bo
                 raise DeviceError(f"{users[0]}; refusing to touch it")
         dev = Device(path, writable=not dry_run, unordered=True)
         try:
-            sigs = [] if created else probe.detect_signatures(dev.read, dev.size, use_blkid=path)
+            sigs = [] if created else probe.detect_signatures(_reader(dev), dev.size, use_blkid=path)
             _refuse_signatures(path, sigs, force, dry_run)
             device_size = dry_size if dry_size is not None else dev.size
             geo = _geometry(device_size, opts)
@@ -373,6 +373,14 @@ def make(path: str, size: int | None, opts: Options, *, force: bool, dry_run: bo
         f"{free_inodes} free inodes."
     )
     return 0
+
+
+def _reader(dev):
+    """Read for probing with pread where possible: faulting holes of a tmpfs image through
+    the mapping would allocate pages, and a refused run must leave the file as it was."""
+    if dev.dax:
+        return dev.read
+    return lambda offset, length: os.pread(dev.fd, length, offset)
 
 
 def _write(dev, geo: fmt.Geometry, opts: Options, created: bool, sigs: list, rep: Reporter):
@@ -422,14 +430,13 @@ def _finish(dev, opts: Options, rep: Reporter, result) -> tuple[int, int]:
     dev.hold_open = True
     vol = Volume.from_device(dev)
     try:
-        if vol.quota is not None:  # the root directory counts; mkfs wrote it without the library
-            vol.quota.charge(opts.root_uid, opts.root_gid, 0, 1)
         ino = _mkdir_lost_found(vol, opts.mkfs_time)
         if ino != fmt.FIRST_INO:
             raise NvfsError(f"lost+found got inode {ino}, expected {fmt.FIRST_INO}")
         vol.set_inode_fields(ino, generation=0, **times)
         vol.set_inode_fields(fmt.ROOT_INO, **times)
         if vol.quota is not None:
+            _set_quota_usage(vol)
             for qino in fmt.QUOTA_INODES.values():
                 vol.set_inode_fields(qino, generation=0, **times)
         free = (vol.dyn.free_blocks, vol.dyn.free_inodes)
@@ -439,6 +446,26 @@ def _finish(dev, opts: Options, rep: Reporter, result) -> tuple[int, int]:
     dev.write(dyn_off, sec.to_bytes(8, "little", signed=True))
     rep.say("done")
     return free
+
+
+def _set_quota_usage(vol) -> None:
+    """Store the exact usage of the root directory and lost+found in the three quota files.
+
+    The usage is set, not charged: it does not depend on which of mkfs's
+    writes the library happened to charge (mkfs wrote the root inode itself).
+    """
+    import struct
+
+    usage: dict[tuple[int, int], list[int]] = {}
+    for ino in (fmt.ROOT_INO, fmt.FIRST_INO):
+        node = vol.read_inode(ino)
+        for qino, qid in ((fmt.USR_QUOTA_INO, node.uid), (fmt.GRP_QUOTA_INO, node.gid), (fmt.PRJ_QUOTA_INO, 0)):
+            record = usage.setdefault((qino, qid), [0, 0])
+            record[0] += node.blocks * vol.block_size
+            record[1] += 1
+    used_off = fmt.field_offset(fmt.QuotaRecord, "bytes_used")
+    for (qino, qid), (nbytes, ninodes) in sorted(usage.items()):
+        vol.write(qino, qid * fmt.QUOTA_RECORD_SIZE + used_off, struct.pack("<QQ", nbytes, ninodes), charge=False)
 
 
 def _mkdir_lost_found(vol, mkfs_time: tuple[int, int]) -> int:
