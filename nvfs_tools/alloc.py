@@ -297,10 +297,11 @@ class Allocator:
         """Groups to try, best first.
 
         Directories spread out (Orlov-lite: most free inodes, fewest
-        directories); other inodes stay near ``goal_group`` (the parent's).
+        directories) unless a ``goal_group`` is given; other inodes stay near
+        ``goal_group`` (the parent's).
         """
         n = self.geo.group_count
-        if is_dir and n > 1:
+        if is_dir and n > 1 and goal_group is None:
             order = sorted(range(n), key=lambda g: (-self.free_inodes[g], self.used_dirs[g], g))
             return [g for g in order if self.free_inodes[g]]
         first = goal_group if goal_group is not None and 0 <= goal_group < n else 0
