@@ -1,0 +1,265 @@
+"""Raw, defensive access to an image for the checker.
+
+fsck cannot use :class:`nvfs_tools.volume.Volume` to *read*: the volume trusts
+what it opens (superblock, bitmaps, counters), and fsck must look at damaged
+structures without tripping over them.  This module reads fields straight from
+the device mapping with offsets derived from format.py, and writes repairs as
+single field stores through :class:`~nvfs_tools.device.Device`, the same choke
+point (write + barrier) every tool uses.
+
+It also provides :class:`CheckAllocator`: repairs that need new blocks (clone
+of a shared block, a directory rebuild, /lost+found) take them from what the
+checker has *proven* free (its own ownership map), never from a bitmap that
+may be wrong, and keep the on-media bitmap and counters in step like the
+library allocator does.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from construct import Array, FormatField
+
+from nvfs_tools import format as fmt
+from nvfs_tools.device import Device
+
+
+def struct_format(schema: Any) -> tuple[struct.Struct, list[tuple[str, int]]]:
+    """A ``struct.Struct`` and (field name, element count) pairs equivalent to a fixed construct ``schema``.
+
+    Arrays (count > 1... or any Array) become ``name`` holding a tuple; fields
+    are derived from the schema so nothing is restated by hand.
+    """
+    codes = ["<"]
+    names: list[tuple[str, int]] = []
+    for sub in schema.subcons:
+        inner = sub.subcon if hasattr(sub, "subcon") else sub
+        if isinstance(inner, Array):
+            elem = inner.subcon
+            codes.append(f"{inner.count}{elem.fmtstr[-1]}")
+            names.append((sub.name, inner.count))
+        elif isinstance(inner, FormatField):
+            codes.append(inner.fmtstr[-1])
+            names.append((sub.name, 0))
+        else:
+            codes.append(f"{sub.sizeof()}x")
+    return struct.Struct("".join(codes)), names
+
+
+_INODE_STRUCT, _INODE_NAMES = struct_format(fmt.Inode)
+INODE_FIELDS = fmt.field_layout(fmt.Inode)
+DYN_FIELDS = fmt.field_layout(fmt.SuperblockDynamic)
+GC_FIELDS = fmt.field_layout(fmt.GroupCounters)
+DPH_FIELDS = fmt.field_layout(fmt.DirPageHeader)
+DE_FIELDS = fmt.field_layout(fmt.DirEntryHeader)
+_SIZE_CODE = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+class RawInode:
+    """A parsed inode (attribute access like a construct Container)."""
+
+    __slots__ = ("ino", *(name for name, _ in _INODE_NAMES))
+
+    def __init__(self, ino: int, raw: bytes | memoryview) -> None:
+        self.ino = ino
+        values = _INODE_STRUCT.unpack(raw)
+        pos = 0
+        for name, count in _INODE_NAMES:
+            if count:
+                setattr(self, name, values[pos : pos + count])
+                pos += count
+            else:
+                setattr(self, name, values[pos])
+                pos += 1
+
+    @property
+    def ftype(self) -> int:
+        return self.mode & fmt.S_IFMT
+
+
+KIND_NAMES = {
+    fmt.S_IFREG: "regular file",
+    fmt.S_IFDIR: "directory",
+    fmt.S_IFLNK: "symbolic link",
+    fmt.S_IFCHR: "character device",
+    fmt.S_IFBLK: "block device",
+    fmt.S_IFIFO: "FIFO",
+    fmt.S_IFSOCK: "socket",
+}
+
+
+def kind_name(mode: int) -> str:
+    return KIND_NAMES.get(mode & fmt.S_IFMT, f"mode {mode:#o}")
+
+
+class Image:
+    """The device plus the geometry fsck decided to trust, with field-level access."""
+
+    def __init__(self, dev: Device, static: Any, static_raw: bytes) -> None:
+        self.dev = dev
+        self.static = static
+        self.static_raw = static_raw
+        self.geo = fmt.geometry_from_static(static)
+        self.bs = self.geo.block_size
+        self.hash_seed = bytes(static.hash_seed)
+        self.writes = 0
+
+    # -- reading --------------------------------------------------------------------------------
+    def u64(self, addr: int) -> int:
+        return int.from_bytes(self.dev.view[addr : addr + 8], "little")
+
+    def read_block(self, block: int) -> bytes:
+        return self.dev.read(block * self.bs, self.bs)
+
+    def block_view(self, block: int) -> memoryview:
+        return self.dev.view[block * self.bs : (block + 1) * self.bs]
+
+    def inode(self, ino: int) -> RawInode:
+        off = self.geo.inode_offset(ino)
+        return RawInode(ino, self.dev.view[off : off + fmt.INODE_SIZE])
+
+    def dyn(self) -> Any:
+        return fmt.SuperblockDynamic.parse(self.dev.read(fmt.SB_DYNAMIC_OFFSET, fmt.SB_DYNAMIC_SIZE))
+
+    def dyn_field(self, name: str) -> int:
+        info = DYN_FIELDS[name]
+        off = fmt.SB_DYNAMIC_OFFSET + info.offset
+        return int.from_bytes(self.dev.view[off : off + info.size], "little", signed=name.endswith("_time"))
+
+    def inode_field_addr(self, ino: int, field: str, index: int = 0) -> int:
+        info = INODE_FIELDS[field]
+        step = 8 if field == "block" else 0
+        return self.geo.inode_offset(ino) + info.offset + index * step
+
+    # -- writing (every write is a field store; callers barrier where order matters) --------------
+    def store(self, addr: int, value: int, size: int = 8, *, signed: bool = False) -> None:
+        self.dev.write(addr, value.to_bytes(size, "little", signed=signed))
+        self.writes += 1
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        self.dev.write(addr, data)
+        self.writes += 1
+
+    def barrier(self) -> None:
+        self.dev.barrier()
+
+    def set_dyn(self, name: str, value: int) -> None:
+        info = DYN_FIELDS[name]
+        self.store(fmt.SB_DYNAMIC_OFFSET + info.offset, value, info.size, signed=name.endswith("_time"))
+
+    def set_inode(self, ino: int, **fields: int) -> None:
+        """Store inode fields one by one (``block=(index, value)`` for a pointer)."""
+        for name, value in fields.items():
+            info = INODE_FIELDS[name]
+            if name == "block":
+                index, value = value
+                self.store(self.inode_field_addr(ino, "block", index), value)
+            else:
+                signed = name.endswith("time")
+                self.store(self.geo.inode_offset(ino) + info.offset, value, info.size, signed=signed)
+
+    def clear_inode(self, ino: int) -> None:
+        """Free an inode's slot: mode 0 first (that is what "free" means), then the rest."""
+        off = self.geo.inode_offset(ino)
+        self.store(off + INODE_FIELDS["mode"].offset, 0, 2)
+        self.barrier()
+        self.write_bytes(off, bytes(fmt.INODE_SIZE))
+
+    # -- bitmaps ----------------------------------------------------------------------------------
+    def block_bit(self, block: int) -> bool:
+        g, i = divmod(block, self.geo.blocks_per_group)
+        addr = self.geo.block_bitmap_block(g) * self.bs + i // 8
+        return bool(self.dev.view[addr] >> (i % 8) & 1)
+
+    def set_block_bit(self, block: int, used: bool) -> bool:
+        """Set one block bitmap bit; True when it changed."""
+        g, i = divmod(block, self.geo.blocks_per_group)
+        addr = self.geo.block_bitmap_block(g) * self.bs + i // 8
+        return self._set_bit(addr, i % 8, used)
+
+    def set_inode_bit(self, ino: int, used: bool) -> bool:
+        g, i = divmod(ino - 1, self.geo.inodes_per_group)
+        addr = self.geo.inode_bitmap_block(g) * self.bs + i // 8
+        return self._set_bit(addr, i % 8, used)
+
+    def _set_bit(self, addr: int, bit: int, used: bool) -> bool:
+        old = self.dev.view[addr]
+        new = old | (1 << bit) if used else old & ~(1 << bit)
+        if new == old:
+            return False
+        self.write_bytes(addr, bytes([new]))
+        return True
+
+    def counter_addr(self, group: int, field: str) -> int:
+        return self.geo.counters_block(group) * self.bs + GC_FIELDS[field].offset
+
+    def add_counter(self, group: int, field: str, delta: int) -> None:
+        addr = self.counter_addr(group, field)
+        self.store(addr, max(0, self.u64(addr) + delta))
+
+    def add_dyn(self, name: str, delta: int) -> None:
+        self.set_dyn(name, max(0, self.dyn_field(name) + delta))
+
+
+class CheckAllocator:
+    """Allocation for repairs, from blocks the checker has proven unowned.
+
+    ``owned`` is the checker's block-ownership bitmap (bit set = metadata or
+    owned by some inode).  A block handed out is marked there, in the on-media
+    bitmap and in the counters, exactly as the library allocator would.
+    """
+
+    def __init__(self, image: Image, owned: bytearray) -> None:
+        self.image = image
+        self.owned = owned
+        self.cursor = image.geo.first_data_block(0)
+
+    def is_owned(self, block: int) -> bool:
+        return bool(self.owned[block >> 3] >> (block & 7) & 1)
+
+    def mark(self, block: int, used: bool) -> None:
+        if used:
+            self.owned[block >> 3] |= 1 << (block & 7)
+        else:
+            self.owned[block >> 3] &= ~(1 << (block & 7)) & 0xFF
+
+    def allocate_block(self, goal: int | None = None) -> int:
+        geo = self.image.geo
+        total = geo.blocks_count
+        start = goal if goal is not None and 0 < goal < total else self.cursor
+        block = self._find_free(start, total)
+        if block is None:
+            block = self._find_free(geo.first_data_block(0), start)
+        if block is None:
+            from nvfs_tools.errors import NoSpaceError
+
+            raise NoSpaceError("no free block left for the repair")
+        self.cursor = block + 1
+        self.mark(block, True)
+        img = self.image
+        if img.set_block_bit(block, True):
+            img.add_counter(geo.group_of_block(block), "free_blocks", -1)
+            img.add_dyn("free_blocks", -1)
+        return block
+
+    def _find_free(self, start: int, end: int) -> int | None:
+        owned = self.owned
+        geo = self.image.geo
+        byte = start >> 3
+        last = (end + 7) >> 3
+        while byte < last:
+            if owned[byte] != 0xFF:
+                for bit in range(8):
+                    block = byte * 8 + bit
+                    if start <= block < end and not owned[byte] >> bit & 1 and not geo.is_metadata_block(block):
+                        return block
+            byte += 1
+        return None
+
+    def free_block(self, block: int) -> None:
+        self.mark(block, False)
+        img = self.image
+        if img.set_block_bit(block, False):
+            img.add_counter(img.geo.group_of_block(block), "free_blocks", 1)
+            img.add_dyn("free_blocks", 1)

@@ -1,0 +1,388 @@
+"""Pass 1: every in-use inode, its block map and its blocks; then shared blocks (1B-1D).
+
+Builds the checker's block-ownership bitmap (metadata areas pre-set) and the
+table of in-use inodes the later passes work from.  A block claimed twice is
+resolved like e2fsck's passes 1B-1D: every owner is listed with its path, the
+first owner keeps the block and every other owner gets its own copy.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from nvfs_tools import format as fmt
+from nvfs_tools.check import blockmap as bm
+from nvfs_tools.check.dirtree import DirScan, scan_directory
+from nvfs_tools.check.image import Image, kind_name
+
+_XH = fmt.field_layout(fmt.XattrHeader)
+_XE = fmt.field_layout(fmt.XattrEntryHeader)
+
+
+class InodeInfo:
+    """What later passes need about one in-use inode."""
+
+    __slots__ = ("ino", "mode", "links", "size", "parent", "nblocks", "dirscan", "xattr")
+
+    def __init__(self, ino: int, mode: int, links: int, size: int, parent: int) -> None:
+        self.ino = ino
+        self.mode = mode
+        self.links = links
+        self.size = size
+        self.parent = parent
+        self.nblocks = 0
+        self.dirscan: DirScan | None = None
+        self.xattr = 0
+
+    @property
+    def ftype(self) -> int:
+        return self.mode & fmt.S_IFMT
+
+    @property
+    def is_dir(self) -> bool:
+        return self.mode & fmt.S_IFMT == fmt.S_IFDIR
+
+
+def build_metadata_map(geo: fmt.Geometry) -> bytearray:
+    """Ownership bitmap with every block no file may own already set."""
+    owned = bytearray((geo.blocks_count + 7) // 8)
+    for g in range(geo.group_count):
+        _set_range(owned, geo.group_start(g), geo.first_data_block(g))
+    end = geo.group_end(geo.group_count - 1)
+    _set_range(owned, end, geo.blocks_count)
+    _set_range(owned, geo.backup_block, geo.blocks_count)
+    return owned
+
+
+def _set_range(bits: bytearray, start: int, end: int) -> None:
+    block = start
+    while block < end and block & 7:
+        bits[block >> 3] |= 1 << (block & 7)
+        block += 1
+    whole = (end - block) >> 3
+    if whole > 0:
+        bits[block >> 3 : (block >> 3) + whole] = b"\xff" * whole
+        block += whole * 8
+    while block < end:
+        bits[block >> 3] |= 1 << (block & 7)
+        block += 1
+
+
+def xattr_reason(img: Image, block: int) -> str | None:
+    """Why an extended attribute block is unusable, or None."""
+    why = bm.bad_block_reason(img.geo, block)
+    if why:
+        return why
+    data = bytearray(img.read_block(block))
+    if bytes(data[:4]) != fmt.XATTR_MAGIC:
+        return "bad magic"
+    cks = _XH["checksum"]
+    stored = int.from_bytes(data[cks.offset : cks.offset + 4], "little")
+    data[cks.offset : cks.offset + 4] = b"\0\0\0\0"
+    if zlib.crc32(data) & 0xFFFFFFFF != stored:
+        return "checksum mismatch"
+    count = int.from_bytes(data[_XH["count"].offset :][:4], "little")
+    used = int.from_bytes(data[_XH["used"].offset :][:4], "little")
+    if not fmt.XATTR_HEADER_SIZE <= used <= img.bs:
+        return f"used size {used}"
+    off = fmt.XATTR_HEADER_SIZE
+    for _ in range(count):
+        if off + fmt.XATTR_ENTRY_HEADER_SIZE > used:
+            return "entries overrun the used area"
+        index = data[off + _XE["name_index"].offset]
+        nlen = data[off + _XE["name_len"].offset]
+        vlen = int.from_bytes(data[off + _XE["value_len"].offset :][:4], "little")
+        if index not in fmt.XATTR_PREFIXES:
+            return f"unknown name index {index}"
+        off += fmt.xattr_entry_len(nlen, vlen)
+        if off > used:
+            return "entries overrun the used area"
+    return None
+
+
+class Pass1:
+    def __init__(self, chk: Any) -> None:
+        self.chk = chk
+        self.img: Image = chk.image
+        self.geo = self.img.geo
+        self.owned = chk.owned
+        self.dup_blocks: set[int] = set()
+        self.quota = bool(self.img.static.feature_ro_compat & fmt.FEATURE_RO_COMPAT_QUOTA)
+        self.blocks_seen = 0
+
+    # -- ownership ------------------------------------------------------------------------------
+    def claim(self, block: int) -> None:
+        byte, bit = block >> 3, 1 << (block & 7)
+        if self.owned[byte] & bit:
+            self.dup_blocks.add(block)
+        else:
+            self.owned[byte] |= bit
+        self.blocks_seen += 1
+
+    # -- the pass -------------------------------------------------------------------------------
+    def run(self) -> None:
+        chk, geo, img = self.chk, self.geo, self.img
+        stats = chk.start_pass(1, geo.group_count)
+        ipg = geo.inodes_per_group
+        for g in range(geo.group_count):
+            start = geo.inode_table_block(g) * img.bs
+            table = img.dev.view[start : start + ipg * fmt.INODE_SIZE]
+            modes = table.cast("H")[:: fmt.INODE_SIZE // 2]
+            base = g * ipg + 1
+            for index, mode in enumerate(modes):
+                if mode:
+                    ino = base + index
+                    if ino in chk.orphans_cleared:
+                        continue
+                    self.check_inode(ino)
+                    stats.inodes += 1
+            chk.progress(1)
+        stats.blocks = self.blocks_seen
+        if self.dup_blocks:
+            self.resolve_dups()
+        stats.extra["shared_blocks"] = len(self.dup_blocks)
+        chk.end_pass(stats)
+
+    def check_inode(self, ino: int) -> None:
+        chk, img = self.chk, self.img
+        inode = img.inode(ino)
+        ft = inode.ftype
+        if ino < fmt.FIRST_INO and ino != fmt.ROOT_INO:
+            if not (self.quota and ino in fmt.QUOTA_INODES.values() and ft == fmt.S_IFREG):
+                chk.fix("INODE_RESERVED", {"ino": ino, "mode": inode.mode}, lambda: img.clear_inode(ino))
+                return
+        if ft not in fmt.VALID_FILE_TYPES:
+            chk.fix("INODE_BAD_MODE", {"ino": ino, "mode": inode.mode}, lambda: img.clear_inode(ino))
+            return
+        self.check_flags(inode)
+        if inode.next_orphan:
+            chk.fix(
+                "INODE_STALE_ORPHAN",
+                {"ino": ino, "value": inode.next_orphan},
+                lambda: img.set_inode(ino, next_orphan=0),
+            )
+        if ft == fmt.S_IFLNK and not self.check_symlink(inode):
+            return
+        info = InodeInfo(ino, inode.mode, inode.links_count, inode.size, inode.parent)
+        count = 0
+        if bm.maps_blocks(inode):
+            count = self.walk_map(inode)
+        elif ft == fmt.S_IFDIR:
+            count = self.walk_dir(inode, info)
+        elif ft != fmt.S_IFLNK:
+            self.check_special(inode)
+        if inode.xattr_block:
+            why = xattr_reason(img, inode.xattr_block)
+            if why:
+                chk.fix(
+                    "INODE_BAD_XATTR",
+                    {"ino": ino, "block": inode.xattr_block, "reason": why},
+                    lambda: img.set_inode(ino, xattr_block=0),
+                )
+            else:
+                self.claim(inode.xattr_block)
+                info.xattr = inode.xattr_block
+                count += 1
+        info.nblocks = count
+        if inode.blocks != count and not (info.dirscan is not None and info.dirscan.faults):
+            chk.fix(
+                "INODE_BLOCK_COUNT",
+                {"ino": ino, "found": inode.blocks, "expected": count},
+                lambda: img.set_inode(ino, blocks=count),
+            )
+        chk.inodes[ino] = info
+
+    def check_flags(self, inode: Any) -> None:
+        flags = inode.flags
+        bad = flags & ~fmt.INODE_FLAGS_KNOWN
+        reason = "unknown bits"
+        if flags & fmt.INODE_FLAG_INLINE and inode.ftype != fmt.S_IFLNK:
+            bad |= fmt.INODE_FLAG_INLINE
+            reason = "inline flag on a file that is not a symbolic link" if bad == fmt.INODE_FLAG_INLINE else reason
+        if bad:
+            self.chk.fix(
+                "INODE_BAD_FLAGS",
+                {"ino": inode.ino, "flags": flags, "reason": reason},
+                lambda: self.img.set_inode(inode.ino, flags=flags & ~bad),
+            )
+            inode.flags = flags & ~bad
+
+    def check_symlink(self, inode: Any) -> bool:
+        """Validate a symbolic link; False when it was cleared (or should be)."""
+        reason = None
+        if inode.flags & fmt.INODE_FLAG_INLINE:
+            if not 1 <= inode.size <= fmt.INLINE_SYMLINK_MAX:
+                reason = f"inline target of {inode.size} bytes"
+        elif not 1 <= inode.size <= max(4096, self.img.bs):
+            reason = f"target of {inode.size} bytes"
+        elif inode.block[0] == 0:
+            reason = "no data block"
+        if reason is None:
+            return True
+        ino = inode.ino
+        self.chk.fix("INODE_BAD_SYMLINK", {"ino": ino, "reason": reason}, lambda: self.img.clear_inode(ino))
+        return False
+
+    def check_special(self, inode: Any) -> None:
+        ft = inode.ftype
+        reasons = []
+        if any(inode.block):
+            reasons.append("block pointers")
+        if inode.size:
+            reasons.append(f"size {inode.size}")
+        if ft in (fmt.S_IFIFO, fmt.S_IFSOCK) and inode.rdev:
+            reasons.append(f"device number {inode.rdev:#x}")
+        if inode.dir_bank:
+            reasons.append(f"directory bank {inode.dir_bank}")
+        if not reasons:
+            return
+        ino = inode.ino
+
+        def clear() -> None:
+            for i in range(fmt.N_BLOCK_POINTERS):
+                if inode.block[i]:
+                    self.img.set_inode(ino, block=(i, 0))
+            self.img.set_inode(ino, size=0, dir_bank=0)
+            if ft in (fmt.S_IFIFO, fmt.S_IFSOCK):
+                self.img.set_inode(ino, rdev=0)
+
+        self.chk.fix(
+            "INODE_BAD_SPECIAL", {"ino": ino, "kind": kind_name(inode.mode), "reason": ", ".join(reasons)}, clear
+        )
+
+    # -- block maps -----------------------------------------------------------------------------
+    def judge(self, inode: Any, v: bm.Visit, nblocks: int) -> tuple[str, dict] | None:
+        """The problem with one pointer, or None when it is fine (no side effect)."""
+        ino = inode.ino
+        if v.fblock >= nblocks and inode.ftype == fmt.S_IFREG:
+            return "INODE_PAST_EOF", {"ino": ino, "block": v.block, "fblock": v.fblock, "size": inode.size}
+        why = bm.bad_block_reason(self.geo, v.block)
+        if why is None and v.level and bm.count_illegal(self.img, v.block) > bm.MAX_ILLEGAL_IN_INDIRECT:
+            why = "indirect block full of illegal pointers"
+        if why:
+            where = f"file block {v.fblock}" if v.level == 0 else f"level-{v.level} indirect block for {v.fblock}"
+            return "INODE_BAD_BLOCK", {"ino": ino, "block": v.block, "where": where, "reason": why}
+        return None
+
+    def walk_map(self, inode: Any) -> int:
+        nblocks = -(-inode.size // self.img.bs)
+        if inode.ftype == fmt.S_IFLNK:
+            nblocks = 1
+        count = 0
+        img = self.img
+
+        def visit(v: bm.Visit) -> bool:
+            nonlocal count
+            problem = self.judge(inode, v, nblocks)
+            if problem is not None:
+                code, details = problem
+                self.chk.fix(code, details, lambda: (img.store(v.addr, 0), img.barrier()))
+                return False
+            self.claim(v.block)
+            count += 1
+            return True
+
+        bm.walk_file(img, inode, visit)
+        return count
+
+    def walk_dir(self, inode: Any, info: InodeInfo) -> int:
+        img, chk = self.img, self.chk
+        ino = inode.ino
+        bank = inode.dir_bank
+        if bank not in (0, 1):
+            good = 0 if inode.block[0] or not inode.block[1] else 1
+            chk.fix(
+                "INODE_BAD_DIR_BANK",
+                {"ino": ino, "value": bank, "bank": good},
+                lambda: img.set_inode(ino, dir_bank=good),
+            )
+            bank = good
+        scan = scan_directory(img, ino, inode.block[bank], lambda b: bm.bad_block_reason(self.geo, b))
+        info.dirscan = scan
+        for block in scan.blocks:
+            self.claim(block)
+        expected = len(scan.blocks) * img.bs
+        if inode.size != expected and not scan.faults:
+            chk.fix(
+                "INODE_BAD_SIZE",
+                {"ino": ino, "found": inode.size, "expected": expected, "reason": "directory pages and nodes"},
+                lambda: img.set_inode(ino, size=expected),
+            )
+        return len(scan.blocks)
+
+    # -- passes 1B-1D: shared blocks --------------------------------------------------------------
+    def resolve_dups(self) -> None:
+        chk, img = self.chk, self.img
+        owners: dict[int, list[tuple[int, int, str]]] = {b: [] for b in self.dup_blocks}
+        order: list[tuple[int, int, int, str]] = []
+        for ino, info in sorted(chk.inodes.items()):
+            for block, addr, kind in self._claims(ino, info):
+                if block in owners:
+                    owners[block].append((ino, addr, kind))
+                    order.append((block, ino, addr, kind))
+        from nvfs_tools.check.paths import PathNamer
+
+        namer = PathNamer(chk)
+        keeper: dict[int, tuple[int, int]] = {}
+        for block, lst in sorted(owners.items()):
+            lst.sort(key=lambda o: o[2] != "dir")  # a directory keeps its block; files get copies
+            if len(lst) < 2:
+                continue
+            keeper[block] = (lst[0][0], lst[0][1])
+            names = ", ".join(f"{namer.path(o[0])} (inode {o[0]})" for o in lst)
+            chk.fix("INODE_DUP_BLOCK", {"block": block, "count": len(lst), "owners": names, "ino": lst[0][0]})
+            if chk.report.findings[-1].fixed:
+                chk.pending_clones.append(block)
+        if not chk.pending_clones:
+            return
+        clones = set(chk.pending_clones)
+        moved: dict[tuple[int, int], int] = {}  # (ino, old block) -> its copy
+        for block, ino, addr, kind in order:
+            if block not in clones or keeper.get(block) == (ino, addr):
+                continue
+            if kind == "dir":
+                chk.rebuild_dirs.add(ino)
+                continue
+            addr = self._translate(addr, ino, moved)
+            chk.checkpoint()
+            new = chk.allocator.allocate_block(block)
+            img.write_bytes(new * img.bs, img.read_block(block))
+            img.barrier()
+            img.store(addr, new)
+            img.barrier()
+            moved[(ino, block)] = new
+
+    def _translate(self, addr: int, ino: int, moved: dict[tuple[int, int], int]) -> int:
+        """A pointer inside a block already copied for ``ino`` lives in the copy now."""
+        block, off = divmod(addr, self.img.bs)
+        new = moved.get((ino, block))
+        return addr if new is None else new * self.img.bs + off
+
+    def _claims(self, ino: int, info: InodeInfo) -> list[tuple[int, int, str]]:
+        img = self.img
+        out: list[tuple[int, int, str]] = []
+        inode = img.inode(ino)
+        if info.dirscan is not None:
+            out.extend((b, 0, "dir") for b in info.dirscan.blocks)
+        elif bm.maps_blocks(inode):
+            nblocks = 1 if inode.ftype == fmt.S_IFLNK else -(-inode.size // img.bs)
+
+            def visit(v: bm.Visit) -> bool:
+                if self.judge(inode, v, nblocks) is not None:
+                    return False
+                out.append((v.block, v.addr, "indirect" if v.level else "data"))
+                return True
+
+            bm.walk_file(img, inode, visit)
+        if info.xattr:
+            out.append((info.xattr, img.inode_field_addr(ino, "xattr_block"), "xattr"))
+        return out
+
+
+def run(chk: Any) -> None:
+    chk.owned = build_metadata_map(chk.image.geo)
+    from nvfs_tools.check.image import CheckAllocator
+
+    chk.allocator = CheckAllocator(chk.image, chk.owned)
+    Pass1(chk).run()

@@ -1,0 +1,152 @@
+"""One complete fsck run: open, pass 0, the clean-flag shortcut, passes 1-5, the final state."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Any, TextIO
+
+from nvfs_tools import format as fmt
+from nvfs_tools.check.checker import Cancelled, Checker, Options, PreenAbort, SigintGuard
+from nvfs_tools.check.report import EXIT_OPERATIONAL, Report
+from nvfs_tools.errors import NvfsError, UnsupportedFeatureError
+
+
+def check(device: str, options: Options, out: TextIO | None = None, answers: TextIO | None = None) -> Report:
+    """Check (and repair, as ``options`` allow) ``device``; never raises for filesystem trouble."""
+    chk = Checker(device, options, out, answers)
+    chk.pending_clones = []
+    chk.rebuild_dirs = set()
+    chk.shared_blocks = set()
+    chk.children = {}
+    chk.lost_found = 0
+    dev = None
+    unexpected: BaseException | None = None
+    try:
+        with SigintGuard(chk):
+            dev = _open(device, options)
+            chk.device_obj = dev
+            _run(chk, dev)
+    except Cancelled:
+        chk.report.cancelled = True
+        chk.say(f"\n{device}: cancelled; the filesystem is consistent up to the last completed repair.")
+    except PreenAbort:
+        chk.report.aborted = True
+    except NvfsError as exc:
+        chk.report.error = str(exc)
+        chk.report.exit_code_override = EXIT_OPERATIONAL | (1 if chk.report.modified else 0)
+    except Exception as exc:  # noqa: BLE001 - re-raised below, after the device is closed
+        unexpected = exc.with_traceback(None) if os.environ.get("NVFS_DEBUG") != "1" else exc
+    if dev is not None:
+        _close(chk, dev)
+    if unexpected is not None:
+        raise unexpected
+    return chk.report
+
+
+def _close(chk: Checker, dev: Any) -> None:
+    """Close the device; scans may still hold views of the mapping, so collect them first."""
+    chk.image = None
+    gc.collect()
+    try:
+        dev.close()
+    except BufferError:
+        gc.collect()
+        try:
+            dev.close()
+        except BufferError:
+            pass
+    except NvfsError as exc:  # a failing final flush is an operational error
+        chk.report.error = str(exc)
+        chk.report.exit_code_override = EXIT_OPERATIONAL
+
+
+def _open(device: str, options: Options) -> Any:
+    from nvfs_tools.device import Device
+
+    return Device(device, writable=options.mode != "n")
+
+
+def _run(chk: Checker, dev: Any) -> None:
+    from nvfs_tools.check import pass0_super
+    from nvfs_tools.check.image import Image
+
+    static, raw, reason, offset = pass0_super.load_superblock(dev, chk.opt.use_backup)
+    unknown_ro = static.feature_ro_compat & ~fmt.FEATURE_RO_COMPAT_KNOWN
+    if unknown_ro and chk.writable:
+        raise UnsupportedFeatureError(
+            f"{chk.device}: unknown read-only-compatible features {unknown_ro:#x}; only -n can check it"
+        )
+    chk.image = Image(dev, static, raw)
+    state = chk.image.dyn_field("state")
+    pass0_super.run(chk, reason, offset)
+    forced = _forced_reason(chk, state)
+    if forced is None:
+        from nvfs_tools.check.pass5_bitmaps import counters_consistent
+
+        why = counters_consistent(chk.image)
+        if why is None:
+            _summary_clean(chk)
+            return
+        forced = f"{why}, check forced"
+    if not chk.opt.force:
+        chk.say(f"{chk.device}: {forced}.")
+    _full_check(chk)
+
+
+def _forced_reason(chk: Checker, state: int) -> str | None:
+    if chk.opt.force:
+        return "check forced (-f)"
+    if chk.report.findings:
+        return "problems found in the superblock, check forced"
+    if state & fmt.STATE_CHECKING:
+        return "a previous check was interrupted while repairing, check forced"
+    if state & fmt.STATE_ERRORS:
+        return "contains a file system with errors, check forced"
+    if not state & fmt.STATE_CLEAN:
+        return "was not cleanly unmounted, check forced"
+    return None
+
+
+def _summary_clean(chk: Checker) -> None:
+    img = chk.image
+    geo = img.geo
+    rep = chk.report
+    rep.skipped_clean = True
+    rep.files_total = geo.inodes_count
+    rep.files_used = geo.inodes_count - img.dyn_field("free_inodes")
+    rep.blocks_total = geo.blocks_count
+    rep.blocks_used = geo.blocks_count - img.dyn_field("free_blocks")
+    chk.say(
+        f"{chk.device}: clean, {rep.files_used}/{rep.files_total} files, {rep.blocks_used}/{rep.blocks_total} blocks"
+    )
+
+
+def _full_check(chk: Checker) -> None:
+    from nvfs_tools.check import pass1_inodes, pass2_dirs, pass3_connect, pass4_links, pass5_bitmaps
+
+    pass1_inodes.run(chk)
+    pass2_dirs.run(chk)
+    pass3_connect.run(chk)
+    pass4_links.run(chk)
+    pass5_bitmaps.run(chk)
+    _finish(chk)
+
+
+def _finish(chk: Checker) -> None:
+    rep = chk.report
+    img = chk.image
+    if chk.writable:
+        state = img.dyn_field("state") & ~(fmt.STATE_CHECKING | fmt.STATE_CLEAN | fmt.STATE_ERRORS)
+        state |= fmt.STATE_ERRORS if rep.unfixed else fmt.STATE_CLEAN
+        img.barrier()
+        img.set_dyn("state", state)
+        img.set_dyn("last_check_time", int(time.time()))
+        img.set_dyn("check_count", img.dyn_field("check_count") + 1)
+        img.barrier()
+    if rep.modified:
+        chk.say(f"\n{chk.device}: ***** FILE SYSTEM WAS MODIFIED *****")
+    chk.say(f"{chk.device}: {rep.files_used}/{rep.files_total} files, {rep.blocks_used}/{rep.blocks_total} blocks")
+    if rep.unfixed and chk.opt.mode != "p":
+        chk.say(f"\n{chk.device}: ********** WARNING: Filesystem still has errors **********")
