@@ -358,25 +358,15 @@ def hexdump(data: bytes, base: int = 0) -> list[str]:
 def annotate_struct(
     dev: Any, geo: fmt.Geometry, type_name: str, addr: int, base: int, title: str, skip_zero: bool = True
 ) -> list[str]:
-    """Field-per-line listing of a structure (zero array elements collapsed)."""
+    """Field-per-line listing of a structure (runs of equal array elements collapsed)."""
     lines = [f"--- {title} at +{addr - base:#x} ---"]
-    pending: list[str] = []
-    for f, raw in fp.read_fields(dev, geo, type_name, addr):
-        if skip_zero and "[" in f.path and not any(raw):
-            pending.append(f.path)
-            continue
-        if pending:
-            lines.append(_zero_run(pending))
-            pending = []
-        lines.append(f"  +{f.offset - base:<6x} {f.path:<24} = {fp.format_value(f, raw)}")
-    if pending:
-        lines.append(_zero_run(pending))
+    fields = fp.read_fields(dev, geo, type_name, addr)
+    runs = fp.collapse_runs(fields) if skip_zero else [(f, None, raw) for f, raw in fields]
+    for first, last, raw in runs:
+        label, value = fp.format_run(first, last, raw)
+        where = f"+{first.offset - base:x}"
+        lines.append(f"  {where:<7} {label:<24} = {value}")
     return lines
-
-
-def _zero_run(paths: list[str]) -> str:
-    text = paths[0] if len(paths) == 1 else f"{paths[0]}..{paths[-1]}"
-    return f"  {'':7} {text:<24} = 0"
 
 
 def annotate_block(dev: Any, geo: fmt.Geometry, block: int, force: str | None = None) -> list[str]:

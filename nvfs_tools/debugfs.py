@@ -281,7 +281,12 @@ class Session:
 
     def addr_ctx(self) -> fp.AddressContext:
         return fp.AddressContext(
-            self.geo, self.cwd, lookup=self.lookup, read_inode=self.read_inode, file_map=self._file_addr
+            self.geo,
+            self.cwd,
+            lookup=self.lookup,
+            read_inode=self.read_inode,
+            file_map=self._file_addr,
+            sb_addr=self.sb_addr,
         )
 
     def _file_addr(self, ino: int, offset: int) -> int | None:
@@ -360,20 +365,10 @@ class Session:
 
     def _print_struct(self, type_name: str, addr: int, paths: list[str]) -> None:
         fields = fp.read_fields(self.dev, self.geo, type_name, addr, paths or None)
-        pending: list[str] = []
-
-        def flush() -> None:
-            if pending:
-                self.p(f"{pending[0] if len(pending) == 1 else pending[0] + '..' + pending[-1]:<24} = 0")
-                pending.clear()
-
-        for f, raw in fields:
-            if not paths and "[" in f.path and not any(raw):
-                pending.append(f.path)
-                continue
-            flush()
-            self.p(f"{f.path:<24} = {fp.format_value(f, raw)}")
-        flush()
+        runs = fp.collapse_runs(fields) if not paths else [(f, None, raw) for f, raw in fields]
+        for first, last, raw in runs:
+            label, value = fp.format_run(first, last, raw)
+            self.p(f"{label:<24} = {value}")
 
     def _type_addr(self, args: list[str]) -> tuple[str, int, list[str]]:
         """TYPE [ADDR] rest...: ADDR is optional only where the type has a default."""
@@ -551,6 +546,8 @@ class Session:
                 rest.append(a)
         self.need(rest, 1, 1, COMMANDS["bd"].usage)
         block = self.block_arg(rest[0])
+        if annotate and force is None and an.describe_block(self.dev, self.geo, block)[1] is None:
+            force = self._owner_type(block)
         if annotate:
             for line in an.annotate_block(self.dev, self.geo, block, force):
                 self.p(line)
@@ -558,6 +555,21 @@ class Session:
                 return
         for line in an.hexdump(self.dev.read(block * self.bs, self.bs)):
             self.p(line)
+
+    def _owner_type(self, block: int) -> str | None:
+        """Structure type of an unlabelled data block, from the inode that owns it (icheck-style scan)."""
+        if self.geo.inodes_count > 1 << 20:
+            return None
+        for ino, inode in self._inodes_in_use():
+            for kind, b in an.inode_blocks(self.dev, self.geo, inode):
+                if b == block:
+                    self.p(f"(owned by inode {ino} as {kind})")
+                    if kind.endswith("IND"):
+                        return "indirect"
+                    if kind == "DIR":
+                        return "radix_node"
+                    return None
+        return None
 
     def block_arg(self, text: str) -> int:
         try:
@@ -730,19 +742,22 @@ class Session:
             self.p(f"Directory bank: {i.dir_bank}   roots: {i.block[0]:#x} {i.block[1]:#x}")
             blocks, bad = an.dir_blocks(self.dev, self.geo, i)
             self.p("DIRECTORY BLOCKS:")
-            self.p(" ".join(map(str, blocks)) if blocks else "(none)")
+            listing = " ".join(map(str, blocks)) if blocks else "(none)"
+            self.p(listing + (f", (XATTR):{i.xattr_block}" if i.xattr_block else ""))
             for b in bad:
                 self.p(f"  problem: {b}")
-            self.p(f"TOTAL: {len(blocks)}")
+            self.p(f"TOTAL: {len(blocks) + (1 if i.xattr_block else 0)}")
             return
         bm = an.file_block_map(self.dev, self.geo, i)
         self.p("BLOCKS:")
         parts = [_ranges(bm.data)] if bm.data else []
         parts += [f"({kind}):{b}" for kind, b in bm.meta]
+        if i.xattr_block:
+            parts.append(f"(XATTR):{i.xattr_block}")
         self.p(", ".join(parts) if parts else "(none)")
         for b in bm.bad:
             self.p(f"  problem: {b}")
-        self.p(f"TOTAL: {len(bm.data) + len(bm.meta)}")
+        self.p(f"TOTAL: {len(bm.data) + len(bm.meta) + (1 if i.xattr_block else 0)}")
 
     @command("blocks", usage="blocks FILE")
     def do_blocks(self, args: list[str]) -> None:
@@ -779,7 +794,12 @@ class Session:
                     wanted[b] = ino
         self.p("Block\tInode number")
         for b, ino in wanted.items():
-            self.p(f"{b}\t{ino if ino is not None else '<block not found>'}")
+            if ino is not None:
+                self.p(f"{b}\t{ino}")
+            elif self.geo.is_metadata_block(b):
+                self.p(f"{b}\t<filesystem metadata: {an.describe_block(self.dev, self.geo, b)[0]}>")
+            else:
+                self.p(f"{b}\t<block not found>")
 
     @command("ncheck", usage="ncheck [-c] INODE...", paths=False)
     def do_ncheck(self, args: list[str]) -> None:
@@ -935,10 +955,16 @@ class Session:
                 + ("  -> would be replayed" if commit and state == "ok" else "")
             )
             n = fmt.JOURNAL_ENTRIES if show_all else min(count, fmt.JOURNAL_ENTRIES)
+            zero = 0
             for k in range(n):
                 e = slot.entries[k]
+                if e.addr == 0 and e.value == 0 and k >= count:
+                    zero += 1
+                    continue
                 where = an.describe_address(self.dev, geo, e.addr) if e.addr < geo.blocks_count * self.bs else "outside"
                 self.p(f"  entry {k}: addr {e.addr:#x} ({where}) value {e.value:#x}")
+            if zero:
+                self.p(f"  ({zero} unused entries are zero)")
 
     def _dyn(self) -> Any:
         return fmt.SuperblockDynamic.parse(self.dev.read(fmt.SB_DYNAMIC_OFFSET, fmt.SB_DYNAMIC_SIZE))
@@ -1062,7 +1088,9 @@ class Session:
 
         for src in args[:-1]:
             self.lookup(src)  # a clear error before anything is written
-            ex.extract(self.vol, os.fsencode(self.full_path(src)), host)
+            full = self.full_path(src)
+            name = posixpath.basename(full)
+            ex.extract(self.vol, os.fsencode(full), os.path.join(host, name) if name else host)
 
     @command("write_file", usage="write HOSTFILE NAME", writes=True)
     def do_write_file(self, args: list[str]) -> None:

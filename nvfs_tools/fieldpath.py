@@ -439,6 +439,7 @@ class AddressContext:
     lookup: Callable[[str], int] | None = None
     read_inode: Callable[[int], Any] | None = None
     file_map: Callable[[int, int], int | None] | None = None
+    sb_addr: int = 0  # the static superblock in use (the backup's address with debugfs -b)
 
 
 def _int(text: str, what: str) -> int:
@@ -489,9 +490,9 @@ def address_of(type_name: str, tokens: list[str], ctx: AddressContext) -> tuple[
     name = t.name
     if name == "superblock_static":
         if tok is None:
-            return 0, 0
+            return ctx.sb_addr, 0
         if tok == "sb":
-            return 0, 1
+            return ctx.sb_addr, 1
         if tok == "backup":
             return geo.backup_block * bs, 1
         if tok == "group":
@@ -682,3 +683,46 @@ def fuzz_field(
     new = fuzz_value(dev.read(field.offset, field.size), verb, rng, amount)
     old = store_field(dev, geo, type_name, addr, field, new, fix_checksums=fix_checksums)
     return field, old, new
+
+
+def collapse_runs(fields: list[tuple[Field, bytes]]) -> list[tuple[Field, Field | None, bytes]]:
+    """Group array elements for display: (first, last or None, bytes of first).
+
+    A run is consecutive array leaves that are all zero, or that are elements of
+    the same array with equal values (a radix node whose 128 slots point to one
+    page prints as one line).  Fields outside arrays are never grouped.
+    """
+    out: list[tuple[Field, Field | None, bytes]] = []
+    run: list[tuple[Field, bytes]] = []
+
+    def key(f: Field) -> str:
+        return re.sub(r"\[\d+\]", "[]", f.path)
+
+    def flush() -> None:
+        if run:
+            out.append((run[0][0], run[-1][0] if len(run) > 1 else None, run[0][1]))
+            run.clear()
+
+    for f, raw in fields:
+        if "[" not in f.path:
+            flush()
+            out.append((f, None, raw))
+            continue
+        if run:
+            f0, raw0 = run[-1]
+            zero = not any(raw) and not any(raw0)
+            same = key(f) == key(f0) and raw == raw0
+            if not (zero or same):
+                flush()
+        run.append((f, raw))
+    flush()
+    return out
+
+
+def format_run(first: Field, last: Field | None, raw: bytes) -> tuple[str, str]:
+    """(label, value) for a run from :func:`collapse_runs`."""
+    label = first.path if last is None else f"{first.path}..{last.path}"
+    value = format_value(first, raw)
+    if last is not None and not any(raw):
+        value = "0"
+    return label, value
