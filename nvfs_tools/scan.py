@@ -2,14 +2,82 @@
 
 ``NVFS_PURE=1`` in the environment forces the pure-Python path (CI runs the
 suite that way once, so both stay correct).
+
+Both backends provide the same functions with the same signatures and results
+(see ``scan_pure`` for the reference semantics of each):
+
+* ``siphash24(key, data) -> int`` and
+  ``siphash24_bulk(key, buf, offsets, lengths) -> array('Q')``;
+* bitmaps: ``popcount(buf, offset, nbytes, kernel=None)``,
+  ``find_free(buf, offset, nbits, start, count, align=1)``,
+  ``diff(buf_a, off_a, buf_b, off_b, nbits) -> array('Q')``;
+* ``scan_inodes(buf, geo, *, use_bitmap=False, threads=0) -> dict``;
+* ``walk_blockmaps(buf, geo, inos, *, mark_metadata=True, threads=0) -> dict``;
+* ``walk_directories(buf, geo, seed, dir_inos, owned=None, *, threads=0) -> dict``;
+* ``link_counts(children, n_inodes) -> memoryview('I')``;
+* CPU and persistence: ``cpu_features()``, ``popcount_kernels()``,
+  ``flush_range(buf, offset, length)``, ``sfence()``, ``nt_zero(buf, offset, length)``.
+
+Every problem list is three parallel arrays ``prob_ino``, ``prob_where``,
+``prob_code``: the inode concerned, a device byte address (see
+:class:`Problem` for what it points at) and a :class:`Problem` code.
 """
 
 from __future__ import annotations
 
 import os
+from enum import IntEnum
 from types import ModuleType
 
 _backend: ModuleType | None = None
+
+
+class Problem(IntEnum):
+    """What the scans report.  ``where`` is always a device byte address.
+
+    Inode problems (``scan_inodes``): ``where`` = address of the inode.
+    Pointer problems (``walk_blockmaps``, ``walk_directories``): ``where`` =
+    address of the 8-byte pointer word (inode field, indirect slot, radix
+    slot, root word or page ``next`` field), so a repair can store 0 there.
+    Page problems: ``where`` = address of the page.  Entry problems:
+    ``where`` = address of the directory record.
+    """
+
+    # scan_inodes
+    ILLEGAL_MODE = 1  # file type bits are not a known type
+    UNKNOWN_FLAGS = 2  # flags outside format.INODE_FLAGS_KNOWN
+    INLINE_NOT_SYMLINK = 3  # INODE_FLAG_INLINE on anything but a symlink
+    INLINE_BAD_SIZE = 4  # inline symlink with size 0 or > INLINE_SYMLINK_MAX
+    SIZE_TOO_LARGE = 5  # size beyond what 16 pointers can map
+    RESERVED0_NONZERO = 6
+    LINKS_ZERO = 7  # in use with no link (normal only on the orphan list)
+    DIR_BAD_PARENT = 8  # parent 0, out of range, or root's parent not itself
+    DIR_BAD_BANK = 9  # dir_bank not 0 or 1
+    SPECIAL_HAS_DATA = 10  # device/fifo/socket with a size or block pointers
+    # walk_blockmaps / walk_directories: pointers
+    BLOCK_OUT_OF_RANGE = 20  # >= blocks_count or outside the mapping
+    BLOCK_IN_METADATA = 21  # Geometry.is_metadata_block
+    BLOCK_SHARED = 22  # claimed twice (blockmaps: every claimant reported)
+    BLOCK_PAST_EOF = 23  # whole subtree maps file blocks past EOF: not claimed
+    XATTR_OUT_OF_RANGE = 24
+    XATTR_IN_METADATA = 25
+    XATTR_SHARED = 26
+    # walk_directories: pages, nodes, entries
+    NOT_A_DIRECTORY = 30  # where = inode address
+    PAGE_BAD_MAGIC = 31  # page not descended
+    PAGE_BAD_DEPTH = 32
+    PAGE_BAD_PREFIX = 33
+    PAGE_BAD_SLOTS = 34  # slots pointing to the page not the aligned 2**(L*b+b-d) run
+    PAGE_BAD_DIR_INO = 35
+    PAGE_BAD_NEXT = 36  # ``next`` set below depth 64
+    NODE_TOO_DEEP = 37  # radix node at a level that consumes no hash bit
+    ENTRY_BAD_HASH = 40  # stored hash != SipHash(seed, name)
+    ENTRY_WRONG_PAGE = 41  # hash does not match the page's place in the tree
+    ENTRY_BAD_REC_LEN = 42  # rec_len != dir_entry_rec_len(name_len) or past the page: rest not parsed
+    ENTRY_BAD_NAME = 43  # empty, '/' or NUL
+    ENTRY_DOT_NAME = 44  # '.' or '..' stored as a name
+    ENTRY_DUPLICATE = 45  # same name earlier in the same directory
+    ENTRY_BAD_INO = 46  # child inode number 1 or beyond inodes_count: entry not listed
 
 
 def backend() -> ModuleType:

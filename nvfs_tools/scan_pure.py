@@ -1,7 +1,694 @@
-"""Pure-Python reference of the fast-scan functions (same names and results)."""
+"""Pure-Python reference of the fast-scan functions (same names and results).
+
+This module defines what each scan means; ``_fastscan.pyx`` must return
+exactly the same values (the hypothesis tests compare them).  It is slow but
+simple, and it is what runs when the extension is not built or ``NVFS_PURE=1``.
+All field offsets come from :func:`nvfs_tools.format.field_layout`.
+"""
 
 from __future__ import annotations
 
-from nvfs_tools.namehash import siphash24_pure as siphash24
+import mmap
+from array import array
+from typing import Any
 
-__all__ = ["siphash24"]
+from nvfs_tools import format as F
+from nvfs_tools.namehash import siphash24_pure as siphash24
+from nvfs_tools.scan import Problem
+
+__all__ = [
+    "siphash24",
+    "siphash24_bulk",
+    "popcount",
+    "popcount_kernels",
+    "find_free",
+    "diff",
+    "scan_inodes",
+    "walk_blockmaps",
+    "walk_directories",
+    "link_counts",
+    "cpu_features",
+    "flush_range",
+    "sfence",
+    "nt_zero",
+]
+
+_U64 = (1 << 64) - 1
+_INODE = F.field_layout(F.Inode)
+_PAGE = F.field_layout(F.DirPageHeader)
+_ENTRY = F.field_layout(F.DirEntryHeader)
+_BLOCK_PTR_SIZE = _INODE["block"].size // F.N_BLOCK_POINTERS
+
+
+def _ld(buf: Any, offset: int, size: int) -> int:
+    return int.from_bytes(buf[offset : offset + size], "little")
+
+
+def _field(buf: Any, base: int, info: F.FieldInfo) -> int:
+    return int.from_bytes(buf[base + info.offset : base + info.offset + info.size], "little")
+
+
+def _zero_map(nbytes: int) -> mmap.mmap:
+    """A zero-filled buffer whose pages cost memory only once written."""
+    return mmap.mmap(-1, max(nbytes, 1))
+
+
+def _problems() -> dict[str, array]:
+    return {"prob_ino": array("Q"), "prob_where": array("Q"), "prob_code": array("H")}
+
+
+def _report(out: dict[str, array], ino: int, where: int, code: Problem) -> None:
+    out["prob_ino"].append(ino)
+    out["prob_where"].append(where)
+    out["prob_code"].append(int(code))
+
+
+# ---------------------------------------------------------------------------
+# SipHash
+# ---------------------------------------------------------------------------
+
+
+def siphash24_bulk(key: bytes, buf: Any, offsets: Any, lengths: Any) -> array:
+    """SipHash-2-4 of ``buf[offsets[i] : offsets[i] + lengths[i]]`` for every i."""
+    if len(offsets) != len(lengths):
+        raise ValueError("offsets and lengths differ in length")
+    view = memoryview(buf).cast("B")
+    out = array("Q")
+    for off, length in zip(offsets, lengths, strict=True):
+        if off < 0 or length < 0 or off + length > len(view):
+            raise ValueError(f"name at {off} (+{length}) outside the buffer")
+        out.append(siphash24(key, bytes(view[off : off + length])))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Bitmaps (bit i of a bitmap is bit i % 8 of byte i // 8: LSB first)
+# ---------------------------------------------------------------------------
+
+
+def _check_range(buf: Any, offset: int, nbytes: int) -> memoryview:
+    view = memoryview(buf).cast("B")
+    if offset < 0 or nbytes < 0 or offset + nbytes > len(view):
+        raise ValueError(f"range {offset}+{nbytes} outside a buffer of {len(view)} bytes")
+    return view
+
+
+def popcount_kernels() -> list[str]:
+    return ["python"]
+
+
+def popcount(buf: Any, offset: int, nbytes: int, kernel: str | None = None) -> int:
+    """Number of set bits in ``nbytes`` bytes at ``offset``."""
+    view = _check_range(buf, offset, nbytes)
+    return int.from_bytes(view[offset : offset + nbytes], "little").bit_count()
+
+
+def find_free(buf: Any, offset: int, nbits: int, start: int, count: int, align: int = 1) -> int:
+    """First bit index >= start, multiple of ``align``, that begins ``count`` clear bits within nbits; else -1."""
+    if count < 1 or align < 1:
+        raise ValueError("count and align must be positive")
+    view = _check_range(buf, offset, (nbits + 7) // 8)
+    bits = int.from_bytes(view[offset : offset + (nbits + 7) // 8], "little")
+    start = max(start, 0)
+    cand = -(-start // align) * align
+    while cand + count <= nbits:
+        window = (bits >> cand) & ((1 << count) - 1)
+        if window == 0:
+            return cand
+        first_set = cand + ((window & -window).bit_length() - 1)
+        cand = -(-(first_set + 1) // align) * align
+    return -1
+
+
+def diff(buf_a: Any, off_a: int, buf_b: Any, off_b: int, nbits: int) -> array:
+    """Indexes of the bits that differ between two bitmaps of ``nbits`` bits."""
+    nbytes = (nbits + 7) // 8
+    va = _check_range(buf_a, off_a, nbytes)
+    vb = _check_range(buf_b, off_b, nbytes)
+    x = int.from_bytes(va[off_a : off_a + nbytes], "little") ^ int.from_bytes(vb[off_b : off_b + nbytes], "little")
+    x &= (1 << nbits) - 1
+    out = array("Q")
+    while x:
+        low = x & -x
+        out.append(low.bit_length() - 1)
+        x ^= low
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Geometry helpers (the same rules as format.Geometry)
+# ---------------------------------------------------------------------------
+
+
+def _itable_offset(geo: F.Geometry, group: int) -> int:
+    return geo.inode_table_block(group) * geo.block_size
+
+
+def _max_file_bytes(block_size: int) -> int:
+    return min(F.max_file_blocks(block_size) * block_size, _U64)
+
+
+# ---------------------------------------------------------------------------
+# Inode table scan
+# ---------------------------------------------------------------------------
+
+
+def _inode_problems(ino: int, addr: int, raw: bytes, geo: F.Geometry, max_size: int) -> list[Problem]:
+    def f(name: str) -> int:
+        info = _INODE[name]
+        return int.from_bytes(raw[info.offset : info.offset + info.size], "little")
+
+    mode, flags, size = f("mode"), f("flags"), f("size")
+    fmt = mode & F.S_IFMT
+    found = []
+    if fmt not in F.VALID_FILE_TYPES:
+        found.append(Problem.ILLEGAL_MODE)
+    if flags & ~F.INODE_FLAGS_KNOWN:
+        found.append(Problem.UNKNOWN_FLAGS)
+    if flags & F.INODE_FLAG_INLINE:
+        if fmt != F.S_IFLNK:
+            found.append(Problem.INLINE_NOT_SYMLINK)
+        elif size == 0 or size > F.INLINE_SYMLINK_MAX:
+            found.append(Problem.INLINE_BAD_SIZE)
+    if size > max_size:
+        found.append(Problem.SIZE_TOO_LARGE)
+    if f("reserved0"):
+        found.append(Problem.RESERVED0_NONZERO)
+    if f("links_count") == 0:
+        found.append(Problem.LINKS_ZERO)
+    if fmt == F.S_IFDIR:
+        parent = f("parent")
+        if parent == 0 or parent > geo.inodes_count or (ino == F.ROOT_INO and parent != ino):
+            found.append(Problem.DIR_BAD_PARENT)
+        if f("dir_bank") > 1:
+            found.append(Problem.DIR_BAD_BANK)
+    if fmt in (F.S_IFCHR, F.S_IFBLK, F.S_IFIFO, F.S_IFSOCK):
+        info = _INODE["block"]
+        if size or any(raw[info.offset : info.offset + info.size]):
+            found.append(Problem.SPECIAL_HAS_DATA)
+    return found
+
+
+def scan_inodes(buf: Any, geo: F.Geometry, *, use_bitmap: bool = False, threads: int = 0) -> dict[str, Any]:
+    """Every in-use inode (mode != 0) of the inode tables, as compact arrays.
+
+    Returns ``ino`` (Q), ``mode`` (H), ``flags`` (I), ``links`` (I), ``size``
+    (Q), ``blocks`` (Q) for each in-use inode in inode order; ``dir_ino``,
+    ``dir_parent``, ``dir_bank`` (Q) for directories; ``xattr_ino``,
+    ``xattr_block`` (Q) for inodes with an xattr block; ``inuse``: a bitmap
+    with bit ino-1 set for each in-use inode; and the problem arrays.  With
+    ``use_bitmap`` only inodes whose on-media inode-bitmap bit is set are read
+    (cost grows with what is used, but in-use inodes with a clear bit are
+    missed).  Inodes whose bytes lie outside the mapping are skipped.
+    """
+    view = memoryview(buf).cast("B")
+    size = len(view)
+    out: dict[str, Any] = {
+        "ino": array("Q"),
+        "mode": array("H"),
+        "flags": array("I"),
+        "links": array("I"),
+        "size": array("Q"),
+        "blocks": array("Q"),
+        "dir_ino": array("Q"),
+        "dir_parent": array("Q"),
+        "dir_bank": array("Q"),
+        "xattr_ino": array("Q"),
+        "xattr_block": array("Q"),
+        "inuse": _zero_map((geo.inodes_count + 7) // 8),
+    }
+    out.update(_problems())
+    inuse = out["inuse"]
+    max_size = _max_file_bytes(geo.block_size)
+    ipg = geo.inodes_per_group
+    for group in range(geo.group_count):
+        table = _itable_offset(geo, group)
+        ibm = geo.inode_bitmap_block(group) * geo.block_size
+        for index in range(ipg):
+            addr = table + index * F.INODE_SIZE
+            if addr + F.INODE_SIZE > size:
+                break
+            if use_bitmap and (ibm + index // 8 >= size or not view[ibm + index // 8] >> (index % 8) & 1):
+                continue
+            raw = bytes(view[addr : addr + F.INODE_SIZE])
+            mode = _field(raw, 0, _INODE["mode"])
+            if mode == 0:
+                continue
+            ino = group * ipg + index + 1
+            inuse[(ino - 1) // 8] |= 1 << ((ino - 1) % 8)
+            out["ino"].append(ino)
+            out["mode"].append(mode)
+            out["flags"].append(_field(raw, 0, _INODE["flags"]))
+            out["links"].append(_field(raw, 0, _INODE["links_count"]))
+            out["size"].append(_field(raw, 0, _INODE["size"]))
+            out["blocks"].append(_field(raw, 0, _INODE["blocks"]))
+            if mode & F.S_IFMT == F.S_IFDIR:
+                out["dir_ino"].append(ino)
+                out["dir_parent"].append(_field(raw, 0, _INODE["parent"]))
+                out["dir_bank"].append(_field(raw, 0, _INODE["dir_bank"]))
+            xattr = _field(raw, 0, _INODE["xattr_block"])
+            if xattr:
+                out["xattr_ino"].append(ino)
+                out["xattr_block"].append(xattr)
+            for code in _inode_problems(ino, addr, raw, geo, max_size):
+                _report(out, ino, addr, code)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Block-map walk
+# ---------------------------------------------------------------------------
+
+
+class _Claims:
+    """The ownership bitmap plus the rules every pointer goes through."""
+
+    def __init__(self, geo: F.Geometry, size: int, owned: Any) -> None:
+        self.geo = geo
+        self.size = size
+        self.owned = owned
+
+    def valid(self, block: int) -> Problem | None:
+        geo = self.geo
+        if block >= geo.blocks_count or (block + 1) * geo.block_size > self.size:
+            return Problem.BLOCK_OUT_OF_RANGE
+        if geo.is_metadata_block(block):
+            return Problem.BLOCK_IN_METADATA
+        return None
+
+    def claim(self, block: int) -> bool:
+        """Set the block's bit; False when it was already set."""
+        byte, bit = divmod(block, 8)
+        if self.owned[byte] >> bit & 1:
+            return False
+        self.owned[byte] |= 1 << bit
+        return True
+
+
+class _FileWalker:
+    """Walks one inode's pointers; ``dup`` (pass B) marks blocks to report as shared."""
+
+    def __init__(self, view: memoryview, claims: _Claims, dup_write: Any, dup_read: Any, out: dict) -> None:
+        self.view = view
+        self.claims = claims
+        self.dup_write = dup_write
+        self.dup_read = dup_read
+        self.out = out
+        self.ppb = claims.geo.block_size // _BLOCK_PTR_SIZE
+
+    def _is_dup(self, block: int) -> bool:
+        return self.dup_read is not None and bool(self.dup_read[block // 8] >> (block % 8) & 1)
+
+    def pointer(self, ino: int, addr: int, block: int, codes: tuple[Problem, Problem, Problem]) -> bool:
+        """Validate and claim one pointer; True when the caller should descend."""
+        bad = self.claims.valid(block)
+        if bad is not None:
+            code = codes[0] if bad == Problem.BLOCK_OUT_OF_RANGE else codes[1]
+            _report(self.out, ino, addr, code)
+            return False
+        self.count += 1
+        if self._is_dup(block):
+            _report(self.out, ino, addr, codes[2])
+        if self.claims.claim(block):
+            return True
+        if self.dup_write is not None:
+            self.dup_write[block // 8] |= 1 << (block % 8)
+        return False
+
+    def tree(self, ino: int, addr: int, level: int, base: int, needed: int) -> None:
+        block = _ld(self.view, addr, _BLOCK_PTR_SIZE)
+        if block == 0:
+            return
+        if base >= needed and self.claims.valid(block) is None:
+            _report(self.out, ino, addr, Problem.BLOCK_PAST_EOF)
+            return
+        codes = (Problem.BLOCK_OUT_OF_RANGE, Problem.BLOCK_IN_METADATA, Problem.BLOCK_SHARED)
+        if not self.pointer(ino, addr, block, codes) or level == 0:
+            return
+        span = self.ppb ** (level - 1)
+        start = block * self.claims.geo.block_size
+        for i in range(self.ppb):
+            self.tree(ino, start + i * _BLOCK_PTR_SIZE, level - 1, base + i * span, needed)
+
+    def inode(self, ino: int) -> int:
+        geo = self.claims.geo
+        self.count = 0
+        if not 1 <= ino <= geo.inodes_count:
+            return 0
+        base = geo.inode_offset(ino)
+        if base + F.INODE_SIZE > len(self.view):
+            return 0
+        mode = _field(self.view, base, _INODE["mode"])
+        flags = _field(self.view, base, _INODE["flags"])
+        xattr = _field(self.view, base, _INODE["xattr_block"])
+        if mode == 0:
+            return 0
+        if xattr:
+            addr = base + _INODE["xattr_block"].offset
+            self.pointer(
+                ino, addr, xattr, (Problem.XATTR_OUT_OF_RANGE, Problem.XATTR_IN_METADATA, Problem.XATTR_SHARED)
+            )
+        fmt = mode & F.S_IFMT
+        if fmt == F.S_IFREG or (fmt == F.S_IFLNK and not flags & F.INODE_FLAG_INLINE):
+            size = _field(self.view, base, _INODE["size"])
+            needed = -(-size // geo.block_size)
+            ptr0 = base + _INODE["block"].offset
+            for i in range(F.N_DIRECT):
+                self.tree(ino, ptr0 + i * _BLOCK_PTR_SIZE, 0, i, needed)
+            file_base = F.N_DIRECT
+            for k in range(F.N_INDIRECT):
+                self.tree(ino, ptr0 + (F.N_DIRECT + k) * _BLOCK_PTR_SIZE, k + 1, file_base, needed)
+                file_base += self.ppb ** (k + 1)
+        return self.count
+
+
+def _block_bitmap_bytes(geo: F.Geometry) -> int:
+    return geo.group_count * geo.block_size
+
+
+def _mark_metadata(geo: F.Geometry, owned: Any) -> None:
+    """Set the bits the on-media block bitmaps set for blocks no file owns."""
+
+    def set_range(first: int, end: int) -> None:
+        for b in range(first, end):
+            owned[b // 8] |= 1 << (b % 8)
+
+    for g in range(geo.group_count):
+        set_range(geo.group_start(g), geo.first_data_block(g))
+    last_end = geo.group_count * geo.blocks_per_group
+    set_range(min(geo.blocks_count, last_end), last_end)
+    if geo.backup_block < last_end:
+        set_range(geo.backup_block, geo.backup_block + 1)
+
+
+def _walk_pass(view, geo, inos, owned, dup_write, dup_read, report: bool) -> tuple[array, dict]:
+    out = _problems()
+    walker = _FileWalker(view, _Claims(geo, len(view), owned), dup_write, dup_read, out if report else _problems())
+    counts = array("Q", (walker.inode(ino) for ino in inos))
+    return counts, out
+
+
+def walk_blockmaps(
+    buf: Any, geo: F.Geometry, inos: Any, *, mark_metadata: bool = True, threads: int = 0
+) -> dict[str, Any]:
+    """Claim every block the given inodes own; report bad, shared and past-EOF pointers.
+
+    Regular files and non-inline symlinks have their 16 pointers walked
+    (trees 1..5 levels deep); every inode's xattr block is claimed.
+    Directory ``block[]`` words are radix roots: see :func:`walk_directories`.
+    A block already claimed is counted but not descended again, and every
+    claimant of a shared block is reported.  A pointer whose whole subtree
+    maps file blocks at or past ceil(size / block_size) is reported as
+    BLOCK_PAST_EOF and neither claimed nor counted.
+
+    Returns ``owned`` (bitmap, bit b = block b, laid out as the on-media group
+    bitmaps one after another; with ``mark_metadata`` the metadata, backup
+    and past-the-end bits are set as mkfs sets them), ``counts`` (Q, blocks
+    owned by each inode of ``inos``, in order) and the problem arrays.
+    """
+    view = memoryview(buf).cast("B")
+    nbytes = _block_bitmap_bytes(geo)
+    owned = _zero_map(nbytes)
+    scratch = _zero_map(nbytes)
+    dups = _zero_map(nbytes)
+    _walk_pass(view, geo, inos, scratch, dups, None, report=False)
+    counts, out = _walk_pass(view, geo, inos, owned, None, dups, report=True)
+    scratch.close()
+    dups.close()
+    if mark_metadata:
+        _mark_metadata(geo, owned)
+    return {"owned": owned, "counts": counts, **out}
+
+
+# ---------------------------------------------------------------------------
+# Directories
+# ---------------------------------------------------------------------------
+
+
+def _mask(depth: int) -> int:
+    return 0 if depth == 0 else (_U64 << (64 - depth)) & _U64
+
+
+def _slot_prefix(slot: int, level: int, bits: int) -> int:
+    shift = 64 - (level * bits + bits)
+    return (slot << shift) & _U64 if shift >= 0 else slot >> -shift
+
+
+class _DirWalker:
+    """Walks the live bank of one directory after another."""
+
+    def __init__(self, view, geo, seed, owned, out) -> None:
+        self.view = view
+        self.geo = geo
+        self.seed = bytes(seed)
+        self.claims = _Claims(geo, len(view), owned)
+        self.out = out
+        self.bits = F.radix_bits(geo.block_size)
+        self.ppb = F.pointers_per_block(geo.block_size)
+
+    def _pointer(self, dir_ino: int, addr: int, block: int) -> bool:
+        bad = self.claims.valid(block)
+        if bad is not None:
+            _report(self.out, dir_ino, addr, bad)
+            return False
+        self.count += 1
+        if not self.claims.claim(block):
+            _report(self.out, dir_ino, addr, Problem.BLOCK_SHARED)
+            return False
+        return True
+
+    def directory(self, dir_ino: int) -> int:
+        geo = self.geo
+        self.count = 0
+        self.entries: list[tuple] = []
+        if not 1 <= dir_ino <= geo.inodes_count:
+            return 0
+        base = geo.inode_offset(dir_ino)
+        if base + F.INODE_SIZE > len(self.view):
+            return 0
+        if _field(self.view, base, _INODE["mode"]) & F.S_IFMT != F.S_IFDIR:
+            _report(self.out, dir_ino, base, Problem.NOT_A_DIRECTORY)
+            return 0
+        bank = _field(self.view, base, _INODE["dir_bank"]) & 1
+        addr = base + _INODE["block"].offset + bank * _BLOCK_PTR_SIZE
+        self._slot_word(dir_ino, addr, _ld(self.view, addr, 8), -1, 0, 0, 1)
+        self._duplicates(dir_ino)
+        return self.count
+
+    def _slot_word(self, dir_ino, addr, word, level, prefix, slot, run) -> None:
+        """Follow one root word (level -1) or a run of equal slots of a node at ``level``."""
+        if word == 0:
+            return
+        block = word & F.RADIX_BLOCK_MASK
+        if not word & F.RADIX_PAGE_BIT:
+            if self._pointer(dir_ino, addr, block):
+                self._node(
+                    dir_ino, block, level + 1, prefix | (_slot_prefix(slot, level, self.bits) if level >= 0 else 0)
+                )
+            return
+        if not self._pointer(dir_ino, addr, block):
+            return
+        page = block * self.geo.block_size
+        if bytes(self.view[page : page + 4]) != F.DIR_PAGE_MAGIC:
+            _report(self.out, dir_ino, page, Problem.PAGE_BAD_MAGIC)
+            return
+        depth = _field(self.view, page, _PAGE["depth"])
+        if level < 0:
+            expected, lo, hi = 0, 0, 0
+        else:
+            expected = prefix | _slot_prefix(slot, level, self.bits)
+            lo, hi = level * self.bits, min(level * self.bits + self.bits, 64)
+        if lo <= depth <= hi:
+            eff = depth
+            if level >= 0:
+                span = 1 << (level * self.bits + self.bits - depth)
+                if slot % span or run != span:
+                    _report(self.out, dir_ino, page, Problem.PAGE_BAD_SLOTS)
+        else:
+            _report(self.out, dir_ino, page, Problem.PAGE_BAD_DEPTH)
+            eff = lo
+        expected &= _mask(eff)
+        if _field(self.view, page, _PAGE["prefix"]) != expected:
+            _report(self.out, dir_ino, page, Problem.PAGE_BAD_PREFIX)
+        self._page(dir_ino, block, eff, expected)
+
+    def _node(self, dir_ino, block, level, prefix) -> None:
+        if level * self.bits >= 64:
+            _report(self.out, dir_ino, block * self.geo.block_size, Problem.NODE_TOO_DEEP)
+            return
+        start = block * self.geo.block_size
+        words = [_ld(self.view, start + 8 * i, 8) for i in range(self.ppb)]
+        i = 0
+        while i < self.ppb:
+            run = 1
+            if words[i] & F.RADIX_PAGE_BIT:
+                while i + run < self.ppb and words[i + run] == words[i]:
+                    run += 1
+            self._slot_word(dir_ino, start + 8 * i, words[i], level, prefix, i, run)
+            i += run
+
+    def _page(self, dir_ino, block, depth, prefix) -> None:
+        bs = self.geo.block_size
+        while True:
+            page = block * bs
+            if _field(self.view, page, _PAGE["dir_ino"]) != dir_ino:
+                _report(self.out, dir_ino, page, Problem.PAGE_BAD_DIR_INO)
+            self._entries(dir_ino, page, depth, prefix)
+            nxt_addr = page + _PAGE["next"].offset
+            nxt = _field(self.view, page, _PAGE["next"])
+            if nxt == 0:
+                return
+            if depth != 64:
+                _report(self.out, dir_ino, page, Problem.PAGE_BAD_NEXT)
+                return
+            if not self._pointer(dir_ino, nxt_addr, nxt):
+                return
+            block = nxt
+            page = block * bs
+            if bytes(self.view[page : page + 4]) != F.DIR_PAGE_MAGIC:
+                _report(self.out, dir_ino, page, Problem.PAGE_BAD_MAGIC)
+                return
+            if _field(self.view, page, _PAGE["depth"]) != 64:
+                _report(self.out, dir_ino, page, Problem.PAGE_BAD_DEPTH)
+            if _field(self.view, page, _PAGE["prefix"]) != prefix:
+                _report(self.out, dir_ino, page, Problem.PAGE_BAD_PREFIX)
+
+    def _entries(self, dir_ino, page, depth, prefix) -> None:
+        bs = self.geo.block_size
+        off = F.DIR_PAGE_HEADER_SIZE
+        mask = _mask(depth)
+        while off + F.DIR_ENTRY_HEADER_SIZE <= bs:
+            rec = page + off
+            rec_len = _field(self.view, rec, _ENTRY["rec_len"])
+            if rec_len == 0:
+                return
+            name_len = _field(self.view, rec, _ENTRY["name_len"])
+            if rec_len != F.dir_entry_rec_len(name_len) or off + rec_len > bs:
+                _report(self.out, dir_ino, rec, Problem.ENTRY_BAD_REC_LEN)
+                return
+            off += rec_len
+            child = _field(self.view, rec, _ENTRY["ino"])
+            if child == 0:
+                continue
+            name_off = rec + F.DIR_ENTRY_HEADER_SIZE
+            name = bytes(self.view[name_off : name_off + name_len])
+            if name_len == 0 or b"/" in name or b"\0" in name:
+                _report(self.out, dir_ino, rec, Problem.ENTRY_BAD_NAME)
+            elif name in (b".", b".."):
+                _report(self.out, dir_ino, rec, Problem.ENTRY_DOT_NAME)
+            digest = siphash24(self.seed, name)
+            if _field(self.view, rec, _ENTRY["hash"]) != digest:
+                _report(self.out, dir_ino, rec, Problem.ENTRY_BAD_HASH)
+            if digest & mask != prefix:
+                _report(self.out, dir_ino, rec, Problem.ENTRY_WRONG_PAGE)
+            if child > self.geo.inodes_count or child < F.ROOT_INO:
+                _report(self.out, dir_ino, rec, Problem.ENTRY_BAD_INO)
+                continue
+            ftype = _field(self.view, rec, _ENTRY["file_type"])
+            self.entries.append((dir_ino, child, ftype, digest, name_off, name_len, name))
+
+    def _duplicates(self, dir_ino) -> None:
+        seen: set[bytes] = set()
+        for entry in self.entries:
+            if entry[6] in seen:
+                _report(self.out, dir_ino, entry[4] - F.DIR_ENTRY_HEADER_SIZE, Problem.ENTRY_DUPLICATE)
+            seen.add(entry[6])
+
+
+def walk_directories(
+    buf: Any, geo: F.Geometry, seed: bytes, dir_inos: Any, owned: Any = None, *, threads: int = 0
+) -> dict[str, Any]:
+    """Parse the live bank of each directory: every live entry, page and node problems.
+
+    ``owned`` is the bitmap from :func:`walk_blockmaps` (pages and nodes are
+    claimed in it, so a block shared with a file or another directory is
+    reported); a fresh one is used when None.  Returns ``entry_dir``,
+    ``entry_ino``, ``entry_hash`` (SipHash of the name), ``name_off``
+    (device byte address of the name) (Q), ``name_len`` (H), ``file_type`` (B)
+    for every live entry (including ones with problems, except ENTRY_BAD_INO),
+    in walk order; ``counts`` (Q, pages + nodes of each directory of
+    ``dir_inos``) and the problem arrays.
+    """
+    view = memoryview(buf).cast("B")
+    if owned is None:
+        owned = _zero_map(_block_bitmap_bytes(geo))
+    out: dict[str, Any] = {
+        "entry_dir": array("Q"),
+        "entry_ino": array("Q"),
+        "entry_hash": array("Q"),
+        "name_off": array("Q"),
+        "name_len": array("H"),
+        "file_type": array("B"),
+        "counts": array("Q"),
+    }
+    out.update(_problems())
+    walker = _DirWalker(view, geo, seed, owned, out)
+    for dir_ino in dir_inos:
+        out["counts"].append(walker.directory(dir_ino))
+        for d, child, ftype, digest, name_off, name_len, _name in walker.entries:
+            out["entry_dir"].append(d)
+            out["entry_ino"].append(child)
+            out["entry_hash"].append(digest)
+            out["name_off"].append(name_off)
+            out["name_len"].append(name_len)
+            out["file_type"].append(ftype)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Link counts
+# ---------------------------------------------------------------------------
+
+
+def link_counts(children: Any, n_inodes: int) -> memoryview:
+    """counts[ino] = occurrences of ino in ``children`` (0 < ino <= n_inodes; others ignored)."""
+    counts = _zero_map(4 * (n_inodes + 1)) if n_inodes >= 0 else _zero_map(4)
+    view = memoryview(counts).cast("I")
+    for child in children:
+        if 0 < child <= n_inodes and view[child] < 0xFFFFFFFF:
+            view[child] += 1
+    return view
+
+
+# ---------------------------------------------------------------------------
+# CPU features and persistence (no-ops in Python: nothing to flush from here)
+# ---------------------------------------------------------------------------
+
+
+def cpu_features() -> dict[str, bool]:
+    """What the CPU offers (from /proc/cpuinfo); the compiled core reads CPUID."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    names = {
+        "popcnt": "popcnt",
+        "avx2": "avx2",
+        "avx512f": "avx512f",
+        "avx512vpopcntdq": "avx512_vpopcntdq",
+        "clflush": "clflush",
+        "clflushopt": "clflushopt",
+        "clwb": "clwb",
+        "sse2": "sse2",
+    }
+    return {key: flag in flags for key, flag in names.items()}
+
+
+def flush_range(buf: Any, offset: int, length: int) -> None:
+    """Write back the cache lines of a range (pure Python cannot: bounds check only)."""
+    _check_range(buf, offset, length)
+
+
+def sfence() -> None:
+    """Store fence (a no-op in pure Python)."""
+
+
+def nt_zero(buf: Any, offset: int, length: int) -> None:
+    """Zero a range (the compiled core uses non-temporal stores)."""
+    view = _check_range(buf, offset, length)
+    view[offset : offset + length] = bytes(length)

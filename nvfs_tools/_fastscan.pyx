@@ -1,0 +1,1467 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled fast-scan core: the hot loops of fsck over the device mapping.
+
+Same functions, signatures and results as :mod:`nvfs_tools.scan_pure` (the
+reference that documents each one).  The kernels are plain C (below, verbatim)
+run with the GIL released; every field offset and size they use is taken from
+:func:`nvfs_tools.format.field_layout` at import and stored in C globals.
+Every pointer read from the media is bounds-checked against the mapping, and
+indirect trees, radix trees and overflow chains are walked at most once per
+block (a block already claimed is not descended), so damaged input costs
+bounded work and never reads outside the buffer.
+
+Groups (for inode tables) and inode or directory lists are cut into
+contiguous chunks handled by Python threads, each calling a nogil kernel.
+Walks that claim blocks run in parallel first; if any block turns out to be
+claimed twice, the parallel result is thrown away and the walk is redone in a
+single thread so that which claimant comes first (and what is reported) is
+the same as in the pure reference.
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport free
+from libc.string cimport memcpy, memset
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython cimport array as carray
+
+import mmap
+import os
+from array import array
+from concurrent.futures import ThreadPoolExecutor
+
+from nvfs_tools import format as F
+from nvfs_tools.scan import Problem
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #if defined(__x86_64__) || defined(__i386__)
+    #define NV_X86 1
+    #include <cpuid.h>
+    #include <immintrin.h>
+    #else
+    #define NV_X86 0
+    #endif
+
+    /* ---------------- field layout, filled from format.field_layout at import ---------------- */
+    typedef struct { uint32_t off, size; } nv_field;
+    static const uint8_t nv_empty[8] = {0};
+    static nv_field NV_I_MODE, NV_I_RES0, NV_I_FLAGS, NV_I_LINKS, NV_I_SIZE, NV_I_BLOCKS, NV_I_PARENT,
+                    NV_I_XATTR, NV_I_BANK, NV_I_BLOCK;
+    static nv_field NV_P_DEPTH, NV_P_PREFIX, NV_P_DIRINO, NV_P_NEXT;
+    static nv_field NV_E_INO, NV_E_HASH, NV_E_NAMELEN, NV_E_FTYPE, NV_E_RECLEN;
+    static uint64_t NV_INODE_SIZE, NV_N_DIRECT, NV_N_INDIRECT, NV_PTR_SIZE, NV_PAGE_HDR, NV_ENTRY_HDR,
+                    NV_ENTRY_ALIGN, NV_INLINE_MAX, NV_FLAGS_KNOWN, NV_FLAG_INLINE, NV_ROOT_INO;
+    static uint64_t NV_S_IFMT, NV_S_IFREG, NV_S_IFDIR, NV_S_IFLNK, NV_S_IFCHR, NV_S_IFBLK, NV_S_IFIFO, NV_S_IFSOCK;
+    static uint64_t NV_PAGE_BIT, NV_BLOCK_MASK;
+    static uint8_t NV_PAGE_MAGIC[4];
+    /* problem codes */
+    static uint64_t P_ILLEGAL_MODE, P_UNKNOWN_FLAGS, P_INLINE_NOT_SYMLINK, P_INLINE_BAD_SIZE, P_SIZE_TOO_LARGE,
+        P_RESERVED0, P_LINKS_ZERO, P_DIR_BAD_PARENT, P_DIR_BAD_BANK, P_SPECIAL_HAS_DATA,
+        P_B_RANGE, P_B_META, P_B_SHARED, P_B_EOF, P_X_RANGE, P_X_META, P_X_SHARED,
+        P_NOT_DIR, P_PG_MAGIC, P_PG_DEPTH, P_PG_PREFIX, P_PG_SLOTS, P_PG_DIRINO, P_PG_NEXT, P_NODE_DEEP,
+        P_E_HASH, P_E_WRONG_PAGE, P_E_RECLEN, P_E_NAME, P_E_DOT, P_E_DUP, P_E_INO;
+
+    static inline uint64_t nv_ld(const uint8_t *p, uint32_t n) {
+        uint64_t v = 0;
+        switch (n) {
+        case 1: return p[0];
+        case 2: { uint16_t x; memcpy(&x, p, 2); v = x; break; }
+        case 4: { uint32_t x; memcpy(&x, p, 4); v = x; break; }
+        case 8: { memcpy(&v, p, 8); break; }
+        default: for (uint32_t i = 0; i < n && i < 8; i++) v |= (uint64_t)p[i] << (8 * i); return v;
+        }
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        v = __builtin_bswap64(v) >> (64 - 8 * n);
+    #endif
+        return v;
+    }
+    static inline uint64_t nv_f(const uint8_t *base, nv_field f) { return nv_ld(base + f.off, f.size); }
+    static inline uint64_t nv_u64(const uint8_t *p) { return nv_ld(p, 8); }
+
+    /* ---------------- growable record vectors (w u64 per record) ---------------- */
+    typedef struct { uint64_t *d; size_t n, cap; int w; int oom; } nv_vec;
+    static void nv_vec_init(nv_vec *v, int w) { v->d = NULL; v->n = v->cap = 0; v->w = w; v->oom = 0; }
+    static void nv_vec_free(nv_vec *v) { free(v->d); v->d = NULL; v->n = v->cap = 0; }
+    static inline void nv_push(nv_vec *v, const uint64_t *rec) {
+        if (v->n == v->cap) {
+            size_t nc = v->cap ? v->cap * 2 : 256;
+            uint64_t *p = (uint64_t *)realloc(v->d, nc * v->w * sizeof(uint64_t));
+            if (!p) { v->oom = 1; return; }
+            v->d = p; v->cap = nc;
+        }
+        memcpy(v->d + v->n * v->w, rec, v->w * sizeof(uint64_t));
+        v->n++;
+    }
+    static inline void nv_prob(nv_vec *v, uint64_t ino, uint64_t where, uint64_t code) {
+        uint64_t r[3] = {ino, where, code};
+        nv_push(v, r);
+    }
+
+    /* ---------------- geometry ---------------- */
+    typedef struct {
+        const uint8_t *base; uint64_t len;
+        uint64_t bs, blocks_count, bpg, ipg, groups, ibm_blocks, itable_blocks, journal_blocks, inodes_count;
+    } nv_map;
+    static inline uint64_t nv_meta_blocks(const nv_map *m, uint64_t g) {
+        return 3 + m->ibm_blocks + m->itable_blocks + (g == 0 ? m->journal_blocks : 0);
+    }
+    static inline int nv_is_meta(const nv_map *m, uint64_t b) {
+        if (b == m->blocks_count - 1) return 1;
+        uint64_t g = b / m->bpg;
+        if (g >= m->groups) return 1;
+        return b < g * m->bpg + nv_meta_blocks(m, g);
+    }
+    /* 0 = fine, else P_B_RANGE / P_B_META */
+    static inline uint64_t nv_block_bad(const nv_map *m, uint64_t b) {
+        if (b >= m->blocks_count || b >= m->len / m->bs) return P_B_RANGE;
+        if (nv_is_meta(m, b)) return P_B_META;
+        return 0;
+    }
+    static inline uint64_t nv_itable_off(const nv_map *m, uint64_t g) {
+        return (g * m->bpg + 3 + m->ibm_blocks) * m->bs;
+    }
+    static inline uint64_t nv_ibm_off(const nv_map *m, uint64_t g) { return (g * m->bpg + 3) * m->bs; }
+    /* byte address of inode ino, or UINT64_MAX when out of range / outside the mapping */
+    static inline uint64_t nv_inode_addr(const nv_map *m, uint64_t ino) {
+        if (ino < 1 || ino > m->inodes_count) return UINT64_MAX;
+        uint64_t g = (ino - 1) / m->ipg, i = (ino - 1) % m->ipg;
+        uint64_t a = nv_itable_off(m, g) + i * NV_INODE_SIZE;
+        if (a + NV_INODE_SIZE > m->len || a + NV_INODE_SIZE < a) return UINT64_MAX;
+        return a;
+    }
+
+    /* ---------------- SipHash-2-4 ---------------- */
+    #define NV_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+    #define NV_SIPROUND do { v0 += v1; v1 = NV_ROTL(v1, 13); v1 ^= v0; v0 = NV_ROTL(v0, 32); \
+        v2 += v3; v3 = NV_ROTL(v3, 16); v3 ^= v2; v0 += v3; v3 = NV_ROTL(v3, 21); v3 ^= v0; \
+        v2 += v1; v1 = NV_ROTL(v1, 17); v1 ^= v2; v2 = NV_ROTL(v2, 32); } while (0)
+    static uint64_t nv_siphash(uint64_t k0, uint64_t k1, const uint8_t *in, size_t len) {
+        uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
+        uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
+        size_t full = len - len % 8;
+        for (size_t i = 0; i < full; i += 8) {
+            uint64_t m = nv_u64(in + i);
+            v3 ^= m; NV_SIPROUND; NV_SIPROUND; v0 ^= m;
+        }
+        uint64_t b = (uint64_t)(len & 0xff) << 56;
+        for (size_t i = 0; i < len % 8; i++) b |= (uint64_t)in[full + i] << (8 * i);
+        v3 ^= b; NV_SIPROUND; NV_SIPROUND; v0 ^= b;
+        v2 ^= 0xff; NV_SIPROUND; NV_SIPROUND; NV_SIPROUND; NV_SIPROUND;
+        return v0 ^ v1 ^ v2 ^ v3;
+    }
+
+    /* ---------------- CPU features ---------------- */
+    typedef struct { int popcnt, avx2, avx512f, vpopcntdq, clflush, clflushopt, clwb, sse2, os_avx512; } nv_cpu_t;
+    static nv_cpu_t nv_cpu;
+    static void nv_cpu_detect(void) {
+        memset(&nv_cpu, 0, sizeof nv_cpu);
+    #if NV_X86
+        unsigned a, b, c, d;
+        if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+        nv_cpu.popcnt = (c >> 23) & 1;
+        nv_cpu.clflush = (d >> 19) & 1;
+        nv_cpu.sse2 = (d >> 26) & 1;
+        int osxsave = (c >> 27) & 1;
+        uint64_t xcr0 = 0;
+        if (osxsave) { uint32_t lo, hi; __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0)); xcr0 = ((uint64_t)hi << 32) | lo; }
+        nv_cpu.os_avx512 = (xcr0 & 0xE6) == 0xE6;
+        int os_avx = (xcr0 & 0x6) == 0x6;
+        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+            nv_cpu.avx2 = ((b >> 5) & 1) && os_avx;
+            nv_cpu.avx512f = ((b >> 16) & 1) && nv_cpu.os_avx512;
+            nv_cpu.clflushopt = (b >> 23) & 1;
+            nv_cpu.clwb = (b >> 24) & 1;
+            nv_cpu.vpopcntdq = ((c >> 14) & 1) && nv_cpu.avx512f;
+        }
+    #endif
+    }
+
+    /* ---------------- popcount kernels ---------------- */
+    static uint64_t nv_pop_baseline(const uint8_t *p, uint64_t n) {
+        uint64_t total = 0, i = 0;
+        for (; i + 8 <= n; i += 8) {
+            uint64_t x; memcpy(&x, p + i, 8);
+            x = x - ((x >> 1) & 0x5555555555555555ULL);
+            x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+            x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+            total += (x * 0x0101010101010101ULL) >> 56;
+        }
+        for (; i < n; i++) { uint8_t x = p[i]; while (x) { total += x & 1; x >>= 1; } }
+        return total;
+    }
+    #if NV_X86
+    __attribute__((target("popcnt")))
+    static uint64_t nv_pop_popcnt(const uint8_t *p, uint64_t n) {
+        uint64_t t0 = 0, t1 = 0, t2 = 0, t3 = 0, i = 0;
+        for (; i + 32 <= n; i += 32) {
+            uint64_t a, b, c, d;
+            memcpy(&a, p + i, 8); memcpy(&b, p + i + 8, 8); memcpy(&c, p + i + 16, 8); memcpy(&d, p + i + 24, 8);
+            t0 += __builtin_popcountll(a); t1 += __builtin_popcountll(b);
+            t2 += __builtin_popcountll(c); t3 += __builtin_popcountll(d);
+        }
+        for (; i + 8 <= n; i += 8) { uint64_t a; memcpy(&a, p + i, 8); t0 += __builtin_popcountll(a); }
+        for (; i < n; i++) t1 += __builtin_popcount(p[i]);
+        return t0 + t1 + t2 + t3;
+    }
+    __attribute__((target("avx512f,avx512vpopcntdq")))
+    static uint64_t nv_pop_vpopcntdq(const uint8_t *p, uint64_t n) {
+        __m512i acc = _mm512_setzero_si512();
+        uint64_t i = 0, total = 0;
+        for (; i + 64 <= n; i += 64)
+            acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_loadu_si512((const void *)(p + i))));
+        total = (uint64_t)_mm512_reduce_add_epi64(acc);
+        for (; i < n; i++) total += __builtin_popcount(p[i]);
+        return total;
+    }
+    #else
+    static uint64_t nv_pop_popcnt(const uint8_t *p, uint64_t n) { return nv_pop_baseline(p, n); }
+    static uint64_t nv_pop_vpopcntdq(const uint8_t *p, uint64_t n) { return nv_pop_baseline(p, n); }
+    #endif
+    typedef uint64_t (*nv_pop_fn)(const uint8_t *, uint64_t);
+    static nv_pop_fn nv_pop_best = nv_pop_baseline;
+    static nv_pop_fn nv_pop_kernel(int k) {
+        return k == 2 ? nv_pop_vpopcntdq : k == 1 ? nv_pop_popcnt : nv_pop_baseline;
+    }
+
+    /* ---------------- persistence ---------------- */
+    #if NV_X86
+    __attribute__((target("clwb"))) static void nv_flush_clwb(const uint8_t *p, uint64_t n) {
+        uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + n;
+        for (; a < end; a += 64) _mm_clwb((void *)a);
+    }
+    __attribute__((target("clflushopt"))) static void nv_flush_clflushopt(const uint8_t *p, uint64_t n) {
+        uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + n;
+        for (; a < end; a += 64) _mm_clflushopt((void *)a);
+    }
+    static void nv_flush_clflush(const uint8_t *p, uint64_t n) {
+        uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + n;
+        for (; a < end; a += 64) _mm_clflush((const void *)a);
+    }
+    static void nv_sfence(void) { _mm_sfence(); }
+    static void nv_nt_zero(uint8_t *p, uint64_t n) {
+        uint64_t i = 0;
+        while (i < n && (((uintptr_t)(p + i)) & 7)) p[i++] = 0;
+        for (; i + 8 <= n; i += 8) _mm_stream_si64((long long *)(p + i), 0);
+        for (; i < n; i++) p[i] = 0;
+        _mm_sfence();
+    }
+    #else
+    static void nv_flush_clwb(const uint8_t *p, uint64_t n) { (void)p; (void)n; __sync_synchronize(); }
+    static void nv_flush_clflushopt(const uint8_t *p, uint64_t n) { (void)p; (void)n; __sync_synchronize(); }
+    static void nv_flush_clflush(const uint8_t *p, uint64_t n) { (void)p; (void)n; __sync_synchronize(); }
+    static void nv_sfence(void) { __sync_synchronize(); }
+    static void nv_nt_zero(uint8_t *p, uint64_t n) { memset(p, 0, n); __sync_synchronize(); }
+    #endif
+    static int nv_flush_kind = 0;  /* 3 clwb, 2 clflushopt, 1 clflush, 0 none */
+    static void nv_flush(const uint8_t *p, uint64_t n) {
+        if (nv_flush_kind == 3) nv_flush_clwb(p, n);
+        else if (nv_flush_kind == 2) nv_flush_clflushopt(p, n);
+        else if (nv_flush_kind == 1) nv_flush_clflush(p, n);
+        nv_sfence();
+    }
+
+    /* ---------------- bitmaps ---------------- */
+    static inline int nv_bit(const uint8_t *bm, uint64_t i) { return (bm[i >> 3] >> (i & 7)) & 1; }
+    /* 64 bits of the bitmap starting at bit i (bits past nbits read as 0 up to the byte end) */
+    static inline uint64_t nv_bits64(const uint8_t *bm, uint64_t nbytes, uint64_t i) {
+        uint64_t byte = i >> 3, sh = i & 7, w = 0;
+        if (byte + 9 <= nbytes) {
+            memcpy(&w, bm + byte, 8);
+            w = (w >> sh) | (sh ? ((uint64_t)bm[byte + 8] << (64 - sh)) : 0);
+            return w;
+        }
+        for (uint64_t k = 0; k < 9 && byte + k < nbytes; k++) {
+            uint64_t b = bm[byte + k];
+            if (k == 0) w |= b >> sh; else if (8 * k - sh < 64) w |= b << (8 * k - sh);
+        }
+        return w;
+    }
+    /* first set bit in [from, to), or to */
+    static uint64_t nv_first_set(const uint8_t *bm, uint64_t nbytes, uint64_t from, uint64_t to) {
+        while (from < to) {
+            uint64_t w = nv_bits64(bm, nbytes, from);
+            uint64_t lim = to - from < 64 ? to - from : 64;
+            if (lim < 64) w &= (1ULL << lim) - 1;
+            if (w) return from + __builtin_ctzll(w);
+            from += lim;
+        }
+        return to;
+    }
+    /* first clear bit in [from, to), or to */
+    static uint64_t nv_first_clear(const uint8_t *bm, uint64_t nbytes, uint64_t from, uint64_t to) {
+        while (from < to) {
+            uint64_t w = ~nv_bits64(bm, nbytes, from);
+            uint64_t lim = to - from < 64 ? to - from : 64;
+            if (lim < 64) w &= (1ULL << lim) - 1;
+            if (w) return from + __builtin_ctzll(w);
+            from += lim;
+        }
+        return to;
+    }
+    static int64_t nv_find_free(const uint8_t *bm, uint64_t nbits, uint64_t start, uint64_t count, uint64_t align) {
+        uint64_t nbytes = (nbits + 7) / 8;
+        uint64_t cand = (start + align - 1) / align * align;
+        while (cand < nbits && count <= nbits - cand) {
+            uint64_t s = nv_first_set(bm, nbytes, cand, cand + count);
+            if (s == cand + count) return (int64_t)cand;
+            uint64_t z = nv_first_clear(bm, nbytes, s, nbits);
+            if (z >= nbits) return -1;
+            cand = (z + align - 1) / align * align;
+        }
+        return -1;
+    }
+
+    /* ---------------- inode table scan ---------------- */
+    typedef struct {
+        uint64_t *ino, *size, *blocks; uint16_t *mode; uint32_t *flags, *links;
+    } nv_iout;
+    static inline int nv_inode_wanted(const nv_map *m, uint64_t g, uint64_t i, int use_bitmap, const uint8_t **rec) {
+        uint64_t a = nv_itable_off(m, g) + i * NV_INODE_SIZE;
+        if (a + NV_INODE_SIZE > m->len) return -1;
+        if (use_bitmap) {
+            uint64_t bb = nv_ibm_off(m, g) + i / 8;
+            if (bb >= m->len || !((m->base[bb] >> (i & 7)) & 1)) return 0;
+        }
+        *rec = m->base + a;
+        return nv_f(*rec, NV_I_MODE) != 0;
+    }
+    static uint64_t nv_icount(const nv_map *m, uint64_t g0, uint64_t g1, int use_bitmap) {
+        uint64_t n = 0;
+        for (uint64_t g = g0; g < g1; g++)
+            for (uint64_t i = 0; i < m->ipg; i++) {
+                const uint8_t *rec;
+                int w = nv_inode_wanted(m, g, i, use_bitmap, &rec);
+                if (w < 0) break;
+                n += w;
+            }
+        return n;
+    }
+    static inline int nv_any(const uint8_t *p, uint64_t n) { for (uint64_t i = 0; i < n; i++) if (p[i]) return 1; return 0; }
+    static void nv_ifill(const nv_map *m, uint64_t g0, uint64_t g1, int use_bitmap, nv_iout *o, uint64_t k,
+                         nv_vec *probs, nv_vec *dirs, nv_vec *xattrs, uint8_t *inuse, uint64_t max_size) {
+        for (uint64_t g = g0; g < g1; g++)
+            for (uint64_t i = 0; i < m->ipg; i++) {
+                const uint8_t *r;
+                int w = nv_inode_wanted(m, g, i, use_bitmap, &r);
+                if (w < 0) break;
+                if (!w) continue;
+                uint64_t ino = g * m->ipg + i + 1, addr = (uint64_t)(r - m->base);
+                uint64_t mode = nv_f(r, NV_I_MODE), flags = nv_f(r, NV_I_FLAGS), size = nv_f(r, NV_I_SIZE);
+                uint64_t links = nv_f(r, NV_I_LINKS), fmt = mode & NV_S_IFMT;
+                inuse[(ino - 1) >> 3] |= (uint8_t)(1u << ((ino - 1) & 7));
+                o->ino[k] = ino; o->mode[k] = (uint16_t)mode; o->flags[k] = (uint32_t)flags;
+                o->links[k] = (uint32_t)links; o->size[k] = size; o->blocks[k] = nv_f(r, NV_I_BLOCKS);
+                k++;
+                if (fmt == NV_S_IFDIR) {
+                    uint64_t rec[3] = {ino, nv_f(r, NV_I_PARENT), nv_f(r, NV_I_BANK)};
+                    nv_push(dirs, rec);
+                }
+                uint64_t xb = nv_f(r, NV_I_XATTR);
+                if (xb) { uint64_t rec[3] = {ino, xb, 0}; nv_push(xattrs, rec); }
+                int valid = fmt == NV_S_IFSOCK || fmt == NV_S_IFLNK || fmt == NV_S_IFREG || fmt == NV_S_IFBLK ||
+                            fmt == NV_S_IFDIR || fmt == NV_S_IFCHR || fmt == NV_S_IFIFO;
+                if (!valid) nv_prob(probs, ino, addr, P_ILLEGAL_MODE);
+                if (flags & ~NV_FLAGS_KNOWN) nv_prob(probs, ino, addr, P_UNKNOWN_FLAGS);
+                if (flags & NV_FLAG_INLINE) {
+                    if (fmt != NV_S_IFLNK) nv_prob(probs, ino, addr, P_INLINE_NOT_SYMLINK);
+                    else if (size == 0 || size > NV_INLINE_MAX) nv_prob(probs, ino, addr, P_INLINE_BAD_SIZE);
+                }
+                if (size > max_size) nv_prob(probs, ino, addr, P_SIZE_TOO_LARGE);
+                if (nv_f(r, NV_I_RES0)) nv_prob(probs, ino, addr, P_RESERVED0);
+                if (links == 0) nv_prob(probs, ino, addr, P_LINKS_ZERO);
+                if (fmt == NV_S_IFDIR) {
+                    uint64_t parent = nv_f(r, NV_I_PARENT);
+                    if (parent == 0 || parent > m->inodes_count || (ino == NV_ROOT_INO && parent != ino))
+                        nv_prob(probs, ino, addr, P_DIR_BAD_PARENT);
+                    if (nv_f(r, NV_I_BANK) > 1) nv_prob(probs, ino, addr, P_DIR_BAD_BANK);
+                }
+                if (fmt == NV_S_IFCHR || fmt == NV_S_IFBLK || fmt == NV_S_IFIFO || fmt == NV_S_IFSOCK)
+                    if (size || nv_any(r + NV_I_BLOCK.off, NV_I_BLOCK.size)) nv_prob(probs, ino, addr, P_SPECIAL_HAS_DATA);
+            }
+    }
+
+    /* ---------------- claims ---------------- */
+    typedef struct {
+        const nv_map *m;
+        uint8_t *owned;          /* claims */
+        uint8_t *dupw;           /* pass A: blocks found claimed twice */
+        const uint8_t *dupr;     /* pass B: blocks to report as shared */
+        int parallel;            /* on a second claim: raise *conflict and stop */
+        volatile int *conflict;
+        int report;
+        nv_vec probs;
+        nv_vec claimed;          /* directories in parallel mode: blocks this thread set (for undo) */
+        uint64_t count, ppb;
+    } nv_ctx;
+    static inline int nv_claim(nv_ctx *c, uint64_t b) {
+        uint8_t bit = (uint8_t)(1u << (b & 7));
+        uint8_t old;
+        if (c->parallel) old = __atomic_fetch_or(&c->owned[b >> 3], bit, __ATOMIC_RELAXED);
+        else { old = c->owned[b >> 3]; c->owned[b >> 3] = old | bit; }
+        return !(old & bit);
+    }
+    static inline void nv_report(nv_ctx *c, uint64_t ino, uint64_t where, uint64_t code) {
+        if (c->report) nv_prob(&c->probs, ino, where, code);
+    }
+    /* validate, count, claim one pointer; returns 1 if the caller should descend */
+    static int nv_pointer(nv_ctx *c, uint64_t ino, uint64_t addr, uint64_t b, uint64_t c_range, uint64_t c_meta,
+                          uint64_t c_shared) {
+        uint64_t bad = nv_block_bad(c->m, b);
+        if (bad) { nv_report(c, ino, addr, bad == P_B_RANGE ? c_range : c_meta); return 0; }
+        c->count++;
+        if (c->dupr && nv_bit(c->dupr, b)) nv_report(c, ino, addr, c_shared);
+        if (nv_claim(c, b)) return 1;
+        *c->conflict = 1;
+        if (c->dupw) c->dupw[b >> 3] |= (uint8_t)(1u << (b & 7));
+        return 0;
+    }
+    static void nv_tree(nv_ctx *c, uint64_t ino, uint64_t addr, int level, unsigned __int128 base, uint64_t needed) {
+        const nv_map *m = c->m;
+        uint64_t b = nv_u64(m->base + addr);
+        if (!b) return;
+        if (base >= needed && !nv_block_bad(m, b)) { nv_report(c, ino, addr, P_B_EOF); return; }
+        if (!nv_pointer(c, ino, addr, b, P_B_RANGE, P_B_META, P_B_SHARED) || level == 0) return;
+        unsigned __int128 span = 1;
+        for (int k = 1; k < level; k++) span *= c->ppb;
+        uint64_t start = b * m->bs;
+        for (uint64_t i = 0; i < c->ppb; i++) {
+            nv_tree(c, ino, start + i * NV_PTR_SIZE, level - 1, base + span * i, needed);
+            if (c->parallel && *c->conflict) return;
+        }
+    }
+    static uint64_t nv_walk_inode(nv_ctx *c, uint64_t ino) {
+        const nv_map *m = c->m;
+        c->count = 0;
+        uint64_t a = nv_inode_addr(m, ino);
+        if (a == UINT64_MAX) return 0;
+        const uint8_t *r = m->base + a;
+        uint64_t mode = nv_f(r, NV_I_MODE), flags = nv_f(r, NV_I_FLAGS), xb = nv_f(r, NV_I_XATTR);
+        if (!mode) return 0;
+        if (xb) nv_pointer(c, ino, a + NV_I_XATTR.off, xb, P_X_RANGE, P_X_META, P_X_SHARED);
+        uint64_t fmt = mode & NV_S_IFMT;
+        if (fmt == NV_S_IFREG || (fmt == NV_S_IFLNK && !(flags & NV_FLAG_INLINE))) {
+            uint64_t size = nv_f(r, NV_I_SIZE);
+            uint64_t needed = size / m->bs + (size % m->bs != 0);
+            uint64_t p0 = a + NV_I_BLOCK.off;
+            for (uint64_t i = 0; i < NV_N_DIRECT; i++) nv_tree(c, ino, p0 + i * NV_PTR_SIZE, 0, i, needed);
+            unsigned __int128 fb = NV_N_DIRECT, span = 1;
+            for (uint64_t k = 0; k < NV_N_INDIRECT; k++) {
+                span *= c->ppb;
+                nv_tree(c, ino, p0 + (NV_N_DIRECT + k) * NV_PTR_SIZE, (int)k + 1, fb, needed);
+                fb += span;
+            }
+        }
+        return c->count;
+    }
+    static void nv_walk_files(nv_ctx *c, const uint64_t *inos, uint64_t n, uint64_t *counts) {
+        for (uint64_t i = 0; i < n; i++) {
+            counts[i] = nv_walk_inode(c, inos[i]);
+            if (c->parallel && *c->conflict) return;
+        }
+    }
+    static inline void nv_setbits(uint8_t *bm, uint64_t first, uint64_t end) {
+        while (first < end && (first & 7)) { bm[first >> 3] |= (uint8_t)(1u << (first & 7)); first++; }
+        if (end - first >= 8 && first < end) { memset(bm + (first >> 3), 0xff, (end - first) >> 3); first += (end - first) & ~7ULL; }
+        while (first < end) { bm[first >> 3] |= (uint8_t)(1u << (first & 7)); first++; }
+    }
+    static void nv_mark_metadata(const nv_map *m, uint8_t *bm) {
+        for (uint64_t g = 0; g < m->groups; g++) nv_setbits(bm, g * m->bpg, g * m->bpg + nv_meta_blocks(m, g));
+        uint64_t last_end = m->groups * m->bpg;
+        nv_setbits(bm, m->blocks_count < last_end ? m->blocks_count : last_end, last_end);
+        if (m->blocks_count - 1 < last_end) nv_setbits(bm, m->blocks_count - 1, m->blocks_count);
+    }
+
+    /* ---------------- directories ---------------- */
+    typedef struct {
+        nv_ctx c;
+        uint64_t k0, k1, bits;
+        nv_vec ents;   /* dir, child, ftype, hash, name_off, name_len */
+        uint64_t ent_start;
+    } nv_dctx;
+    static inline uint64_t nv_mask(uint64_t d) { return d == 0 ? 0 : (~0ULL) << (64 - d); }
+    static inline uint64_t nv_slot_prefix(uint64_t slot, int64_t level, uint64_t bits) {
+        int64_t shift = 64 - (level * (int64_t)bits + (int64_t)bits);
+        return shift >= 0 ? slot << shift : slot >> (-shift);
+    }
+    static int nv_dpointer(nv_dctx *d, uint64_t dir, uint64_t addr, uint64_t b) {
+        nv_ctx *c = &d->c;
+        uint64_t bad = nv_block_bad(c->m, b);
+        if (bad) { nv_prob(&c->probs, dir, addr, bad); return 0; }
+        c->count++;
+        if (nv_claim(c, b)) {
+            if (c->parallel) { uint64_t r[1] = {b}; nv_push(&c->claimed, r); }
+            return 1;
+        }
+        if (c->parallel) *c->conflict = 1;
+        nv_prob(&c->probs, dir, addr, P_B_SHARED);
+        return 0;
+    }
+    static int nv_is_page(const nv_map *m, uint64_t page) { return memcmp(m->base + page, NV_PAGE_MAGIC, 4) == 0; }
+    static void nv_entries(nv_dctx *d, uint64_t dir, uint64_t page, uint64_t depth, uint64_t prefix) {
+        const nv_map *m = d->c.m;
+        nv_vec *pv = &d->c.probs;
+        uint64_t off = NV_PAGE_HDR, mask = nv_mask(depth);
+        while (off + NV_ENTRY_HDR <= m->bs) {
+            uint64_t rec = page + off;
+            const uint8_t *r = m->base + rec;
+            uint64_t rec_len = nv_f(r, NV_E_RECLEN);
+            if (!rec_len) return;
+            uint64_t nl = nv_f(r, NV_E_NAMELEN);
+            uint64_t need = (NV_ENTRY_HDR + nl + NV_ENTRY_ALIGN - 1) & ~(NV_ENTRY_ALIGN - 1);
+            if (rec_len != need || off + rec_len > m->bs) { nv_prob(pv, dir, rec, P_E_RECLEN); return; }
+            off += rec_len;
+            uint64_t child = nv_f(r, NV_E_INO);
+            if (!child) continue;
+            const uint8_t *name = r + NV_ENTRY_HDR;
+            if (nl == 0 || memchr(name, '/', nl) || memchr(name, 0, nl)) nv_prob(pv, dir, rec, P_E_NAME);
+            else if ((nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.')) nv_prob(pv, dir, rec, P_E_DOT);
+            uint64_t h = nv_siphash(d->k0, d->k1, name, nl);
+            if (nv_f(r, NV_E_HASH) != h) nv_prob(pv, dir, rec, P_E_HASH);
+            if ((h & mask) != prefix) nv_prob(pv, dir, rec, P_E_WRONG_PAGE);
+            if (child > m->inodes_count || child < NV_ROOT_INO) { nv_prob(pv, dir, rec, P_E_INO); continue; }
+            uint64_t e[6] = {dir, child, nv_f(r, NV_E_FTYPE), h, rec + NV_ENTRY_HDR, nl};
+            nv_push(&d->ents, e);
+        }
+    }
+    static void nv_page_chain(nv_dctx *d, uint64_t dir, uint64_t block, uint64_t depth, uint64_t prefix) {
+        const nv_map *m = d->c.m;
+        nv_vec *pv = &d->c.probs;
+        for (;;) {
+            uint64_t page = block * m->bs;
+            if (nv_f(m->base + page, NV_P_DIRINO) != dir) nv_prob(pv, dir, page, P_PG_DIRINO);
+            nv_entries(d, dir, page, depth, prefix);
+            uint64_t nxt = nv_f(m->base + page, NV_P_NEXT);
+            if (!nxt) return;
+            if (depth != 64) { nv_prob(pv, dir, page, P_PG_NEXT); return; }
+            if (!nv_dpointer(d, dir, page + NV_P_NEXT.off, nxt)) return;
+            block = nxt;
+            page = block * m->bs;
+            if (!nv_is_page(m, page)) { nv_prob(pv, dir, page, P_PG_MAGIC); return; }
+            if (nv_f(m->base + page, NV_P_DEPTH) != 64) nv_prob(pv, dir, page, P_PG_DEPTH);
+            if (nv_f(m->base + page, NV_P_PREFIX) != prefix) nv_prob(pv, dir, page, P_PG_PREFIX);
+        }
+    }
+    static void nv_node(nv_dctx *d, uint64_t dir, uint64_t block, int64_t level, uint64_t prefix);
+    static void nv_slot_word(nv_dctx *d, uint64_t dir, uint64_t addr, uint64_t word, int64_t level, uint64_t prefix,
+                             uint64_t slot, uint64_t run) {
+        const nv_map *m = d->c.m;
+        nv_vec *pv = &d->c.probs;
+        if (!word) return;
+        uint64_t block = word & NV_BLOCK_MASK;
+        if (!(word & NV_PAGE_BIT)) {
+            if (nv_dpointer(d, dir, addr, block))
+                nv_node(d, dir, block, level + 1, prefix | (level >= 0 ? nv_slot_prefix(slot, level, d->bits) : 0));
+            return;
+        }
+        if (!nv_dpointer(d, dir, addr, block)) return;
+        uint64_t page = block * m->bs;
+        if (!nv_is_page(m, page)) { nv_prob(pv, dir, page, P_PG_MAGIC); return; }
+        uint64_t depth = nv_f(m->base + page, NV_P_DEPTH), expected = 0, lo = 0, hi = 0, eff;
+        if (level >= 0) {
+            expected = prefix | nv_slot_prefix(slot, level, d->bits);
+            lo = (uint64_t)level * d->bits;
+            hi = lo + d->bits < 64 ? lo + d->bits : 64;
+        }
+        if (lo <= depth && depth <= hi) {
+            eff = depth;
+            if (level >= 0) {
+                uint64_t span = 1ULL << ((uint64_t)level * d->bits + d->bits - depth);
+                if (slot % span || run != span) nv_prob(pv, dir, page, P_PG_SLOTS);
+            }
+        } else { nv_prob(pv, dir, page, P_PG_DEPTH); eff = lo; }
+        expected &= nv_mask(eff);
+        if (nv_f(m->base + page, NV_P_PREFIX) != expected) nv_prob(pv, dir, page, P_PG_PREFIX);
+        nv_page_chain(d, dir, block, eff, expected);
+    }
+    static void nv_node(nv_dctx *d, uint64_t dir, uint64_t block, int64_t level, uint64_t prefix) {
+        const nv_map *m = d->c.m;
+        if ((uint64_t)level * d->bits >= 64) { nv_prob(&d->c.probs, dir, block * m->bs, P_NODE_DEEP); return; }
+        uint64_t start = block * m->bs, ppb = d->c.ppb, i = 0;
+        while (i < ppb) {
+            uint64_t w = nv_u64(m->base + start + 8 * i), run = 1;
+            if (w & NV_PAGE_BIT)
+                while (i + run < ppb && nv_u64(m->base + start + 8 * (i + run)) == w) run++;
+            nv_slot_word(d, dir, start + 8 * i, w, level, prefix, i, run);
+            if (d->c.parallel && *d->c.conflict) return;
+            i += run;
+        }
+    }
+    typedef struct { uint64_t h, idx; } nv_hidx;
+    static int nv_hidx_cmp(const void *a, const void *b) {
+        const nv_hidx *x = a, *y = b;
+        if (x->h != y->h) return x->h < y->h ? -1 : 1;
+        return x->idx < y->idx ? -1 : x->idx > y->idx;
+    }
+    static int nv_u64_cmp(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+    }
+    static void nv_duplicates(nv_dctx *d, uint64_t dir) {
+        uint64_t n = d->ents.n - d->ent_start;
+        if (n < 2) return;
+        nv_hidx *t = malloc(n * sizeof *t);
+        uint64_t *dups = malloc(n * sizeof *dups), nd = 0;
+        if (!t || !dups) { free(t); free(dups); d->ents.oom = 1; return; }
+        const uint64_t *e = d->ents.d + d->ent_start * 6;
+        for (uint64_t i = 0; i < n; i++) { t[i].h = e[i * 6 + 3]; t[i].idx = i; }
+        qsort(t, n, sizeof *t, nv_hidx_cmp);
+        const uint8_t *base = d->c.m->base;
+        for (uint64_t s = 0; s < n;) {
+            uint64_t r = s + 1;
+            while (r < n && t[r].h == t[s].h) r++;
+            for (uint64_t j = s + 1; j < r; j++) {
+                const uint64_t *ej = e + t[j].idx * 6;
+                for (uint64_t i = s; i < j; i++) {
+                    const uint64_t *ei = e + t[i].idx * 6;
+                    if (ei[5] == ej[5] && memcmp(base + ei[4], base + ej[4], ej[5]) == 0) { dups[nd++] = t[j].idx; break; }
+                }
+            }
+            s = r;
+        }
+        qsort(dups, nd, sizeof *dups, nv_u64_cmp);
+        for (uint64_t k = 0; k < nd; k++) nv_prob(&d->c.probs, dir, e[dups[k] * 6 + 4] - NV_ENTRY_HDR, P_E_DUP);
+        free(t); free(dups);
+    }
+    static uint64_t nv_walk_dir(nv_dctx *d, uint64_t dir) {
+        const nv_map *m = d->c.m;
+        d->c.count = 0;
+        d->ent_start = d->ents.n;
+        uint64_t a = nv_inode_addr(m, dir);
+        if (a == UINT64_MAX) return 0;
+        const uint8_t *r = m->base + a;
+        if ((nv_f(r, NV_I_MODE) & NV_S_IFMT) != NV_S_IFDIR) { nv_prob(&d->c.probs, dir, a, P_NOT_DIR); return 0; }
+        uint64_t bank = nv_f(r, NV_I_BANK) & 1;
+        uint64_t addr = a + NV_I_BLOCK.off + bank * NV_PTR_SIZE;
+        nv_slot_word(d, dir, addr, nv_u64(m->base + addr), -1, 0, 0, 1);
+        nv_duplicates(d, dir);
+        return d->c.count;
+    }
+    static void nv_walk_dirs(nv_dctx *d, const uint64_t *dirs, uint64_t n, uint64_t *counts) {
+        for (uint64_t i = 0; i < n; i++) {
+            counts[i] = nv_walk_dir(d, dirs[i]);
+            if (d->c.parallel && *d->c.conflict) return;
+        }
+    }
+    """
+    ctypedef struct nv_field:
+        uint32_t off
+        uint32_t size
+    nv_field NV_I_MODE, NV_I_RES0, NV_I_FLAGS, NV_I_LINKS, NV_I_SIZE, NV_I_BLOCKS, NV_I_PARENT
+    nv_field NV_I_XATTR, NV_I_BANK, NV_I_BLOCK
+    nv_field NV_P_DEPTH, NV_P_PREFIX, NV_P_DIRINO, NV_P_NEXT
+    nv_field NV_E_INO, NV_E_HASH, NV_E_NAMELEN, NV_E_FTYPE, NV_E_RECLEN
+    uint64_t NV_INODE_SIZE, NV_N_DIRECT, NV_N_INDIRECT, NV_PTR_SIZE, NV_PAGE_HDR, NV_ENTRY_HDR
+    uint64_t NV_ENTRY_ALIGN, NV_INLINE_MAX, NV_FLAGS_KNOWN, NV_FLAG_INLINE, NV_ROOT_INO
+    uint64_t NV_S_IFMT, NV_S_IFREG, NV_S_IFDIR, NV_S_IFLNK, NV_S_IFCHR, NV_S_IFBLK, NV_S_IFIFO, NV_S_IFSOCK
+    uint64_t NV_PAGE_BIT, NV_BLOCK_MASK
+    uint8_t NV_PAGE_MAGIC[4]
+    uint64_t P_ILLEGAL_MODE, P_UNKNOWN_FLAGS, P_INLINE_NOT_SYMLINK, P_INLINE_BAD_SIZE, P_SIZE_TOO_LARGE
+    uint64_t P_RESERVED0, P_LINKS_ZERO, P_DIR_BAD_PARENT, P_DIR_BAD_BANK, P_SPECIAL_HAS_DATA
+    uint64_t P_B_RANGE, P_B_META, P_B_SHARED, P_B_EOF, P_X_RANGE, P_X_META, P_X_SHARED
+    uint64_t P_NOT_DIR, P_PG_MAGIC, P_PG_DEPTH, P_PG_PREFIX, P_PG_SLOTS, P_PG_DIRINO, P_PG_NEXT, P_NODE_DEEP
+    uint64_t P_E_HASH, P_E_WRONG_PAGE, P_E_RECLEN, P_E_NAME, P_E_DOT, P_E_DUP, P_E_INO
+
+    ctypedef struct nv_vec:
+        uint64_t *d
+        size_t n
+        size_t cap
+        int w
+        int oom
+    void nv_vec_init(nv_vec *v, int w) nogil
+    void nv_vec_free(nv_vec *v) nogil
+    void nv_push(nv_vec *v, const uint64_t *rec) nogil
+    int __builtin_ctzll(unsigned long long x) nogil
+    const uint8_t nv_empty[8]
+
+    ctypedef struct nv_map:
+        const uint8_t *base
+        uint64_t len, bs, blocks_count, bpg, ipg, groups, ibm_blocks, itable_blocks, journal_blocks, inodes_count
+
+    uint64_t nv_siphash(uint64_t k0, uint64_t k1, const uint8_t *inp, size_t length) nogil
+
+    ctypedef struct nv_cpu_t:
+        int popcnt, avx2, avx512f, vpopcntdq, clflush, clflushopt, clwb, sse2, os_avx512
+    nv_cpu_t nv_cpu
+    void nv_cpu_detect()
+    ctypedef uint64_t (*nv_pop_fn)(const uint8_t *, uint64_t) noexcept nogil
+    nv_pop_fn nv_pop_best
+    nv_pop_fn nv_pop_kernel(int k)
+    int nv_flush_kind
+    void nv_flush(const uint8_t *p, uint64_t n) nogil
+    void nv_sfence() nogil
+    void nv_nt_zero(uint8_t *p, uint64_t n) nogil
+
+    int64_t nv_find_free(const uint8_t *bm, uint64_t nbits, uint64_t start, uint64_t count, uint64_t align) nogil
+
+    ctypedef struct nv_iout:
+        uint64_t *ino
+        uint64_t *size
+        uint64_t *blocks
+        uint16_t *mode
+        uint32_t *flags
+        uint32_t *links
+    uint64_t nv_icount(const nv_map *m, uint64_t g0, uint64_t g1, int use_bitmap) nogil
+    void nv_ifill(const nv_map *m, uint64_t g0, uint64_t g1, int use_bitmap, nv_iout *o, uint64_t k,
+                  nv_vec *probs, nv_vec *dirs, nv_vec *xattrs, uint8_t *inuse, uint64_t max_size) nogil
+
+    ctypedef struct nv_ctx:
+        const nv_map *m
+        uint8_t *owned
+        uint8_t *dupw
+        const uint8_t *dupr
+        int parallel
+        volatile int *conflict
+        int report
+        nv_vec probs
+        nv_vec claimed
+        uint64_t count, ppb
+    void nv_walk_files(nv_ctx *c, const uint64_t *inos, uint64_t n, uint64_t *counts) nogil
+    void nv_mark_metadata(const nv_map *m, uint8_t *bm) nogil
+
+    ctypedef struct nv_dctx:
+        nv_ctx c
+        uint64_t k0, k1, bits
+        nv_vec ents
+        uint64_t ent_start
+    void nv_walk_dirs(nv_dctx *d, const uint64_t *dirs, uint64_t n, uint64_t *counts) nogil
+
+
+# ---------------------------------------------------------------------------
+# Import-time set-up: layout from format.py, CPU kernels from CPUID
+# ---------------------------------------------------------------------------
+
+cdef nv_field _fld(dict layout, str name):
+    cdef nv_field f
+    info = layout[name]
+    if info.size not in (1, 2, 4, 8) and name != "block":
+        raise ImportError(f"field {name} of {info.size} bytes is not supported by the fast-scan core")
+    f.off = info.offset
+    f.size = info.size
+    return f
+
+
+cdef _init_layout():
+    global NV_I_MODE, NV_I_RES0, NV_I_FLAGS, NV_I_LINKS, NV_I_SIZE, NV_I_BLOCKS, NV_I_PARENT
+    global NV_I_XATTR, NV_I_BANK, NV_I_BLOCK, NV_P_DEPTH, NV_P_PREFIX, NV_P_DIRINO, NV_P_NEXT
+    global NV_E_INO, NV_E_HASH, NV_E_NAMELEN, NV_E_FTYPE, NV_E_RECLEN
+    global NV_INODE_SIZE, NV_N_DIRECT, NV_N_INDIRECT, NV_PTR_SIZE, NV_PAGE_HDR, NV_ENTRY_HDR
+    global NV_ENTRY_ALIGN, NV_INLINE_MAX, NV_FLAGS_KNOWN, NV_FLAG_INLINE, NV_ROOT_INO
+    global NV_S_IFMT, NV_S_IFREG, NV_S_IFDIR, NV_S_IFLNK, NV_S_IFCHR, NV_S_IFBLK, NV_S_IFIFO, NV_S_IFSOCK
+    global NV_PAGE_BIT, NV_BLOCK_MASK
+    inode = F.field_layout(F.Inode)
+    page = F.field_layout(F.DirPageHeader)
+    entry = F.field_layout(F.DirEntryHeader)
+    NV_I_MODE = _fld(inode, "mode")
+    NV_I_RES0 = _fld(inode, "reserved0")
+    NV_I_FLAGS = _fld(inode, "flags")
+    NV_I_LINKS = _fld(inode, "links_count")
+    NV_I_SIZE = _fld(inode, "size")
+    NV_I_BLOCKS = _fld(inode, "blocks")
+    NV_I_PARENT = _fld(inode, "parent")
+    NV_I_XATTR = _fld(inode, "xattr_block")
+    NV_I_BANK = _fld(inode, "dir_bank")
+    NV_I_BLOCK = _fld(inode, "block")
+    NV_P_DEPTH = _fld(page, "depth")
+    NV_P_PREFIX = _fld(page, "prefix")
+    NV_P_DIRINO = _fld(page, "dir_ino")
+    NV_P_NEXT = _fld(page, "next")
+    NV_E_INO = _fld(entry, "ino")
+    NV_E_HASH = _fld(entry, "hash")
+    NV_E_NAMELEN = _fld(entry, "name_len")
+    NV_E_FTYPE = _fld(entry, "file_type")
+    NV_E_RECLEN = _fld(entry, "rec_len")
+    NV_PTR_SIZE = inode["block"].size // F.N_BLOCK_POINTERS
+    if NV_PTR_SIZE != 8 or page["magic"].size != 4 or page["magic"].offset != 0:
+        raise ImportError("block pointers must be 8 bytes and the page magic 4 bytes at offset 0")
+    for i, ch in enumerate(F.DIR_PAGE_MAGIC):
+        NV_PAGE_MAGIC[i] = ch
+    NV_INODE_SIZE = F.INODE_SIZE
+    NV_N_DIRECT = F.N_DIRECT
+    NV_N_INDIRECT = F.N_INDIRECT
+    NV_PAGE_HDR = F.DIR_PAGE_HEADER_SIZE
+    NV_ENTRY_HDR = F.DIR_ENTRY_HEADER_SIZE
+    NV_ENTRY_ALIGN = F.DIR_ENTRY_ALIGN
+    NV_INLINE_MAX = F.INLINE_SYMLINK_MAX
+    NV_FLAGS_KNOWN = F.INODE_FLAGS_KNOWN
+    NV_FLAG_INLINE = F.INODE_FLAG_INLINE
+    NV_ROOT_INO = F.ROOT_INO
+    NV_S_IFMT, NV_S_IFREG, NV_S_IFDIR, NV_S_IFLNK = F.S_IFMT, F.S_IFREG, F.S_IFDIR, F.S_IFLNK
+    NV_S_IFCHR, NV_S_IFBLK, NV_S_IFIFO, NV_S_IFSOCK = F.S_IFCHR, F.S_IFBLK, F.S_IFIFO, F.S_IFSOCK
+    NV_PAGE_BIT = F.RADIX_PAGE_BIT
+    NV_BLOCK_MASK = F.RADIX_BLOCK_MASK
+
+
+cdef _init_codes():
+    global P_ILLEGAL_MODE, P_UNKNOWN_FLAGS, P_INLINE_NOT_SYMLINK, P_INLINE_BAD_SIZE, P_SIZE_TOO_LARGE
+    global P_RESERVED0, P_LINKS_ZERO, P_DIR_BAD_PARENT, P_DIR_BAD_BANK, P_SPECIAL_HAS_DATA
+    global P_B_RANGE, P_B_META, P_B_SHARED, P_B_EOF, P_X_RANGE, P_X_META, P_X_SHARED
+    global P_NOT_DIR, P_PG_MAGIC, P_PG_DEPTH, P_PG_PREFIX, P_PG_SLOTS, P_PG_DIRINO, P_PG_NEXT, P_NODE_DEEP
+    global P_E_HASH, P_E_WRONG_PAGE, P_E_RECLEN, P_E_NAME, P_E_DOT, P_E_DUP, P_E_INO
+    P_ILLEGAL_MODE = Problem.ILLEGAL_MODE
+    P_UNKNOWN_FLAGS = Problem.UNKNOWN_FLAGS
+    P_INLINE_NOT_SYMLINK = Problem.INLINE_NOT_SYMLINK
+    P_INLINE_BAD_SIZE = Problem.INLINE_BAD_SIZE
+    P_SIZE_TOO_LARGE = Problem.SIZE_TOO_LARGE
+    P_RESERVED0 = Problem.RESERVED0_NONZERO
+    P_LINKS_ZERO = Problem.LINKS_ZERO
+    P_DIR_BAD_PARENT = Problem.DIR_BAD_PARENT
+    P_DIR_BAD_BANK = Problem.DIR_BAD_BANK
+    P_SPECIAL_HAS_DATA = Problem.SPECIAL_HAS_DATA
+    P_B_RANGE = Problem.BLOCK_OUT_OF_RANGE
+    P_B_META = Problem.BLOCK_IN_METADATA
+    P_B_SHARED = Problem.BLOCK_SHARED
+    P_B_EOF = Problem.BLOCK_PAST_EOF
+    P_X_RANGE = Problem.XATTR_OUT_OF_RANGE
+    P_X_META = Problem.XATTR_IN_METADATA
+    P_X_SHARED = Problem.XATTR_SHARED
+    P_NOT_DIR = Problem.NOT_A_DIRECTORY
+    P_PG_MAGIC = Problem.PAGE_BAD_MAGIC
+    P_PG_DEPTH = Problem.PAGE_BAD_DEPTH
+    P_PG_PREFIX = Problem.PAGE_BAD_PREFIX
+    P_PG_SLOTS = Problem.PAGE_BAD_SLOTS
+    P_PG_DIRINO = Problem.PAGE_BAD_DIR_INO
+    P_PG_NEXT = Problem.PAGE_BAD_NEXT
+    P_NODE_DEEP = Problem.NODE_TOO_DEEP
+    P_E_HASH = Problem.ENTRY_BAD_HASH
+    P_E_WRONG_PAGE = Problem.ENTRY_WRONG_PAGE
+    P_E_RECLEN = Problem.ENTRY_BAD_REC_LEN
+    P_E_NAME = Problem.ENTRY_BAD_NAME
+    P_E_DOT = Problem.ENTRY_DOT_NAME
+    P_E_DUP = Problem.ENTRY_DUPLICATE
+    P_E_INO = Problem.ENTRY_BAD_INO
+
+
+cdef _init_cpu():
+    global nv_pop_best, nv_flush_kind
+    nv_cpu_detect()
+    if nv_cpu.vpopcntdq:
+        nv_pop_best = nv_pop_kernel(2)
+    elif nv_cpu.popcnt:
+        nv_pop_best = nv_pop_kernel(1)
+    else:
+        nv_pop_best = nv_pop_kernel(0)
+    nv_flush_kind = 3 if nv_cpu.clwb else 2 if nv_cpu.clflushopt else 1 if nv_cpu.clflush else 0
+
+
+_init_layout()
+_init_codes()
+_init_cpu()
+
+_U64 = (1 << 64) - 1
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+
+cdef const uint8_t* _ro_ptr(const uint8_t[::1] mv):
+    return &mv[0] if mv.shape[0] else nv_empty
+
+
+cdef const uint8_t[::1] _ro(buf):
+    """A read-only byte view of any buffer (bytes, bytearray, mmap, memoryview)."""
+    if isinstance(buf, memoryview) and (buf.format != "B" or buf.ndim != 1):
+        buf = buf.cast("B")
+    return buf
+
+
+cdef uint8_t[::1] _rw(buf):
+    if isinstance(buf, memoryview) and (buf.format != "B" or buf.ndim != 1):
+        buf = buf.cast("B")
+    return buf
+
+
+cdef _check_range(Py_ssize_t total, Py_ssize_t offset, Py_ssize_t nbytes):
+    if offset < 0 or nbytes < 0 or offset + nbytes > total:
+        raise ValueError(f"range {offset}+{nbytes} outside a buffer of {total} bytes")
+
+
+def _zero_map(Py_ssize_t nbytes):
+    """A zero-filled buffer whose pages cost memory only once written."""
+    return mmap.mmap(-1, max(nbytes, 1))
+
+
+cdef int _threads(int threads, Py_ssize_t work):
+    if threads <= 0:
+        threads = os.cpu_count() or 1
+    if threads > work:
+        threads = <int>work
+    return max(threads, 1)
+
+
+def _run_parallel(jobs):
+    """Run each job's ``run()`` in its own thread (the kernels release the GIL)."""
+    if len(jobs) == 1:
+        jobs[0].run()
+        return
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        for fut in [pool.submit(job.run) for job in jobs]:
+            fut.result()
+
+
+cdef _check_geo(const uint8_t[::1] mv, geo):
+    if geo.block_size <= 0 or geo.blocks_per_group <= 0 or geo.inodes_per_group <= 0 or geo.blocks_count <= 0:
+        raise ValueError("bad geometry")
+
+
+cdef nv_map _map(const uint8_t[::1] mv, geo):
+    cdef nv_map m
+    _check_geo(mv, geo)
+    m.base = _ro_ptr(mv)
+    m.len = mv.shape[0]
+    m.bs = geo.block_size
+    m.blocks_count = geo.blocks_count
+    m.bpg = geo.blocks_per_group
+    m.ipg = geo.inodes_per_group
+    m.groups = geo.group_count
+    m.ibm_blocks = geo.inode_bitmap_blocks
+    m.itable_blocks = geo.inode_table_blocks
+    m.journal_blocks = geo.journal_blocks
+    m.inodes_count = geo.inodes_per_group * geo.group_count
+    return m
+
+
+cdef list _vec_arrays(nv_vec *vecs, int nvec, list typecodes):
+    """Concatenate per-thread record vectors into one array per record column."""
+    cdef Py_ssize_t total = 0, k, j, col, w = len(typecodes)
+    cdef int v
+    for v in range(nvec):
+        if vecs[v].oom:
+            raise MemoryError("fast-scan result vector")
+        total += vecs[v].n
+    cols = [carray.clone(array(tc), total, zero=False) for tc in typecodes]
+    cdef carray.array a
+    cdef uint64_t *src
+    cdef int itemsize
+    for col in range(w):
+        a = cols[col]
+        itemsize = a.ob_descr.itemsize
+        k = 0
+        for v in range(nvec):
+            src = vecs[v].d
+            for j in range(<Py_ssize_t>vecs[v].n):
+                if itemsize == 8:
+                    (<uint64_t*>a.data.as_voidptr)[k] = src[j * w + col]
+                elif itemsize == 4:
+                    (<uint32_t*>a.data.as_voidptr)[k] = <uint32_t>src[j * w + col]
+                elif itemsize == 2:
+                    (<uint16_t*>a.data.as_voidptr)[k] = <uint16_t>src[j * w + col]
+                else:
+                    (<uint8_t*>a.data.as_voidptr)[k] = <uint8_t>src[j * w + col]
+                k += 1
+    return cols
+
+
+cdef carray.array _u64_array(values):
+    """An array('Q') copy of any sequence of non-negative integers."""
+    if isinstance(values, array) and values.typecode == "Q":
+        return values
+    return array("Q", values)
+
+
+cdef dict _problem_dict(list cols):
+    return {"prob_ino": cols[0], "prob_where": cols[1], "prob_code": cols[2]}
+
+
+# ---------------------------------------------------------------------------
+# SipHash
+# ---------------------------------------------------------------------------
+
+cdef void _key(bytes key, uint64_t *k0, uint64_t *k1) except *:
+    if len(key) != 16:
+        raise ValueError("SipHash key must be 16 bytes")
+    k0[0] = int.from_bytes(key[:8], "little")
+    k1[0] = int.from_bytes(key[8:], "little")
+
+
+def siphash24(key, data):
+    """SipHash-2-4 of ``data`` under the 16-byte ``key``."""
+    cdef uint64_t k0, k1
+    _key(bytes(key), &k0, &k1)
+    cdef const uint8_t[::1] mv = _ro(data)
+    cdef const uint8_t *p = _ro_ptr(mv)
+    cdef size_t n = mv.shape[0]
+    cdef uint64_t h
+    with nogil:
+        h = nv_siphash(k0, k1, p, n)
+    return h
+
+
+def siphash24_bulk(key, buf, offsets, lengths):
+    """SipHash-2-4 of ``buf[offsets[i] : offsets[i] + lengths[i]]`` for every i."""
+    cdef uint64_t k0, k1
+    _key(bytes(key), &k0, &k1)
+    if len(offsets) != len(lengths):
+        raise ValueError("offsets and lengths differ in length")
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef const uint8_t *p = _ro_ptr(mv)
+    cdef Py_ssize_t n = len(offsets), i, total = mv.shape[0]
+    cdef carray.array offs = _u64_array(offsets)
+    cdef carray.array lens = _u64_array(lengths)
+    cdef carray.array out = carray.clone(array("Q"), n, zero=False)
+    cdef uint64_t *o = <uint64_t*>offs.data.as_voidptr
+    cdef uint64_t *l = <uint64_t*>lens.data.as_voidptr
+    cdef uint64_t *h = <uint64_t*>out.data.as_voidptr
+    for i in range(n):
+        if o[i] > <uint64_t>total or l[i] > <uint64_t>total - o[i]:
+            raise ValueError(f"name at {o[i]} (+{l[i]}) outside the buffer")
+    with nogil:
+        for i in range(n):
+            h[i] = nv_siphash(k0, k1, p + o[i], l[i])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Bitmaps
+# ---------------------------------------------------------------------------
+
+_KERNELS = {"baseline": 0, "popcnt": 1, "avx512vpopcntdq": 2}
+
+
+def popcount_kernels():
+    """Popcount kernels this CPU can run, slowest first."""
+    names = ["baseline"]
+    if nv_cpu.popcnt:
+        names.append("popcnt")
+    if nv_cpu.vpopcntdq:
+        names.append("avx512vpopcntdq")
+    return names
+
+
+def popcount(buf, Py_ssize_t offset, Py_ssize_t nbytes, kernel=None):
+    """Number of set bits in ``nbytes`` bytes at ``offset`` (kernel chosen by CPUID unless named)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    _check_range(mv.shape[0], offset, nbytes)
+    cdef nv_pop_fn fn = nv_pop_best
+    if kernel is not None:
+        if kernel not in popcount_kernels():
+            raise ValueError(f"popcount kernel {kernel!r} not available on this CPU")
+        fn = nv_pop_kernel(_KERNELS[kernel])
+    cdef const uint8_t *p = _ro_ptr(mv) + offset
+    cdef uint64_t r
+    with nogil:
+        r = fn(p, nbytes)
+    return r
+
+
+def find_free(buf, Py_ssize_t offset, Py_ssize_t nbits, Py_ssize_t start, Py_ssize_t count, Py_ssize_t align=1):
+    """First bit index >= start, multiple of ``align``, that begins ``count`` clear bits within nbits; else -1."""
+    if count < 1 or align < 1:
+        raise ValueError("count and align must be positive")
+    cdef const uint8_t[::1] mv = _ro(buf)
+    if nbits < 0:
+        raise ValueError("nbits must be >= 0")
+    _check_range(mv.shape[0], offset, (nbits + 7) // 8)
+    if start < 0:
+        start = 0
+    cdef const uint8_t *p = _ro_ptr(mv) + offset
+    cdef int64_t r
+    with nogil:
+        r = nv_find_free(p, nbits, start, count, align)
+    return r
+
+
+def diff(buf_a, Py_ssize_t off_a, buf_b, Py_ssize_t off_b, Py_ssize_t nbits):
+    """Indexes of the bits that differ between two bitmaps of ``nbits`` bits."""
+    cdef const uint8_t[::1] ma = _ro(buf_a)
+    cdef const uint8_t[::1] mb = _ro(buf_b)
+    if nbits < 0:
+        raise ValueError("nbits must be >= 0")
+    cdef Py_ssize_t nbytes = (nbits + 7) // 8
+    _check_range(ma.shape[0], off_a, nbytes)
+    _check_range(mb.shape[0], off_b, nbytes)
+    cdef const uint8_t *a = _ro_ptr(ma) + off_a
+    cdef const uint8_t *b = _ro_ptr(mb) + off_b
+    cdef nv_vec v
+    nv_vec_init(&v, 1)
+    cdef Py_ssize_t i = 0, k
+    cdef uint64_t x, wa, wb, rec
+    try:
+        with nogil:
+            while i < nbits:
+                wa = 0
+                wb = 0
+                if i // 8 + 8 <= nbytes:
+                    memcpy(&wa, a + i // 8, 8)
+                    memcpy(&wb, b + i // 8, 8)
+                else:
+                    for k in range(nbytes - i // 8):
+                        wa |= (<uint64_t>a[i // 8 + k]) << (8 * k)
+                        wb |= (<uint64_t>b[i // 8 + k]) << (8 * k)
+                x = wa ^ wb
+                if nbits - i < 64:
+                    x &= ((<uint64_t>1) << (nbits - i)) - 1
+                while x:
+                    rec = i + __builtin_ctzll(x)
+                    nv_push(&v, &rec)
+                    x &= x - 1
+                i += 64
+        return _vec_arrays(&v, 1, ["Q"])[0]
+    finally:
+        nv_vec_free(&v)
+
+
+# ---------------------------------------------------------------------------
+# Inode table scan
+# ---------------------------------------------------------------------------
+
+cdef class _IScanJob:
+    cdef nv_map m
+    cdef uint64_t g0, g1, k, count, max_size
+    cdef int use_bitmap
+    cdef nv_iout out
+    cdef nv_vec probs, dirs, xattrs
+    cdef uint8_t *inuse
+    cdef int phase
+
+    def __cinit__(self):
+        nv_vec_init(&self.probs, 3)
+        nv_vec_init(&self.dirs, 3)
+        nv_vec_init(&self.xattrs, 3)
+
+    def __dealloc__(self):
+        nv_vec_free(&self.probs)
+        nv_vec_free(&self.dirs)
+        nv_vec_free(&self.xattrs)
+
+    def run(self):
+        if self.phase == 0:
+            with nogil:
+                self.count = nv_icount(&self.m, self.g0, self.g1, self.use_bitmap)
+        else:
+            with nogil:
+                nv_ifill(&self.m, self.g0, self.g1, self.use_bitmap, &self.out, self.k, &self.probs, &self.dirs,
+                         &self.xattrs, self.inuse, self.max_size)
+
+
+def scan_inodes(buf, geo, *, use_bitmap=False, int threads=0):
+    """Every in-use inode of the inode tables, as compact arrays (see scan_pure.scan_inodes)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef nv_map m = _map(mv, geo)
+    cdef int nt = _threads(threads, m.groups)
+    inuse = _zero_map((m.inodes_count + 7) // 8)
+    cdef uint8_t[::1] inuse_mv = inuse
+    cdef list jobs = []
+    cdef _IScanJob job
+    cdef uint64_t total = 0, t
+    cdef uint64_t max_size = min(F.max_file_blocks(geo.block_size) * geo.block_size, _U64)
+    for t in range(<uint64_t>nt):
+        job = _IScanJob()
+        job.m = m
+        job.g0 = m.groups * t // nt
+        job.g1 = m.groups * (t + 1) // nt
+        job.use_bitmap = bool(use_bitmap)
+        job.max_size = max_size
+        job.inuse = &inuse_mv[0]
+        jobs.append(job)
+    _run_parallel(jobs)
+    for job in jobs:
+        job.k = total
+        total += job.count
+        job.phase = 1
+    cdef carray.array a_ino = carray.clone(array("Q"), total, zero=False)
+    cdef carray.array a_mode = carray.clone(array("H"), total, zero=False)
+    cdef carray.array a_flags = carray.clone(array("I"), total, zero=False)
+    cdef carray.array a_links = carray.clone(array("I"), total, zero=False)
+    cdef carray.array a_size = carray.clone(array("Q"), total, zero=False)
+    cdef carray.array a_blocks = carray.clone(array("Q"), total, zero=False)
+    for job in jobs:
+        job.out.ino = <uint64_t*>a_ino.data.as_voidptr
+        job.out.mode = <uint16_t*>a_mode.data.as_voidptr
+        job.out.flags = <uint32_t*>a_flags.data.as_voidptr
+        job.out.links = <uint32_t*>a_links.data.as_voidptr
+        job.out.size = <uint64_t*>a_size.data.as_voidptr
+        job.out.blocks = <uint64_t*>a_blocks.data.as_voidptr
+    _run_parallel(jobs)
+    cdef nv_vec *vecs = <nv_vec*>PyMem_Malloc(sizeof(nv_vec) * nt * 3)
+    if vecs == NULL:
+        raise MemoryError()
+    cdef int i
+    try:
+        for i in range(nt):
+            job = jobs[i]
+            vecs[i] = job.probs
+            vecs[nt + i] = job.dirs
+            vecs[2 * nt + i] = job.xattrs
+        probs = _vec_arrays(vecs, nt, ["Q", "Q", "H"])
+        dirs = _vec_arrays(vecs + nt, nt, ["Q", "Q", "Q"])
+        xattrs = _vec_arrays(vecs + 2 * nt, nt, ["Q", "Q", "Q"])
+    finally:
+        PyMem_Free(vecs)
+    out = {
+        "ino": a_ino,
+        "mode": a_mode,
+        "flags": a_flags,
+        "links": a_links,
+        "size": a_size,
+        "blocks": a_blocks,
+        "dir_ino": dirs[0],
+        "dir_parent": dirs[1],
+        "dir_bank": dirs[2],
+        "xattr_ino": xattrs[0],
+        "xattr_block": xattrs[1],
+        "inuse": inuse,
+    }
+    out.update(_problem_dict(probs))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Block-map walk
+# ---------------------------------------------------------------------------
+
+cdef class _WalkJob:
+    """One thread's share of an inode (or directory) list."""
+    cdef nv_map m
+    cdef nv_dctx d
+    cdef const uint64_t *items
+    cdef uint64_t n
+    cdef uint64_t *counts
+    cdef int dirs
+
+    def __cinit__(self):
+        memset(&self.d, 0, sizeof(self.d))
+        nv_vec_init(&self.d.c.probs, 3)
+        nv_vec_init(&self.d.c.claimed, 1)
+        nv_vec_init(&self.d.ents, 6)
+
+    def __dealloc__(self):
+        nv_vec_free(&self.d.c.probs)
+        nv_vec_free(&self.d.c.claimed)
+        nv_vec_free(&self.d.ents)
+
+    def run(self):
+        self.d.c.m = &self.m
+        if self.dirs:
+            with nogil:
+                nv_walk_dirs(&self.d, self.items, self.n, self.counts)
+        else:
+            with nogil:
+                nv_walk_files(&self.d.c, self.items, self.n, self.counts)
+
+
+cdef list _make_jobs(nv_map m, carray.array items, carray.array counts, int nt, int parallel, volatile int *conflict,
+                     uint8_t *owned, uint8_t *dupw, const uint8_t *dupr, int report, int dirs):
+    cdef list jobs = []
+    cdef _WalkJob job
+    cdef uint64_t n = len(items), lo, hi
+    cdef int t
+    for t in range(nt):
+        lo = n * t // nt
+        hi = n * (t + 1) // nt
+        job = _WalkJob()
+        job.m = m
+        job.items = (<uint64_t*>items.data.as_voidptr) + lo
+        job.counts = (<uint64_t*>counts.data.as_voidptr) + lo
+        job.n = hi - lo
+        job.dirs = dirs
+        job.d.c.owned = owned
+        job.d.c.dupw = dupw
+        job.d.c.dupr = dupr
+        job.d.c.parallel = parallel
+        job.d.c.conflict = conflict
+        job.d.c.report = report
+        job.d.c.ppb = m.bs // NV_PTR_SIZE
+        jobs.append(job)
+    return jobs
+
+
+cdef list _job_problems(list jobs):
+    cdef int nt = len(jobs), i
+    cdef nv_vec *vecs = <nv_vec*>PyMem_Malloc(sizeof(nv_vec) * max(nt, 1))
+    if vecs == NULL:
+        raise MemoryError()
+    cdef _WalkJob job
+    try:
+        for i in range(nt):
+            job = jobs[i]
+            vecs[i] = job.d.c.probs
+        return _vec_arrays(vecs, nt, ["Q", "Q", "H"])
+    finally:
+        PyMem_Free(vecs)
+
+
+cdef uint8_t* _rw_ptr(obj) except NULL:
+    cdef uint8_t[::1] mv = _rw(obj)
+    if mv.shape[0] == 0:
+        raise ValueError("empty bitmap")
+    return &mv[0]
+
+
+def walk_blockmaps(buf, geo, inos, *, mark_metadata=True, int threads=0):
+    """Claim every block the given inodes own (see scan_pure.walk_blockmaps)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef nv_map m = _map(mv, geo)
+    cdef carray.array items = _u64_array(inos)
+    cdef Py_ssize_t n = len(items)
+    cdef carray.array counts = carray.clone(array("Q"), n, zero=True)
+    cdef Py_ssize_t nbytes = m.groups * m.bs
+    cdef volatile int conflict = 0
+    cdef int nt = _threads(threads, n)
+    owned = _zero_map(nbytes)
+    dups = None
+    cdef list jobs
+    if nt > 1:
+        jobs = _make_jobs(m, items, counts, nt, 1, &conflict, _rw_ptr(owned), NULL, NULL, 1, 0)
+        _run_parallel(jobs)
+    if nt == 1 or conflict:
+        # One thread, in inode order, as the reference: note every block claimed twice ...
+        conflict = 0
+        owned.close()
+        owned = _zero_map(nbytes)
+        dups = _zero_map(nbytes)
+        jobs = _make_jobs(m, items, counts, 1, 0, &conflict, _rw_ptr(owned), _rw_ptr(dups), NULL, 1, 0)
+        _run_parallel(jobs)
+    if conflict:
+        # ... and when there are some, walk again to report every claimant of each.
+        owned.close()
+        owned = _zero_map(nbytes)
+        jobs = _make_jobs(m, items, counts, 1, 0, &conflict, _rw_ptr(owned), NULL, _rw_ptr(dups), 1, 0)
+        _run_parallel(jobs)
+    if dups is not None:
+        dups.close()
+    if mark_metadata:
+        nv_mark_metadata(&m, _rw_ptr(owned))
+    out = {"owned": owned, "counts": counts}
+    out.update(_problem_dict(_job_problems(jobs)))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Directories
+# ---------------------------------------------------------------------------
+
+def walk_directories(buf, geo, seed, dir_inos, owned=None, *, int threads=0):
+    """Parse the live bank of each directory (see scan_pure.walk_directories)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef nv_map m = _map(mv, geo)
+    cdef uint64_t k0, k1
+    _key(bytes(seed), &k0, &k1)
+    cdef carray.array items = _u64_array(dir_inos)
+    cdef Py_ssize_t n = len(items)
+    cdef carray.array counts = carray.clone(array("Q"), n, zero=True)
+    cdef volatile int conflict = 0
+    cdef int nt = _threads(threads, n)
+    if owned is None:
+        owned = _zero_map(m.groups * m.bs)
+    cdef uint8_t[::1] owned_mv = _rw(owned)
+    if owned_mv.shape[0] < <Py_ssize_t>((m.blocks_count + 7) // 8):
+        raise ValueError("owned bitmap shorter than the device")
+    cdef uint8_t *op = &owned_mv[0]
+    cdef list jobs = _make_jobs(m, items, counts, nt, nt > 1, &conflict, op, NULL, NULL, 1, 1)
+    cdef _WalkJob job
+    cdef uint64_t bits = F.radix_bits(geo.block_size)
+    cdef size_t j
+    cdef uint64_t b
+    for job in jobs:
+        job.d.k0 = k0
+        job.d.k1 = k1
+        job.d.bits = bits
+    _run_parallel(jobs)
+    if nt > 1 and conflict:
+        # Undo this pass's claims, then redo it in one thread so the first claimant is deterministic.
+        for job in jobs:
+            for j in range(job.d.c.claimed.n):
+                b = job.d.c.claimed.d[j]
+                op[b >> 3] &= ~(1 << (b & 7))
+        jobs = _make_jobs(m, items, counts, 1, 0, &conflict, op, NULL, NULL, 1, 1)
+        for job in jobs:
+            job.d.k0 = k0
+            job.d.k1 = k1
+            job.d.bits = bits
+        _run_parallel(jobs)
+    cdef int nj = len(jobs), i
+    cdef nv_vec *vecs = <nv_vec*>PyMem_Malloc(sizeof(nv_vec) * nj)
+    if vecs == NULL:
+        raise MemoryError()
+    try:
+        for i in range(nj):
+            job = jobs[i]
+            vecs[i] = job.d.ents
+        ents = _vec_arrays(vecs, nj, ["Q", "Q", "B", "Q", "Q", "H"])
+    finally:
+        PyMem_Free(vecs)
+    out = {
+        "entry_dir": ents[0],
+        "entry_ino": ents[1],
+        "entry_hash": ents[3],
+        "name_off": ents[4],
+        "name_len": ents[5],
+        "file_type": ents[2],
+        "counts": counts,
+    }
+    out.update(_problem_dict(_job_problems(jobs)))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Link counts
+# ---------------------------------------------------------------------------
+
+def link_counts(children, Py_ssize_t n_inodes):
+    """counts[ino] = occurrences of ino in ``children`` (0 < ino <= n_inodes; others ignored)."""
+    counts = _zero_map(4 * (n_inodes + 1) if n_inodes >= 0 else 4)
+    cdef uint32_t[::1] c = memoryview(counts).cast("I")
+    cdef carray.array items = _u64_array(children)
+    cdef uint64_t *p = <uint64_t*>items.data.as_voidptr
+    cdef Py_ssize_t n = len(items), i
+    cdef uint64_t x
+    with nogil:
+        for i in range(n):
+            x = p[i]
+            if x > 0 and x <= <uint64_t>n_inodes and c[x] != 0xFFFFFFFFU:
+                c[x] += 1
+    return memoryview(counts).cast("I")
+
+
+# ---------------------------------------------------------------------------
+# CPU features and persistence
+# ---------------------------------------------------------------------------
+
+def cpu_features():
+    """What CPUID reports (AVX-512 only when the OS saves its state)."""
+    return {
+        "popcnt": bool(nv_cpu.popcnt),
+        "avx2": bool(nv_cpu.avx2),
+        "avx512f": bool(nv_cpu.avx512f),
+        "avx512vpopcntdq": bool(nv_cpu.vpopcntdq),
+        "clflush": bool(nv_cpu.clflush),
+        "clflushopt": bool(nv_cpu.clflushopt),
+        "clwb": bool(nv_cpu.clwb),
+        "sse2": bool(nv_cpu.sse2),
+    }
+
+
+def flush_instruction():
+    """The cache write-back instruction flush_range uses ("clwb", "clflushopt", "clflush" or "none")."""
+    return {3: "clwb", 2: "clflushopt", 1: "clflush"}.get(nv_flush_kind, "none")
+
+
+def flush_range(buf, Py_ssize_t offset, Py_ssize_t length):
+    """Write back the cache lines of ``buf[offset:offset+length]`` (CLWB, else CLFLUSHOPT, else CLFLUSH), then SFENCE."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    _check_range(mv.shape[0], offset, length)
+    if length == 0:
+        return
+    cdef const uint8_t *p = _ro_ptr(mv) + offset
+    with nogil:
+        nv_flush(p, length)
+
+
+def sfence():
+    """Order every earlier store before any later one."""
+    nv_sfence()
+
+
+def nt_zero(buf, Py_ssize_t offset, Py_ssize_t length):
+    """Zero a range with non-temporal stores (no cache pollution), then SFENCE."""
+    cdef uint8_t[::1] mv = _rw(buf)
+    _check_range(mv.shape[0], offset, length)
+    if length == 0:
+        return
+    cdef uint8_t *p = &mv[0] + offset
+    with nogil:
+        nv_nt_zero(p, length)

@@ -1,0 +1,599 @@
+"""The fast-scan core: compiled and pure backends agree, and both tell the truth.
+
+Images are built by the library (fsfactory / Volume), then scanned as they
+are, and again after targeted or random damage.  Every result of the
+compiled core is compared with the pure-Python reference; the reference is
+itself checked against what the library wrote (counts, bitmaps, entries).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import random
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+from fsfactory import make_image
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nvfs_tools import format as F
+from nvfs_tools import scan_pure as P
+from nvfs_tools.namehash import siphash24_pure
+from nvfs_tools.scan import Problem
+from nvfs_tools.volume import Volume
+
+C = pytest.importorskip("nvfs_tools._fastscan")
+
+ROOT = F.ROOT_INO
+INODE = F.field_layout(F.Inode)
+ENTRY = F.field_layout(F.DirEntryHeader)
+PAGE = F.field_layout(F.DirPageHeader)
+SLOW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def u64(buf, addr: int) -> int:
+    return int.from_bytes(buf[addr : addr + 8], "little")
+
+
+def put(buf, addr: int, value: int, size: int = 8) -> None:
+    buf[addr : addr + size] = value.to_bytes(size, "little")
+
+
+def same(a: dict, b: dict) -> None:
+    """Assert two result dicts are identical, key by key (bitmaps compared as bytes)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        x, y = a[key], b[key]
+        if isinstance(x, mmap.mmap | memoryview) or isinstance(y, mmap.mmap | memoryview):
+            assert bytes(x) == bytes(y), key
+        else:
+            assert x == y, key
+            assert type(x) is type(y) and getattr(x, "typecode", None) == getattr(y, "typecode", None), key
+
+
+def full_scan(mod, buf, geo, seed, threads=0):
+    inodes = mod.scan_inodes(buf, geo, threads=threads)
+    walk = mod.walk_blockmaps(buf, geo, inodes["ino"], threads=threads)
+    dirs = mod.walk_directories(buf, geo, seed, inodes["dir_ino"], walk["owned"], threads=threads)
+    return inodes, walk, dirs
+
+
+def compare_backends(buf, geo, seed) -> tuple:
+    ref = full_scan(P, buf, geo, seed)
+    for threads in (1, 2, 3):
+        got = full_scan(C, buf, geo, seed, threads=threads)
+        for a, b in zip(ref, got, strict=True):
+            same(a, b)
+    return ref
+
+
+def problems(result) -> list[tuple[int, int, Problem]]:
+    return [
+        (i, w, Problem(c))
+        for i, w, c in zip(result["prob_ino"], result["prob_where"], result["prob_code"], strict=True)
+    ]
+
+
+def files_of(vol) -> dict[str, int]:
+    return {e.name.decode(): e.ino for e in vol.listdir(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    """A small image with every kind of inode, indirect trees 1..3 levels deep and a split directory."""
+    path = make_image(tmp_path_factory.mktemp("fastscan") / "fs.img", 24 << 20)
+    bs = 4096
+    ppb = bs // 8
+    with Volume.open(path, writable=True) as vol:
+        f = vol.create(ROOT, "small", 0o644)
+        vol.write(f, 0, os.urandom(3 * bs + 17))
+        g = vol.create(ROOT, "ind1", 0o644)
+        vol.write(g, (F.N_DIRECT + 5) * bs, b"one")
+        h = vol.create(ROOT, "ind2", 0o644)
+        vol.write(h, (F.N_DIRECT + ppb + 7) * bs, b"two")
+        k = vol.create(ROOT, "ind3", 0o644)
+        vol.write(k, (F.N_DIRECT + ppb + ppb * ppb + 3) * bs, b"three")
+        big = vol.create(ROOT, "dense", 0o600)
+        vol.write(big, 0, os.urandom(40 * bs))
+        d = vol.mkdir(ROOT, "many", 0o755)
+        for i in range(700):
+            vol.create(d, f"entry-{i:05d}", 0o644)
+        small = vol.mkdir(ROOT, "few", 0o755)
+        for name in ("alpha", "beta", "gamma"):
+            vol.create(small, name, 0o644)
+        vol.mkdir(small, "sub", 0o755)
+        vol.symlink(ROOT, "short", "target")
+        vol.symlink(ROOT, "long", "t" * 300)
+        vol.mknod(ROOT, "null", F.S_IFCHR | 0o666, F.encode_rdev(1, 3))
+        vol.mknod(ROOT, "fifo", F.S_IFIFO | 0o644, 0)
+        vol.setxattr(f, b"user.colour", b"blue")
+        vol.link(f, small, "hardlink")
+    return path
+
+
+@pytest.fixture
+def image(populated):
+    """A private, writable copy of the populated image as a bytearray, plus its volume facts."""
+    with open(populated, "rb") as handle:
+        buf = bytearray(handle.read())
+    with Volume.open(populated) as vol:
+        facts = {
+            "geo": vol.geo,
+            "seed": vol.hash_seed,
+            "names": files_of(vol),
+            "few": vol.lookup("/few"),
+            "many": vol.lookup("/many"),
+        }
+    return buf, facts
+
+
+# ---------------------------------------------------------------------------
+# SipHash
+# ---------------------------------------------------------------------------
+
+
+@given(st.binary(min_size=16, max_size=16), st.binary(max_size=300))
+def test_siphash_matches_reference(key, data):
+    assert C.siphash24(key, data) == siphash24_pure(key, data) == P.siphash24(key, data)
+
+
+@given(st.binary(min_size=16, max_size=16), st.lists(st.binary(max_size=40), max_size=20))
+def test_siphash_bulk_matches_single(key, names):
+    buf = b"".join(names)
+    offsets, lengths, pos = [], [], 0
+    for name in names:
+        offsets.append(pos)
+        lengths.append(len(name))
+        pos += len(name)
+    expected = [siphash24_pure(key, n) for n in names]
+    assert list(C.siphash24_bulk(key, buf, offsets, lengths)) == expected
+    assert list(P.siphash24_bulk(key, buf, offsets, lengths)) == expected
+
+
+def test_siphash_rejects_bad_key_and_range():
+    for mod in (C, P):
+        with pytest.raises(ValueError):
+            mod.siphash24(b"short", b"x")
+        with pytest.raises(ValueError):
+            mod.siphash24_bulk(bytes(16), b"abc", [2], [5])
+
+
+# ---------------------------------------------------------------------------
+# Bitmaps
+# ---------------------------------------------------------------------------
+
+
+def naive_bits(data: bytes, nbits: int) -> list[int]:
+    return [(data[i // 8] >> (i % 8)) & 1 for i in range(nbits)]
+
+
+@given(st.binary(max_size=700), st.integers(0, 40), st.integers(0, 40))
+def test_popcount_all_kernels(data, head, tail):
+    nbytes = max(0, len(data) - head - tail)
+    offset = min(head, len(data))
+    expected = sum(bin(b).count("1") for b in data[offset : offset + nbytes])
+    assert P.popcount(data, offset, nbytes) == expected
+    assert C.popcount(data, offset, nbytes) == expected
+    for kernel in C.popcount_kernels():
+        assert C.popcount(data, offset, nbytes, kernel=kernel) == expected
+
+
+@given(
+    st.binary(min_size=1, max_size=64).map(lambda b: bytes(x & y for x, y in zip(b, b[1:] + b, strict=False))),
+    st.integers(0, 520),
+    st.integers(1, 40),
+    st.sampled_from([1, 2, 4, 8, 64]),
+)
+def test_find_free_matches_naive(data, start, count, align):
+    nbits = len(data) * 8 - (start % 5)
+    bits = naive_bits(data, nbits)
+    expected = -1
+    for i in range(start, nbits - count + 1):
+        if i % align == 0 and not any(bits[i : i + count]):
+            expected = i
+            break
+    assert P.find_free(data, 0, nbits, start, count, align) == expected
+    assert C.find_free(data, 0, nbits, start, count, align) == expected
+
+
+def test_find_free_long_runs_and_offset():
+    bm = bytearray(b"\xff" * 4096)
+    bm[4000:4010] = bytes(10)  # bits 32000..32079 free
+    for mod in (C, P):
+        assert mod.find_free(bm, 0, 32768, 0, 80, 1) == 32000
+        assert mod.find_free(bm, 0, 32768, 0, 81, 1) == -1
+        assert mod.find_free(bm, 0, 32768, 0, 16, 64) == 32000
+        assert mod.find_free(bm, 1000, 3096 * 8, 0, 8, 8) == 3000 * 8
+        with pytest.raises(ValueError):
+            mod.find_free(bm, 4000, 800, 0, 1, 1)
+
+
+@given(st.binary(max_size=100), st.data())
+def test_diff_matches_naive(a, data):
+    b = data.draw(st.binary(min_size=len(a), max_size=len(a)))
+    nbits = data.draw(st.integers(0, len(a) * 8))
+    expected = [i for i, (x, y) in enumerate(zip(naive_bits(a, nbits), naive_bits(b, nbits), strict=True)) if x != y]
+    assert list(P.diff(a, 0, b, 0, nbits)) == expected
+    assert list(C.diff(a, 0, b, 0, nbits)) == expected
+    shifted = b"\x55" + b
+    assert list(C.diff(a, 0, shifted, 1, nbits)) == expected
+
+
+# ---------------------------------------------------------------------------
+# Clean images: both backends agree and match what the library wrote
+# ---------------------------------------------------------------------------
+
+
+def test_clean_image_scans_agree_and_match_library(populated):
+    with Volume.open(populated) as vol:
+        geo, view = vol.geo, vol.dev.view
+        inodes, walk, dirs = compare_backends(view, geo, vol.hash_seed)
+        assert problems(inodes) == problems(walk) == problems(dirs) == []
+        in_use = [ino for ino in range(1, geo.inodes_count + 1) if vol.read_inode(ino).mode]
+        assert list(inodes["ino"]) == in_use
+        for i, ino in enumerate(inodes["ino"]):
+            node = vol.read_inode(ino)
+            assert (inodes["mode"][i], inodes["links"][i], inodes["size"][i]) == (
+                node.mode,
+                node.links_count,
+                node.size,
+            )
+            if node.mode & F.S_IFMT != F.S_IFDIR:
+                assert walk["counts"][i] == node.blocks, ino
+        for i, ino in enumerate(dirs and inodes["dir_ino"]):
+            node = vol.read_inode(ino)
+            assert dirs["counts"][i] + (1 if node.xattr_block else 0) == node.blocks
+            assert node.size == dirs["counts"][i] * geo.block_size
+        # The computed ownership (files + directories + metadata) is the on-media bitmap.
+        bs = geo.block_size
+        for g in range(geo.group_count):
+            assert list(C.diff(view, geo.block_bitmap_block(g) * bs, walk["owned"], g * bs, geo.blocks_per_group)) == []
+        # Entries are exactly what the library lists, and names hash as stored.
+        listed = sorted((d, e.ino, e.name, e.file_type) for d in inodes["dir_ino"] for e in vol.listdir(d))
+        found = sorted(
+            (d, c, bytes(view[o : o + n]), t)
+            for d, c, o, n, t in zip(
+                dirs["entry_dir"], dirs["entry_ino"], dirs["name_off"], dirs["name_len"], dirs["file_type"], strict=True
+            )
+        )
+        assert found == listed
+        hashes = C.siphash24_bulk(vol.hash_seed, view, dirs["name_off"], dirs["name_len"])
+        assert hashes == dirs["entry_hash"]
+        # Link counts: entries per inode, plus subdirectories for directories.
+        counts = C.link_counts(dirs["entry_ino"], geo.inodes_count)
+        assert bytes(counts) == bytes(P.link_counts(dirs["entry_ino"], geo.inodes_count))
+        expected = Counter(dirs["entry_ino"])
+        for i, ino in enumerate(inodes["ino"]):
+            assert counts[ino] == expected.get(ino, 0)
+            if inodes["mode"][i] & F.S_IFMT == F.S_IFDIR:
+                subdirs = sum(
+                    1 for d, t in zip(dirs["entry_dir"], dirs["file_type"], strict=True) if d == ino and t == F.DT_DIR
+                )
+                assert inodes["links"][i] == 2 + subdirs
+            elif ino >= F.FIRST_INO:
+                assert inodes["links"][i] == counts[ino]
+
+
+def test_use_bitmap_scan_agrees_on_clean_image(populated):
+    with Volume.open(populated) as vol:
+        full = C.scan_inodes(vol.dev.view, vol.geo)
+        for mod in (C, P):
+            marked = mod.scan_inodes(vol.dev.view, vol.geo, use_bitmap=True)
+            same(full, marked)
+
+
+# ---------------------------------------------------------------------------
+# Targeted damage
+# ---------------------------------------------------------------------------
+
+
+def ptr_addr(geo, ino: int, index: int) -> int:
+    return geo.inode_offset(ino) + INODE["block"].offset + 8 * index
+
+
+def test_loop_in_indirect_tree_reports_every_claimant(image):
+    buf, facts = image
+    geo = facts["geo"]
+    ino = facts["names"]["ind2"]
+    root_addr = ptr_addr(geo, ino, F.N_DIRECT + 1)  # 2-level tree
+    top = u64(buf, root_addr)
+    put(buf, top * geo.block_size, top)  # slot 0 of the top indirect block points at itself
+    inodes, walk, _ = compare_backends(buf, geo, facts["seed"])
+    shared = [(i, w) for i, w, c in problems(walk) if c == Problem.BLOCK_SHARED]
+    assert (ino, root_addr) in shared and (ino, top * geo.block_size) in shared
+
+
+def test_pointers_out_of_range_metadata_and_shared(image):
+    buf, facts = image
+    geo = facts["geo"]
+    small, dense = facts["names"]["small"], facts["names"]["dense"]
+    put(buf, ptr_addr(geo, small, 1), geo.blocks_count + 5)
+    put(buf, ptr_addr(geo, small, 2), geo.block_bitmap_block(0))
+    stolen = u64(buf, ptr_addr(geo, dense, 4))
+    put(buf, ptr_addr(geo, small, 0), stolen)
+    _, walk, _ = compare_backends(buf, geo, facts["seed"])
+    found = set(problems(walk))
+    assert (small, ptr_addr(geo, small, 1), Problem.BLOCK_OUT_OF_RANGE) in found
+    assert (small, ptr_addr(geo, small, 2), Problem.BLOCK_IN_METADATA) in found
+    assert (small, ptr_addr(geo, small, 0), Problem.BLOCK_SHARED) in found
+    assert (dense, ptr_addr(geo, dense, 4), Problem.BLOCK_SHARED) in found
+    assert len(found) == 4
+
+
+def test_blocks_past_eof_are_reported_and_not_owned(image):
+    buf, facts = image
+    geo = facts["geo"]
+    dense = facts["names"]["dense"]
+    put(buf, geo.inode_offset(dense) + INODE["size"].offset, 2 * geo.block_size)
+    inodes, walk, _ = compare_backends(buf, geo, facts["seed"])
+    eof = [w for i, w, c in problems(walk) if c == Problem.BLOCK_PAST_EOF and i == dense]
+    assert ptr_addr(geo, dense, 2) in eof and ptr_addr(geo, dense, F.N_DIRECT) in eof
+    index = list(inodes["ino"]).index(dense)
+    assert walk["counts"][index] == 2
+    third = u64(buf, ptr_addr(geo, dense, 2))
+    assert not walk["owned"][third // 8] >> (third % 8) & 1
+
+
+def test_inode_field_problems(image):
+    buf, facts = image
+    geo = facts["geo"]
+    names = facts["names"]
+    base = {name: geo.inode_offset(ino) for name, ino in names.items()}
+    put(buf, base["small"] + INODE["mode"].offset, 0o170644, 2)
+    put(buf, base["ind1"] + INODE["flags"].offset, 0x8000 | F.INODE_FLAG_INLINE, 4)
+    put(buf, base["ind2"] + INODE["reserved0"].offset, 7, 2)
+    put(buf, base["ind3"] + INODE["size"].offset, (1 << 64) - 1)
+    put(buf, base["few"] + INODE["parent"].offset, geo.inodes_count + 1)
+    put(buf, base["many"] + INODE["dir_bank"].offset, 5)
+    put(buf, base["null"] + INODE["block"].offset, 99)
+    put(buf, base["dense"] + INODE["links_count"].offset, 0, 4)
+    inodes, _, _ = compare_backends(buf, geo, facts["seed"])
+    found = {(i, c) for i, w, c in problems(inodes)}
+    assert (names["small"], Problem.ILLEGAL_MODE) in found
+    assert (names["ind1"], Problem.UNKNOWN_FLAGS) in found and (names["ind1"], Problem.INLINE_NOT_SYMLINK) in found
+    assert (names["ind2"], Problem.RESERVED0_NONZERO) in found
+    assert (names["ind3"], Problem.SIZE_TOO_LARGE) in found
+    assert (names["few"], Problem.DIR_BAD_PARENT) in found
+    assert (names["many"], Problem.DIR_BAD_BANK) in found
+    assert (names["null"], Problem.SPECIAL_HAS_DATA) in found
+    assert (names["dense"], Problem.LINKS_ZERO) in found
+
+
+def dir_records(buf, geo, dir_ino) -> list[int]:
+    """Addresses of the live records of a one-page directory."""
+    root = u64(buf, ptr_addr(geo, dir_ino, u64(buf, geo.inode_offset(dir_ino) + INODE["dir_bank"].offset)))
+    assert root & F.RADIX_PAGE_BIT
+    page = (root & F.RADIX_BLOCK_MASK) * geo.block_size
+    out, off = [], F.DIR_PAGE_HEADER_SIZE
+    while off + F.DIR_ENTRY_HEADER_SIZE <= geo.block_size:
+        rec_len = int.from_bytes(buf[page + off + ENTRY["rec_len"].offset :][:2], "little")
+        if not rec_len:
+            break
+        if u64(buf, page + off):
+            out.append(page + off)
+        off += rec_len
+    return out
+
+
+def rename_record(buf, rec: int, name: bytes, seed: bytes) -> None:
+    start = rec + F.DIR_ENTRY_HEADER_SIZE
+    buf[start : start + len(name)] = name
+    put(buf, rec + ENTRY["hash"].offset, siphash24_pure(seed, name))
+
+
+def test_directory_entry_problems(image):
+    buf, facts = image
+    geo, seed, few = facts["geo"], facts["seed"], facts["few"]
+    recs = dir_records(buf, geo, few)
+    assert len(recs) == 5
+
+    def name_of(rec):
+        n = buf[rec + ENTRY["name_len"].offset]
+        return bytes(buf[rec + F.DIR_ENTRY_HEADER_SIZE : rec + F.DIR_ENTRY_HEADER_SIZE + n])
+
+    names = [name_of(r) for r in recs]
+    five = [r for r, n in zip(recs, names, strict=True) if len(n) == 5]  # alpha, gamma
+    rename_record(buf, five[1], name_of(five[0]), seed)
+    four = [r for r, n in zip(recs, names, strict=True) if n == b"beta"][0]
+    rename_record(buf, four, b"a/bc", seed)
+    three = [r for r, n in zip(recs, names, strict=True) if n == b"sub"][0]
+    put(buf, three + ENTRY["hash"].offset, 12345)
+    hard = [r for r, n in zip(recs, names, strict=True) if n == b"hardlink"][0]
+    put(buf, hard, geo.inodes_count + 3)
+    _, _, dirs = compare_backends(buf, geo, seed)
+    found = {(w, c) for i, w, c in problems(dirs) if i == few}
+    assert found == {
+        (max(five), Problem.ENTRY_DUPLICATE),
+        (four, Problem.ENTRY_BAD_NAME),
+        (three, Problem.ENTRY_BAD_HASH),
+        (hard, Problem.ENTRY_BAD_INO),
+    }
+    assert sorted(dirs["entry_ino"]) == sorted(x for x in dirs["entry_ino"] if x <= geo.inodes_count)
+
+
+def test_directory_structure_problems(image):
+    buf, facts = image
+    geo, seed, many, few = facts["geo"], facts["seed"], facts["many"], facts["few"]
+    bank_many = u64(buf, geo.inode_offset(many) + INODE["dir_bank"].offset)
+    root = u64(buf, ptr_addr(geo, many, bank_many))
+    assert root and not root & F.RADIX_PAGE_BIT, "700 names need a radix node"
+    node = root * geo.block_size
+    slots = [u64(buf, node + 8 * i) for i in range(geo.block_size // 8)]
+    used = [i for i, w in enumerate(slots) if w]
+    # A slot of the node points back at the node: the block is reached twice.
+    put(buf, node + 8 * used[0], root)
+    # The few-directory's page loses its magic.
+    bank_few = u64(buf, geo.inode_offset(few) + INODE["dir_bank"].offset)
+    page = (u64(buf, ptr_addr(geo, few, bank_few)) & F.RADIX_BLOCK_MASK) * geo.block_size
+    buf[page : page + 4] = b"XXXX"
+    _, _, dirs = compare_backends(buf, geo, seed)
+    found = set(problems(dirs))
+    assert (many, node + 8 * used[0], Problem.BLOCK_SHARED) in found
+    assert (few, page, Problem.PAGE_BAD_MAGIC) in found
+    assert not any(d == few for d in dirs["entry_dir"])
+
+
+def test_directory_page_header_problems(image):
+    buf, facts = image
+    geo, seed, many = facts["geo"], facts["seed"], facts["many"]
+    bank = u64(buf, geo.inode_offset(many) + INODE["dir_bank"].offset)
+    node = u64(buf, ptr_addr(geo, many, bank)) * geo.block_size
+    words = [u64(buf, node + 8 * i) for i in range(geo.block_size // 8)]
+    first = next(w for w in words if w & F.RADIX_PAGE_BIT)
+    page = (first & F.RADIX_BLOCK_MASK) * geo.block_size
+    put(buf, page + PAGE["depth"].offset, 70, 2)
+    put(buf, page + PAGE["dir_ino"].offset, 3)
+    put(buf, page + PAGE["next"].offset, 5)
+    _, _, dirs = compare_backends(buf, geo, seed)
+    codes = {c for i, w, c in problems(dirs) if w == page}
+    assert {Problem.PAGE_BAD_DEPTH, Problem.PAGE_BAD_DIR_INO, Problem.PAGE_BAD_NEXT} <= codes
+
+
+def test_not_a_directory(image):
+    buf, facts = image
+    small = facts["names"]["small"]
+    for mod in (C, P):
+        dirs = mod.walk_directories(buf, facts["geo"], facts["seed"], [small])
+        assert problems(dirs) == [(small, facts["geo"].inode_offset(small), Problem.NOT_A_DIRECTORY)]
+
+
+# ---------------------------------------------------------------------------
+# Random damage and garbage: identical results, no crash, nothing read outside
+# ---------------------------------------------------------------------------
+
+
+def interesting_ranges(buf, facts) -> list[tuple[int, int]]:
+    """Inode table of group 0 and every block the clean image owns."""
+    geo = facts["geo"]
+    bs = geo.block_size
+    ranges = [(geo.inode_table_block(0) * bs, geo.inode_table_blocks * bs)]
+    for b in range(geo.first_data_block(0), geo.blocks_count - 1):
+        if buf[geo.block_bitmap_block(b // geo.blocks_per_group) * bs + (b % geo.blocks_per_group) // 8] >> (b % 8) & 1:
+            ranges.append((b * bs, bs))
+    return ranges
+
+
+@SLOW
+@given(st.data())
+def test_random_byte_flips_agree(image, data):
+    buf, facts = image
+    ranges = interesting_ranges(buf, facts)
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    for _ in range(data.draw(st.integers(1, 60))):
+        start, length = rng.choice(ranges)
+        addr = start + rng.randrange(length)
+        buf[addr] = rng.randrange(256) if rng.random() < 0.5 else buf[addr] ^ (1 << rng.randrange(8))
+    compare_backends(buf, facts["geo"], facts["seed"])
+
+
+@SLOW
+@given(st.data())
+def test_random_pointers_agree(image, data):
+    """Block pointers and slot words rewritten to random, nearby, huge or self values."""
+    buf, facts = image
+    geo = facts["geo"]
+    ranges = interesting_ranges(buf, facts)
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    for _ in range(data.draw(st.integers(1, 30))):
+        start, length = rng.choice(ranges)
+        addr = start + 8 * rng.randrange(length // 8)
+        choice = rng.randrange(5)
+        value = [
+            rng.randrange(geo.blocks_count),
+            addr // geo.block_size,
+            (1 << 64) - 1 - rng.randrange(4),
+            F.RADIX_PAGE_BIT | rng.randrange(geo.blocks_count),
+            u64(buf, start + 8 * rng.randrange(length // 8)),
+        ][choice]
+        put(buf, addr, value)
+    compare_backends(buf, facts["geo"], facts["seed"])
+
+
+@SLOW
+@given(st.integers(0, 2**32), st.sampled_from([0, 1, 7, 255]))
+def test_garbage_blocks_agree(image, seed, density):
+    """Whole blocks of garbage dropped on inodes, nodes, pages and indirect blocks."""
+    buf, facts = image
+    ranges = interesting_ranges(buf, facts)
+    rng = random.Random(seed)
+    block = bytes(rng.randrange(256) & (density or 255) for _ in range(4096))
+    for _ in range(3):
+        start, length = rng.choice(ranges)
+        buf[start : start + min(length, 4096)] = block[: min(length, 4096)]
+    compare_backends(buf, facts["geo"], facts["seed"])
+
+
+def test_truncated_mapping_is_never_read_past(image):
+    """A mapping shorter than the geometry claims: pointers beyond it are out of range."""
+    buf, facts = image
+    geo = facts["geo"]
+    cut = bytes(buf[: (geo.first_data_block(0) + 40) * geo.block_size])
+    ref = full_scan(P, cut, geo, facts["seed"])
+    got = full_scan(C, cut, geo, facts["seed"], threads=2)
+    for a, b in zip(ref, got, strict=True):
+        same(a, b)
+    assert Problem.BLOCK_OUT_OF_RANGE in {Problem(c) for c in ref[1]["prob_code"]} | {
+        Problem(c) for c in ref[2]["prob_code"]
+    }
+
+
+# ---------------------------------------------------------------------------
+# Link counts, CPU features and persistence primitives
+# ---------------------------------------------------------------------------
+
+
+@given(st.lists(st.integers(0, 70)), st.integers(0, 64))
+def test_link_counts(children, n):
+    expected = Counter(c for c in children if 0 < c <= n)
+    for mod in (C, P):
+        counts = mod.link_counts(children, n)
+        assert len(counts) == n + 1
+        assert [counts[i] for i in range(n + 1)] == [expected.get(i, 0) for i in range(n + 1)]
+
+
+def test_cpu_features_agree_with_proc_cpuinfo():
+    compiled, reported = C.cpu_features(), P.cpu_features()
+    for key in ("popcnt", "clflush", "clflushopt", "clwb", "sse2", "avx512vpopcntdq"):
+        assert compiled[key] == reported[key], key
+    assert ("popcnt" in C.popcount_kernels()) == compiled["popcnt"]
+    assert ("avx512vpopcntdq" in C.popcount_kernels()) == compiled["avx512vpopcntdq"]
+    expected = "clwb" if compiled["clwb"] else "clflushopt" if compiled["clflushopt"] else "clflush"
+    assert C.flush_instruction() == expected
+
+
+def test_flush_and_nt_zero_on_a_shared_mapping(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"\xab" * 65536)
+    with open(path, "r+b") as handle, mmap.mmap(handle.fileno(), 0) as m:
+        for mod in (C, P):
+            mod.nt_zero(m, 4099, 10000)
+            mod.flush_range(m, 0, 65536)
+            mod.sfence()
+            with pytest.raises(ValueError):
+                mod.flush_range(m, 65000, 1000)
+            with pytest.raises(ValueError):
+                mod.nt_zero(m, -1, 10)
+        m.flush()
+    data = path.read_bytes()
+    assert (
+        data[:4099] == b"\xab" * 4099 and data[4099:14099] == bytes(10000) and data[14099:] == b"\xab" * (65536 - 14099)
+    )
+
+
+def test_nvfs_pure_selects_the_reference():
+    code = "from nvfs_tools import scan, namehash; print(scan.backend().__name__, scan.using_compiled())"
+    env = {**os.environ, "NVFS_PURE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["nvfs_tools.scan_pure", "False"]
+    env.pop("NVFS_PURE")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["nvfs_tools._fastscan", "True"]
