@@ -1292,7 +1292,7 @@ def _show_value(value: bytes) -> str:
     return "0x" + value.hex() if value else '""'
 
 
-class _Quit(Exception):
+class _Quit(BaseException):  # not an Exception: request error handling must let it through
     """Raised by `quit` to end the session."""
 
 
