@@ -238,6 +238,64 @@ def test_siphash_vectors_match():
         assert siphash24_pure(key, message) == int(value, 16), f"{where}: hash of {message!r} drifted"
 
 
+UNJUDGED_COLUMNS = ["Structure", "Field", "When", "Change", "Why"]
+CHANGE_KINDS = re.compile(r"any|increase|non-NUL|bits (0x[0-9A-Fa-f]+|0o[0-7]+|\d+)|below (\d+)")
+
+
+def field_paths(struct, prefix: str = "") -> dict[str, int]:
+    """Every addressable path of a structure (leaves, arrays, nested structs) -> size in bytes."""
+    paths: dict[str, int] = {}
+    for sub in struct.subcons:
+        if sub.name is None:
+            continue
+        path = prefix + sub.name
+        paths[path] = sub.sizeof()
+        inner = sub.subcon if isinstance(sub, Renamed) else sub
+        if isinstance(inner, Struct):
+            paths.update(field_paths(inner, path + "."))
+        elif isinstance(inner, Array):
+            for index in range(inner.count):
+                paths[f"{path}[{index}]"] = inner.subcon.sizeof()
+                if isinstance(inner.subcon, Struct):
+                    paths.update(field_paths(inner.subcon, f"{path}[{index}]."))
+    return paths
+
+
+def test_unjudged_fields_exist():
+    """The fuzz campaign's list of undetectable changes names real fields (spec/checking.md 13)."""
+    assert ("Unjudged", "fields") in UNJUDGED_TABLE, "no '### Unjudged fields' table in spec/"
+    header, rows, where = UNJUDGED_TABLE[("Unjudged", "fields")]
+    assert header == UNJUDGED_COLUMNS, f"{where}: columns {header} != {UNJUDGED_COLUMNS}"
+    assert rows, f"{where}: empty table"
+    for cells in rows:
+        assert len(cells) == len(UNJUDGED_COLUMNS), f"{where}: row {cells}"
+        key, field, _when, change = (cell.strip("`") for cell in cells[:4])
+        assert key in fmt.STRUCTURES, f"{where}: unjudged field of unknown structure {key!r}"
+        paths = field_paths(fmt.STRUCTURES[key])
+        pattern = re.compile(re.escape(field).replace(r"\*", ".*"))
+        matched = [path for path in paths if pattern.fullmatch(path)]
+        assert matched, f"{where}: {key}.{field} (listed as unjudged) is not a field of format.STRUCTURES[{key!r}]"
+        kind = CHANGE_KINDS.fullmatch(change)
+        assert kind, f"{where}: {key}.{field}: unknown change kind {change!r}"
+        if kind.group(1):
+            mask = ast.literal_eval(kind.group(1))
+            for path in matched:
+                assert mask < 1 << (8 * paths[path]), f"{where}: mask {change} wider than {key}.{path}"
+
+
+def spec_unjudged() -> dict:
+    tables = {}
+    for path in sorted(SPEC_DIR.glob("*.md")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines):
+            if re.match(r"^#{1,6}\s+Unjudged fields\s*$", line):
+                tables[("Unjudged", "fields")] = read_table(lines, number + 1, f"{path.name}:{number + 1}")
+    return tables
+
+
+UNJUDGED_TABLE = spec_unjudged()
+
+
 def test_layout_helpers_cover_whole_structures():
     """field_layout is contiguous and sums to the construct size (no hidden field)."""
     for key, struct in fmt.STRUCTURES.items():
