@@ -62,6 +62,10 @@ N_BLOCK_POINTERS = N_DIRECT + N_INDIRECT
 INLINE_SYMLINK_MAX = N_BLOCK_POINTERS * 8
 
 MAX_NAME_LEN = 255
+#: Longest symlink target (Linux PATH_MAX less its NUL); longer than 128 goes to one data block.
+MAX_SYMLINK_LEN = 4095
+#: Longest extended attribute value (Linux XATTR_SIZE_MAX); it must also fit its block.
+XATTR_VALUE_MAX = 65536
 #: Data blocks a group must offer beyond its metadata to be worth having.
 MIN_GROUP_DATA_BLOCKS = 16
 
