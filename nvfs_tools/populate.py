@@ -44,6 +44,7 @@ import errno
 import gc
 import os
 import random
+import re
 import stat
 import struct
 import time
@@ -65,6 +66,8 @@ _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY | os.O_NOFOLLOW
 _NS = 1_000_000_000
 _HUGE_BYTES = 2 << 20
+#: Longest run copied with one pread/pwrite (bounds the buffer of huge files).
+_RUN = 2048
 
 
 class SourceError(NvfsError):
@@ -110,6 +113,12 @@ _EXPECTED_ORDER = (
     "atime_nsec mtime_nsec ctime_nsec btime_nsec parent xattr_block next_orphan rdev dir_bank"
 ).split()
 _U64 = struct.Struct("<Q")
+_NOT_FULL = re.compile(rb"[^\xff]")
+_NOT_ZERO = re.compile(rb"[^\x00]")
+#: What bulk inode allocation uses of :class:`nvfs_tools.alloc.Allocator`.
+_ALLOC_ATTRS = ("free_inodes", "sb_free_inodes", "inode_cursor", "pick_group", "_store_group")
+_GC_FREE_INODES = fmt.field_offset(fmt.GroupCounters, "free_inodes")
+_DYN_FREE_INODES = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.SuperblockDynamic, "free_inodes")
 _XATTR_OFF = fmt.field_offset(fmt.Inode, "xattr_block")
 _BLOCKS_OFF = fmt.field_offset(fmt.Inode, "blocks")
 assert _INODE_FIELDS[: len(_EXPECTED_ORDER)] == _EXPECTED_ORDER, "inode field order changed: update pack_inode"
@@ -437,7 +446,13 @@ class _Writer:
         self.p = self.bs // 8
         self.dev = vol.dev
         self.view = vol.dev.view
-        self.zero = bytes(self.bs)
+        self.zero_view = memoryview(bytes(self.bs * _RUN))
+        # The device's fd takes plain pwrite for image files and block devices; devdax
+        # and devices with known bad ranges go through Device.write (mapping, media checks).
+        fd = getattr(vol.dev, "fd", -1)
+        usable = not getattr(vol.dev, "dax", False) and not getattr(vol.dev, "badblocks", None)
+        self.direct_fd = fd if usable and hasattr(vol.dev, "pwrite") else -1
+        self.pending: list[tuple[int, bytes]] = []
         self.inos: dict[tuple[int, int], int] = {}
         self.now = time.time_ns()
         self.rng = random.Random()
@@ -447,6 +462,69 @@ class _Writer:
     # -- allocation -------------------------------------------------------
     def _inode(self, is_dir: bool, goal_group: int | None) -> int:
         return self.vol.allocate_inode(stat.S_IFDIR if is_dir else stat.S_IFREG, goal_group)
+
+    def _inodes(self, count: int, goal_group: int | None) -> list[int]:
+        """``count`` non-directory inode numbers, taken in bulk (one bitmap/counter store per group)."""
+        if count == 0:
+            return []
+        alloc = getattr(self.vol, "alloc", None)
+        if alloc is None or not all(hasattr(alloc, a) for a in _ALLOC_ATTRS):
+            return [self._inode(False, goal_group) for _ in range(count)]
+        self.vol._w()
+        if count > alloc.sb_free_inodes:
+            raise NoSpaceError(f"no free inodes left ({count} needed, {alloc.sb_free_inodes} free)")
+        got: list[int] = []
+        for g in alloc.pick_group(False, goal_group):
+            got.extend(self._inodes_in_group(alloc, g, count - len(got)))
+            if len(got) == count:
+                break
+        if len(got) < count:
+            raise NoSpaceError(f"inode bitmaps hold fewer free inodes than the counters say ({len(got)} of {count})")
+        alloc.sb_free_inodes -= count
+        self.dev.write(_DYN_FREE_INODES, _U64.pack(alloc.sb_free_inodes))
+        return got
+
+    def _inodes_in_group(self, alloc, g: int, count: int) -> list[int]:
+        """Up to ``count`` free inodes of group ``g``: whole free bytes at a time where possible."""
+        ipg = self.geo.inodes_per_group
+        base = self.geo.inode_bitmap_block(g) * self.bs
+        nbytes = (ipg + 7) // 8
+        bm = bytearray(self.view[base : base + nbytes])
+        first_ino = g * ipg + 1
+        got: list[int] = []
+        lo = hi = None
+        for start in (alloc.inode_cursor[g] // 8, 0):
+            pos = start
+            while len(got) < count:
+                m = _NOT_FULL.search(bm, pos)
+                if m is None:
+                    break
+                i = m.start()
+                lo = i if lo is None else min(lo, i)
+                need = count - len(got)
+                if bm[i] == 0 and need >= 8:
+                    z = _NOT_ZERO.search(bm, i)
+                    run = min((z.start() if z else nbytes) - i, need // 8)
+                    got.extend(range(first_ino + i * 8, first_ino + (i + run) * 8))
+                    bm[i : i + run] = b"\xff" * run
+                    pos = i + run
+                else:
+                    byte = bm[i]
+                    for bit in range(8):
+                        if not byte >> bit & 1 and i * 8 + bit < ipg and len(got) < count:
+                            byte |= 1 << bit
+                            got.append(first_ino + i * 8 + bit)
+                    bm[i] = byte
+                    pos = i + 1
+                hi = pos if hi is None else max(hi, pos)
+            if len(got) == count:
+                break
+        if got:
+            self.dev.write(base + lo, bm[lo:hi])
+            alloc.free_inodes[g] -= len(got)
+            alloc._store_group(g, _GC_FREE_INODES, alloc.free_inodes[g])
+            alloc.inode_cursor[g] = got[-1] - first_ino
+        return got
 
     def _blocks(self, count: int, goal: int | None = None, huge: bool = False) -> list[int]:
         if count == 0:
@@ -458,35 +536,59 @@ class _Writer:
         return (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, self.now)
 
     def _write_inode(self, ino: int, raw: bytes) -> None:
-        self.dev.write(self.geo.inode_offset(ino), raw)
+        self.pending.append((ino, raw))
+
+    def _flush_inodes(self) -> None:
+        """Write the queued inode images, consecutive inode numbers in one store."""
+        pending = sorted(self.pending)
+        self.pending = []
+        i = 0
+        n = len(pending)
+        while i < n:
+            j = i + 1
+            while (
+                j < n
+                and pending[j][0] == pending[j - 1][0] + 1
+                and self.geo.group_of_inode(pending[j][0]) == self.geo.group_of_inode(pending[i][0])
+            ):
+                j += 1
+            self.dev.write(self.geo.inode_offset(pending[i][0]), b"".join(raw for _ino, raw in pending[i:j]))
+            i = j
 
     # -- data -------------------------------------------------------------
     def _copy_runs(self, fd: int, path: bytes, fblocks: list[int] | range, dblocks: list[int], size: int) -> None:
-        """Read file blocks ``fblocks`` into device blocks ``dblocks``, run by run."""
+        """Copy file blocks ``fblocks`` to device blocks ``dblocks``, one contiguous run at a time.
+
+        ``pread`` + ``pwritev`` to the device's file descriptor measured faster
+        than ``preadv`` into the mapping (which takes a page fault per page);
+        the tail of the last block is written as zeros in the same call.
+        """
         bs = self.bs
-        view = self.view
         n = len(dblocks)
         i = 0
         while i < n:
             j = i + 1
-            while j < n and dblocks[j] == dblocks[j - 1] + 1 and fblocks[j] == fblocks[j - 1] + 1:
+            while j < n and dblocks[j] == dblocks[j - 1] + 1 and fblocks[j] == fblocks[j - 1] + 1 and j - i < _RUN:
                 j += 1
             foff = fblocks[i] * bs
-            doff = dblocks[i] * bs
             length = (j - i) * bs
-            want = min(length, size - foff)
-            got = 0
             try:
-                while got < want:
-                    r = os.preadv(fd, [view[doff + got : doff + want]], foff + got)
-                    if r == 0:
-                        break
-                    got += r
+                data = os.pread(fd, min(length, size - foff), foff)
             except OSError as exc:
                 raise SourceError(f"{os.fsdecode(path)}: read error: {exc.strerror}") from None
-            if got < length:
-                view[doff + got : doff + length] = bytes(length - got)
+            self._put(dblocks[i] * bs, data, length)
             i = j
+
+    def _put(self, offset: int, data: bytes, length: int) -> None:
+        """Write ``data`` at device byte ``offset``, zero-padded to ``length``."""
+        pad = length - len(data)
+        if self.direct_fd < 0:
+            self.dev.write(offset, data + bytes(pad) if pad else data)
+            return
+        bufs = [data, self.zero_view[:pad]] if pad else [data]
+        done = os.pwritev(self.direct_fd, bufs, offset)
+        if done != length:  # short write: finish through the device layer
+            self.dev.write(offset + done, (data + bytes(pad))[done:])
 
     def _map(self, fblocks: list[int] | range, dblocks: list[int], meta: list[int]) -> list[int]:
         """The 16 block pointers for a file; writes its indirect blocks (taken from ``meta``)."""
@@ -536,6 +638,16 @@ class _Writer:
     def _child_inos(self, d: _Dir) -> tuple[list[int], list[bool]]:
         """Inode numbers for every child of ``d``; ``new`` is False for extra hard-link names."""
         group = self.geo.group_of_inode(d.ino)
+        fresh = 0
+        seen: set[tuple[int, int]] = set()
+        for st in d.stats:
+            if not stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key not in self.inos and key not in seen:
+                    seen.add(key)
+                    fresh += 1
+        supply = self._inodes(fresh, group)
+        supply.reverse()
         inos: list[int] = []
         new: list[bool] = []
         for st, extra in zip(d.stats, d.extra, strict=True):
@@ -550,7 +662,7 @@ class _Writer:
             key = (st.st_dev, st.st_ino)
             ino = self.inos.get(key)
             if ino is None:
-                ino = self.inos[key] = self._inode(False, group)
+                ino = self.inos[key] = supply.pop()
                 new.append(True)
             else:
                 new.append(False)
@@ -594,6 +706,7 @@ class _Writer:
             raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
         for sub in d.subdirs:
             self._write_dir_inode(sub, sub.st.st_uid, sub.st.st_gid)
+        self._flush_inodes()
         self._build(d, entries)
         self.done += len(d.names)
         if self.progress is not None and self.done >= self.next_report:
