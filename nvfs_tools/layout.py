@@ -123,6 +123,18 @@ def group_free_blocks(geo: fmt.Geometry, group: int) -> int:
     return free
 
 
+def total_free_blocks(geo: fmt.Geometry) -> int:
+    """Free blocks of the whole filesystem right after mkfs, in O(1) (the sum of :func:`group_free_blocks`).
+
+    Every group loses the same metadata blocks, group 0 also the journal, and
+    the backup block is lost only when it lies inside the last group.
+    """
+    n = geo.group_count
+    end = geo.group_end(n - 1)
+    meta = 3 + geo.inode_bitmap_blocks + geo.inode_table_blocks
+    return end - n * meta - geo.journal_blocks - (1 if geo.backup_block < end else 0)
+
+
 def block_bitmap(geo: fmt.Geometry, group: int) -> bytearray:
     """The block bitmap of ``group`` right after mkfs: metadata, backup and past-the-end bits set."""
     bpg = geo.blocks_per_group
@@ -161,7 +173,7 @@ def dynamic_superblock(geo: fmt.Geometry, mkfs_time: tuple[int, int]) -> bytes:
     return fmt.SuperblockDynamic.build(
         {
             "state": fmt.STATE_CLEAN,
-            "free_blocks": sum(group_free_blocks(geo, g) for g in range(geo.group_count)),
+            "free_blocks": total_free_blocks(geo),
             "free_inodes": geo.inodes_count - RESERVED_INODES,
             "mount_count": 0,
             "max_mount_count": 0,
@@ -286,7 +298,7 @@ def make_filesystem(
     dev.pwrite(0, _group_head(geo, 0, static, dynamic_superblock(geo, mkfs_time)))
     return LayoutResult(
         geometry=geo,
-        free_blocks=sum(group_free_blocks(geo, g) for g in range(geo.group_count)),
+        free_blocks=total_free_blocks(geo),
         free_inodes=geo.inodes_count - RESERVED_INODES,
         zeroing=zeroing,
     )

@@ -245,8 +245,10 @@ def describe(geo: fmt.Geometry, opts: Options, rep: Reporter) -> None:
         f"Inode tables: {geo.inode_table_blocks} blocks per group; microjournal: {geo.journal_slots} slots "
         f"at block {geo.journal_block}"
     )
-    free = sum(_free(geo, g) for g in range(geo.group_count))
+    free = total_free_blocks(geo)
     rep.say(f"Data blocks: {free} ({format_size(free * bs)})")
+    if not rep.verbose or rep.quiet:
+        return
     for g in range(geo.group_count):
         rep.detail(
             f"  group {g}: blocks {geo.group_start(g)}-{geo.group_end(g) - 1}, bitmap {geo.block_bitmap_block(g)}, "
@@ -260,6 +262,12 @@ def _free(geo: fmt.Geometry, g: int) -> int:
     from nvfs_tools.layout import group_free_blocks
 
     return group_free_blocks(geo, g)
+
+
+def total_free_blocks(geo: fmt.Geometry) -> int:
+    from nvfs_tools.layout import total_free_blocks as total
+
+    return total(geo)
 
 
 def _geometry(size: int, opts: Options) -> fmt.Geometry:
@@ -464,8 +472,13 @@ def _set_quota_usage(vol) -> None:
             record[0] += node.blocks * vol.block_size
             record[1] += 1
     used_off = fmt.field_offset(fmt.QuotaRecord, "bytes_used")
+    assert fmt.field_offset(fmt.QuotaRecord, "inodes_used") == used_off + 8
+    size = fmt.QUOTA_RECORD_SIZE
     for (qino, qid), (nbytes, ninodes) in sorted(usage.items()):
-        vol.write(qino, qid * fmt.QUOTA_RECORD_SIZE + used_off, struct.pack("<QQ", nbytes, ninodes), charge=False)
+        # whole records, so that the file size stays a multiple of the record size
+        record = bytearray(vol.read(qino, qid * size, size).ljust(size, b"\0"))
+        struct.pack_into("<QQ", record, used_off, nbytes, ninodes)
+        vol.write(qino, qid * size, bytes(record), charge=False)
 
 
 def _mkdir_lost_found(vol, mkfs_time: tuple[int, int]) -> int:

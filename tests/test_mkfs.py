@@ -147,15 +147,43 @@ def test_bytes_per_inode(img):
     assert verify_image(img)["static"].inodes_count == (256 << 20) // 65536
 
 
-def test_quota_feature(img):
-    _ok(img, "64M", "-q", "-O", "quota")
+@pytest.mark.parametrize("owner", [None, (1000, 100)])
+def test_quota_feature(img, owner):
+    """spec/format.md 8: usage counts the root and every inode >= 11, per uid, per gid, all in project 0."""
+    extra = ["-E", f"root_owner={owner[0]}:{owner[1]}"] if owner else []
+    _ok(img, "64M", "-q", "-O", "quota", *extra)
     verify_image(img, quota=True)
     from nvfs_tools.quota import read_usage
 
+    uid, gid = owner or (0, 0)
     with Volume.open(str(img)) as vol:
-        b, i = read_usage(vol, fmt.USR_QUOTA_INO, 0)
-        assert i == 2, "root and lost+found belong to uid 0"
-        assert b == (vol.read_inode(fmt.ROOT_INO).blocks + vol.read_inode(fmt.FIRST_INO).blocks) * vol.block_size
+        bs = vol.block_size
+        root_bytes = vol.read_inode(fmt.ROOT_INO).blocks * bs
+        lf_bytes = vol.read_inode(fmt.FIRST_INO).blocks * bs
+        want = {fmt.USR_QUOTA_INO: {}, fmt.GRP_QUOTA_INO: {}, fmt.PRJ_QUOTA_INO: {}}
+        for qino, root_id in ((fmt.USR_QUOTA_INO, uid), (fmt.GRP_QUOTA_INO, gid), (fmt.PRJ_QUOTA_INO, 0)):
+            for qid, nbytes in ((root_id, root_bytes), (0, lf_bytes)):
+                b, i = want[qino].get(qid, (0, 0))
+                want[qino][qid] = (b + nbytes, i + 1)
+        for qino, records in want.items():
+            size = vol.read_inode(qino).size
+            assert size % fmt.QUOTA_RECORD_SIZE == 0 and size // fmt.QUOTA_RECORD_SIZE == max(records) + 1
+            for qid in range(size // fmt.QUOTA_RECORD_SIZE):
+                assert read_usage(vol, qino, qid) == records.get(qid, (0, 0)), (qino, qid)
+
+
+def test_total_free_blocks_closed_form():
+    from nvfs_tools.layout import group_free_blocks, total_free_blocks
+
+    for blocks in (23, 40, BPG - 1, BPG, BPG + 20, BPG + 2000, 2 * BPG - 1, 5 * BPG + 777):
+        for slots in (1, 8, 100):
+            try:
+                geo = fmt.compute_geometry(blocks * BS, BS, journal_slots=slots)
+            except fmt.GeometryError:
+                assert blocks < 40 and slots > 8
+                continue
+            assert total_free_blocks(geo) == sum(group_free_blocks(geo, g) for g in range(geo.group_count))
+            assert total_free_blocks(geo) == geo.data_blocks
 
 
 def test_xattr_feature_can_be_cleared(img):
