@@ -121,6 +121,9 @@ def _populate(path: str) -> str:
         vol.write(h, (F.N_DIRECT + ppb + 7) * bs, b"two")
         k = vol.create(ROOT, "ind3", 0o644)
         vol.write(k, (F.N_DIRECT + ppb + ppb * ppb + 3) * bs, b"three")
+        for levels in (4, 5):  # the deepest trees: one data block under 4 and 5 indirect levels
+            deep = vol.create(ROOT, f"ind{levels}", 0o644)
+            vol.write(deep, (F.N_DIRECT + sum(ppb**k for k in range(1, levels)) + 3) * bs, b"deep")
         big = vol.create(ROOT, "dense", 0o600)
         vol.write(big, 0, os.urandom(40 * bs))
         d = vol.mkdir(ROOT, "many", 0o755)
