@@ -51,6 +51,9 @@ SB_DYNAMIC_SIZE = 2048
 INODE_SIZE = 256
 #: Bytes of storage per inode that mkfs provisions unless told otherwise.
 DEFAULT_INODE_RATIO = 16384
+#: Limits of bytes-per-inode (as mke2fs); whether the inodes fit a group is checked separately.
+MIN_INODE_RATIO = 1024
+MAX_INODE_RATIO = 1 << 26
 DEFAULT_JOURNAL_SLOTS = 8
 JOURNAL_ENTRIES = 16
 JOURNAL_SLOT_SIZE = 512
@@ -589,8 +592,8 @@ def compute_geometry(
     if inode_count is not None:
         wanted_inodes = inode_count
     else:
-        if inode_ratio < block_size // 4 or inode_ratio > 1 << 26:
-            raise GeometryError(f"bytes-per-inode {inode_ratio} out of range {block_size // 4}..{1 << 26}")
+        if not MIN_INODE_RATIO <= inode_ratio <= MAX_INODE_RATIO:
+            raise GeometryError(f"bytes-per-inode {inode_ratio} out of range {MIN_INODE_RATIO}..{MAX_INODE_RATIO}")
         wanted_inodes = (blocks_count * block_size) // inode_ratio
     wanted_inodes = max(wanted_inodes, FIRST_INO + 5)
     groups = -(-blocks_count // bpg) if blocks_count else 0

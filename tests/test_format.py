@@ -99,7 +99,7 @@ def smallest_device(bs: int, ratio: int) -> int:
 
 @pytest.mark.parametrize("bs", LEGAL_BLOCK_SIZES)
 def test_smallest_device_every_block_size(bs):
-    ratio = max(fmt.DEFAULT_INODE_RATIO, bs // 4)
+    ratio = fmt.DEFAULT_INODE_RATIO
     blocks = smallest_device(bs, ratio)
     geo = fmt.compute_geometry(blocks * bs, bs, inode_ratio=ratio)
     check_geometry(geo, blocks * bs, wanted_inodes(blocks * bs, bs, ratio))
@@ -153,11 +153,11 @@ def test_short_last_group_kept_or_dropped(bs):
     """Find the exact tail length at which a second group appears; it is metadata + 16 + backup."""
     bpg = 8 * bs
     tail = 1
-    while fmt.compute_geometry((bpg + tail) * bs, bs, inode_ratio=max(16384, bs // 4)).group_count == 1:
+    while fmt.compute_geometry((bpg + tail) * bs, bs, inode_ratio=fmt.DEFAULT_INODE_RATIO).group_count == 1:
         tail += 1
         assert tail < bpg
-    kept = fmt.compute_geometry((bpg + tail) * bs, bs, inode_ratio=max(16384, bs // 4))
-    dropped = fmt.compute_geometry((bpg + tail - 1) * bs, bs, inode_ratio=max(16384, bs // 4))
+    kept = fmt.compute_geometry((bpg + tail) * bs, bs, inode_ratio=fmt.DEFAULT_INODE_RATIO)
+    dropped = fmt.compute_geometry((bpg + tail - 1) * bs, bs, inode_ratio=fmt.DEFAULT_INODE_RATIO)
     assert kept.group_count == 2 and dropped.group_count == 1
     assert tail == kept.metadata_blocks(1) + fmt.MIN_GROUP_DATA_BLOCKS + 1
     assert kept.group_end(1) - kept.first_data_block(1) - 1 == fmt.MIN_GROUP_DATA_BLOCKS
@@ -165,7 +165,7 @@ def test_short_last_group_kept_or_dropped(bs):
     assert all(dropped.is_metadata_block(b) for b in range(bpg, dropped.blocks_count))
     assert dropped.backup_block == bpg + tail - 2
     for geo, blocks in ((kept, bpg + tail), (dropped, bpg + tail - 1)):
-        wanted = wanted_inodes(blocks * bs, bs, max(16384, bs // 4))
+        wanted = wanted_inodes(blocks * bs, bs, fmt.DEFAULT_INODE_RATIO)
         check_geometry(geo, blocks * bs, wanted)
         check_maximal(geo, blocks * bs, wanted)
         if bs == 4096:
@@ -195,7 +195,7 @@ def test_one_tebibyte():
 
 @pytest.mark.parametrize("bs", LEGAL_BLOCK_SIZES)
 def test_every_block_size_multi_group(bs):
-    ratio = max(fmt.DEFAULT_INODE_RATIO, bs // 4)
+    ratio = fmt.DEFAULT_INODE_RATIO
     blocks = 2 * 8 * bs + 8 * bs // 2  # two and a half groups
     geo = fmt.compute_geometry(blocks * bs, bs, inode_ratio=ratio)
     wanted = wanted_inodes(blocks * bs, bs, ratio)
@@ -211,11 +211,12 @@ def test_illegal_block_sizes(bs):
         fmt.compute_geometry(GIB, bs)
 
 
-def test_inode_ratio_range():
-    bs = 8192
-    fmt.compute_geometry(GIB, bs, inode_ratio=bs // 4)
-    fmt.compute_geometry(GIB, bs, inode_ratio=1 << 26)
-    for ratio in (bs // 4 - 1, (1 << 26) + 1):
+@pytest.mark.parametrize("bs", [4096, 8192, fmt.MAX_BLOCK_SIZE])
+def test_inode_ratio_range(bs):
+    fmt.compute_geometry(16 * GIB, bs, inode_ratio=fmt.MIN_INODE_RATIO)
+    fmt.compute_geometry(16 * GIB, bs, inode_ratio=fmt.MAX_INODE_RATIO)
+    fmt.compute_geometry(16 * GIB, bs, inode_ratio=fmt.DEFAULT_INODE_RATIO)  # default works at every size
+    for ratio in (fmt.MIN_INODE_RATIO - 1, fmt.MAX_INODE_RATIO + 1):
         with pytest.raises(fmt.GeometryError, match="bytes-per-inode"):
             fmt.compute_geometry(GIB, bs, inode_ratio=ratio)
 
