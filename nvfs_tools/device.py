@@ -288,6 +288,12 @@ class Device:
         if self.dax and self.persistence_domain != "cpu_cache":
             self._flush_range = _fastscan_function("flush_range")
             self._sfence = _fastscan_function("sfence")
+            if self._flush_range is None and self.kind == "dax" and self.writable:
+                # msync cannot help here: device-DAX has no fsync, and silent loss is not an option
+                raise DeviceError(
+                    f"{self.path}: writing to devdax needs CPU cache flushes from the compiled core "
+                    "(nvfs_tools._fastscan), which is not available (NVFS_PURE=1 or build failed)"
+                )
         elif self.dax:
             self._sfence = _fastscan_function("sfence")
 
