@@ -105,8 +105,8 @@ def run(
         if error_code is not None:
             return error_code
         return usage_code if isinstance(exc, UsageError) else exc.exit_code
-    except click.exceptions.Abort:
-        print(file=sys.stderr)
+    except click.exceptions.Abort:  # click turns Ctrl-C into Abort (after printing a newline)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return interrupt_code
     except click.ClickException as exc:
         exc.show()
