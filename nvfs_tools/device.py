@@ -415,7 +415,7 @@ class Device:
         if self.badblocks:
             self.check_media(offset, length)
         self.view[offset:end] = data
-        if not self.unordered:
+        if not self.unordered or self.dax:  # DAX flushes only recorded ranges, even at the end
             self._note_dirty(offset, end)
 
     def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
@@ -441,7 +441,7 @@ class Device:
                 done = os.pwrite(self.fd, view, offset + length - view.nbytes)
                 view = view[done:]
         self._fd_written = True
-        if not self.unordered:
+        if not self.unordered or self.dax:  # DAX flushes only recorded ranges, even at the end
             self._note_dirty(offset, offset + length)
 
     def _note_dirty(self, start: int, end: int) -> None:
@@ -508,15 +508,21 @@ class Device:
             self.map.flush(start, min(end, self.size) - start)
 
     def flush_all(self) -> None:
-        """Make everything written so far durable (msync of the whole map + fdatasync)."""
+        """Make everything written so far durable.
+
+        Page cache: ``msync`` of the whole map (the kernel visits only dirty
+        pages) and ``fdatasync`` for ``pwrite``.  DAX: the recorded dirty
+        ranges (kept even in unordered mode, since write-back instructions
+        cost time per cache line of the range, dirty or not).
+        """
         if self.map is None or not self.writable:
             return
-        self._dirty = []
-        if self.dax and self.persistence_domain != "cpu_cache" and self._flush_range is not None:
-            self._flush_range(self.view, 0, self.size)
-            if self._sfence is not None:
-                self._sfence()
+        if self.dax:
+            ranges = self._coalesce(self._dirty, _MAX_DIRTY_RANGES)
+            self._dirty = []
+            self._flush(ranges)
         else:
+            self._dirty = []
             self.map.flush()
         if self._fd_written and self.kind != "dax":
             os.fdatasync(self.fd)
@@ -550,10 +556,9 @@ class Device:
             except OSError:
                 pass
         elif self.dax:
-            nt_zero = _fastscan_function("nt_zero", compiled_only=False)
-            if nt_zero is not None:
+            nt_zero = _fastscan_function("nt_zero")
+            if nt_zero is not None:  # non-temporal stores + SFENCE: nothing left in the caches to flush
                 nt_zero(self.view, offset, length)
-                self._note_dirty(offset, offset + length) if not self.unordered else None
                 return
         self._write_zeros(offset, length)
 

@@ -221,3 +221,46 @@ def test_create_image_refuses_existing(image):
 
 def test_busy_error_is_a_device_error():
     assert issubclass(DeviceBusyError, DeviceError)
+
+
+def _fake_dax(dev, domain):
+    """Turn a page-cache Device into what a DAX mapping looks like to the barrier code."""
+    calls, fences = [], []
+    dev.dax = True
+    dev.persistence_domain = domain
+    dev._flush_range = lambda view, off, n: calls.append((off, n))
+    dev._sfence = lambda: fences.append(1)
+    return calls, fences
+
+
+def test_dax_barrier_writes_back_only_dirty_cache_lines(image):
+    with Device(image, writable=True) as dev:
+        calls, fences = _fake_dax(dev, "memory_controller")
+        dev.write(1000, b"x" * 8)
+        dev.write(1 << 20, b"y" * 100)
+        dev.barrier()
+        assert sorted(calls) == [(960, 48), (1 << 20, 100)]
+        assert fences == [1]
+        calls.clear()
+        dev.barrier()
+        assert calls == []
+
+
+def test_dax_unordered_flushes_recorded_ranges_at_the_end(image):
+    with Device(image, writable=True, unordered=True) as dev:
+        calls, _ = _fake_dax(dev, "memory_controller")
+        dev.write(64, b"a")
+        dev.barrier()
+        dev.write(3 << 20, b"b" * 64)
+        dev.barrier()
+        assert calls == []
+        dev.flush_all()
+        assert sorted(calls) == [(64, 1), (3 << 20, 64)], "never the whole device"
+
+
+def test_dax_cpu_cache_domain_needs_no_write_back(image):
+    with Device(image, writable=True) as dev:
+        calls, fences = _fake_dax(dev, "cpu_cache")
+        dev.write(0, b"z")
+        dev.barrier()
+        assert calls == [] and fences == [1]
