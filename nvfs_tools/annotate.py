@@ -9,6 +9,7 @@ directory.py) is for doing things right; this module is for looking.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -161,16 +162,66 @@ def page_entries(dev: Any, geo: fmt.Geometry, block: int) -> tuple[list[RawEntry
     out: list[RawEntry] = []
     off = fmt.DIR_PAGE_HEADER_SIZE
     hsize = fmt.DIR_ENTRY_HEADER_SIZE
+    unpack = _ENTRY.unpack_from
     while off + hsize <= bs:
-        h = fmt.DirEntryHeader.parse(raw[off : off + hsize])
-        if h.rec_len == 0:
+        ino, hsh, name_len, file_type, rec_len = unpack(raw, off)
+        if rec_len == 0:
             return out, None
-        if h.rec_len % fmt.DIR_ENTRY_ALIGN or off + h.rec_len > bs or h.rec_len < fmt.dir_entry_rec_len(h.name_len):
-            return out, f"bad rec_len {h.rec_len} at +{off}"
-        name = raw[off + hsize : off + hsize + h.name_len]
-        out.append(RawEntry(off, h.ino, h.hash, h.name_len, h.file_type, h.rec_len, name))
-        off += h.rec_len
+        if rec_len % fmt.DIR_ENTRY_ALIGN or off + rec_len > bs or rec_len < fmt.dir_entry_rec_len(name_len):
+            return out, f"bad rec_len {rec_len} at +{off}"
+        name = raw[off + hsize : off + hsize + name_len]
+        out.append(RawEntry(off, ino, hsh, name_len, file_type, rec_len, name))
+        off += rec_len
     return out, None
+
+
+def _struct_of(type_name: str) -> struct.Struct:
+    """A ``struct.Struct`` for a flat schema, derived from its leaves (fast bulk parsing)."""
+    codes = {1: "B", 2: "H", 4: "I", 8: "Q"}
+    parts = ["<"]
+    for f in fp.leaves(type_name):
+        code = codes[f.size]
+        parts.append(code.lower() if f.kind == "sint" else code)
+    return struct.Struct("".join(parts))
+
+
+_ENTRY = _struct_of("dir_entry_header")
+assert _ENTRY.size == fmt.DIR_ENTRY_HEADER_SIZE
+
+
+def find_entry(dev: Any, geo: fmt.Geometry, inode: Any, name: bytes, seed: bytes) -> RawEntry | None:
+    """Look ``name`` up by its hash through the radix tree of the live bank.
+
+    Falls back to a scan of every page when the hash path does not find it, so
+    entries sitting in the wrong page of a damaged directory are still found.
+    """
+    from nvfs_tools import namehash
+
+    h = namehash.name_hash(seed, name)
+    bits = fmt.radix_bits(geo.block_size)
+    bank = inode.dir_bank if inode.dir_bank in (0, 1) else 0
+    word = inode.block[bank]
+    level = 0
+    seen: set[int] = set()
+    while word and not word & fmt.RADIX_PAGE_BIT and word not in seen and valid_block(geo, word) and level * bits < 64:
+        seen.add(word)
+        shift = 64 - (level + 1) * bits
+        index = (h >> shift) & ((1 << bits) - 1) if shift >= 0 else (h << -shift) & ((1 << bits) - 1)
+        word = read_u64s(dev, geo, word)[index]
+        level += 1
+    block = word & fmt.RADIX_BLOCK_MASK if word & fmt.RADIX_PAGE_BIT else 0
+    chain = 0
+    while block and valid_block(geo, block) and chain < 1 << 16:
+        for e in page_entries(dev, geo, block)[0]:
+            if e.ino and e.hash == h and e.name == name:
+                return e
+        hdr = page_header(dev, geo, block)
+        block = hdr.next if hdr is not None else 0
+        chain += 1
+    for e in dir_entries(dev, geo, inode):
+        if e.name == name:
+            return e
+    return None
 
 
 @dataclass

@@ -213,6 +213,8 @@ class Session:
             cmd.func(self, args)
             self.out.flush()
             return True
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): end quietly, as cli.run does
         except (NvfsError, fp.FieldPathError, ValueError, OSError, KeyError, IndexError) as exc:
             return self._fail(name, str(exc) or type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - a bug must not end the session
@@ -244,10 +246,11 @@ class Session:
         return list(an.dir_entries(self.dev, self.geo, inode))
 
     def child(self, dir_ino: int, name: bytes) -> int | None:
-        for e in self.entries(dir_ino):
-            if e.name == name:
-                return e.ino
-        return None
+        inode = self.read_inode(dir_ino)
+        if inode.mode & fmt.S_IFMT != fmt.S_IFDIR:
+            raise RequestError(f"inode {dir_ino} is not a directory")
+        e = an.find_entry(self.dev, self.geo, inode, name, self.static.hash_seed)
+        return e.ino if e is not None else None
 
     def lookup(self, path: str, *, start: int | None = None) -> int:
         """Inode of ``path`` (``<INO>`` accepted), relative to the cwd unless absolute."""
@@ -1329,8 +1332,20 @@ class Completer:
             return sorted(n for n in COMMANDS if n.startswith(text))
         cmd = COMMANDS.get(words[0])
         argpos = len(words) - (0 if line.endswith(" ") else 1)
-        if cmd is not None and cmd.names[0] in ("print", "wfield", "fuzz") and argpos == 1:
-            return [n + " " for n in fp.type_names() if n.startswith(text)]
+        if cmd is not None and cmd.names[0] in ("print", "wfield", "fuzz"):
+            args = [w for w in words[1:] if not w.startswith("-")]
+            if argpos == 1 or (not args and not text.startswith("-")):
+                return [n + " " for n in fp.type_names() if n.startswith(text)]
+            try:
+                fields = fp.field_names(args[0], self.session.bs)
+            except fp.FieldPathError:
+                fields = []
+            return sorted(n for n in fields if n.startswith(text)) + self.paths(text)
+        if cmd is not None and cmd.names[0] in ("set_inode_field",) and argpos == 2:
+            return sorted(n for n in fp.field_names("inode", self.session.bs) if n.startswith(text))
+        if cmd is not None and cmd.names[0] in ("set_super_value",):
+            names = fp.field_names("superblock_static") + fp.field_names("superblock_dynamic")
+            return sorted({n for n in names if n.startswith(text)})
         if cmd is not None and cmd.names[0] == "help":
             return sorted(n for n in COMMANDS if n.startswith(text))
         if cmd is None or not cmd.path_args:

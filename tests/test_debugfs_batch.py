@@ -426,6 +426,12 @@ def test_invocation_modes(base, tmp_path):
     # piped stdin is a request file
     res = debugfs(str(img), stdin="pwd\n\nls docs\n")
     assert res.returncode == 0 and "sub" in res.stdout and res.stdout.count("[pwd]") == 1
+    # `quit` ends a request file; requests after it are not run
+    res = debugfs(str(img), stdin="testi 2\nquit\ntesti 11\n")
+    assert res.returncode == 0 and "Inode 2" in res.stdout and "Inode 11" not in res.stdout
+    # a reader that goes away early is not an error worth a message
+    res = subprocess.run(f"debugfs.nvfs -R 'bd 0' {img} | head -1", shell=True, capture_output=True, text=True)
+    assert res.stderr == ""
     # -f -
     res = debugfs("-f", "-", str(img), stdin="testi 2\n")
     assert res.returncode == 0 and "Inode 2 marked in use" in res.stdout

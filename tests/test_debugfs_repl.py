@@ -147,6 +147,11 @@ def test_tab_completion_of_requests_and_image_paths(image, env):
     t.expect(rb"ump")
     t.send(b"-a 0\r")
     assert b"Block 0: superblock" in t.prompt()
+    # field names of a structure for print
+    t.send(b"print inode <2> links_c\t")
+    t.expect(rb"ount")
+    t.send(b"\r")
+    assert b"links_count" in t.prompt()
     # cd with completion, then a relative completion from the new cwd
     t.send(b"cd documents/dee\t")
     t.expect(rb"per/")
