@@ -192,10 +192,20 @@ class Directory:
         return st
 
     @staticmethod
-    def _forget(vol, ino: int) -> None:
+    def forget(vol, ino: int | None = None) -> None:
+        """Drop the cached tree of ``ino`` (every directory when None).
+
+        For code that changes directory blocks behind this class's back (fsck
+        repairs, debugfs writes); the next call re-reads the tree.
+        """
         reg = _registry(vol)
         if reg is not None:
-            reg.pop(ino, None)
+            if ino is None:
+                reg.clear()
+            else:
+                reg.pop(ino, None)
+
+    _forget = forget
 
     # ------------------------------------------------------------------ index
 
@@ -233,6 +243,20 @@ class Directory:
             return None
         view = self.vol.dev.view
         for addr in (cur,) if isinstance(cur, int) else reversed(cur):
+            ino, _h, name_len, _ft, _rl = ENTRY_HEADER.unpack_from(view, addr)
+            if view[addr + EHDR : addr + EHDR + name_len] != name or name_len != len(name):
+                # The cache no longer matches the media (someone rewrote the page): re-read it all.
+                self.forget(self.vol, self.ino)
+                return self._find_uncached(name)
+            if ino:
+                return addr, ino
+        return None
+
+    def _find_uncached(self, name: bytes) -> tuple[int, int] | None:
+        st = self._state()
+        cur = st.index.get(name)
+        view = self.vol.dev.view
+        for addr in () if cur is None else (cur,) if isinstance(cur, int) else reversed(cur):
             ino = U64.unpack_from(view, addr + ENTRY_INO_OFFSET)[0]
             if ino:
                 return addr, ino
@@ -274,7 +298,7 @@ class Directory:
         return self.lookup(name) is not None
 
     def __iter__(self) -> Iterator[DirEntry]:
-        """Live entries of the live bank, in hash order, read from the media."""
+        """Live entries of the live bank, page by page in hash order, read from the media."""
         bs = self.bs
         for block in self._page_order(self._state()):
             page = parse_page(self.vol.read_block(block), bs)

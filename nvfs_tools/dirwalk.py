@@ -216,7 +216,7 @@ class WalkEntry:
 
 @dataclass
 class DirTree:
-    """Everything :func:`walk_tree` found, in hash order."""
+    """Everything :func:`walk_tree` found; pages in hash order."""
 
     root: int
     pages: list[PageInfo] = field(default_factory=list)
@@ -450,7 +450,7 @@ def walk_tree(
     (e.g. not metadata, inside the device).  ``dir_ino`` checks the owner
     field of every page.  ``check_hashes`` recomputes every live entry's
     SipHash from its name (slow in pure Python; the stored hash is always
-    checked against the page prefix).  Entries are returned in hash order.
+    checked against the page prefix).  Pages come in hash order, entries in page order.
     """
     walker = _Walker(read_block, block_size, seed, dir_ino, block_ok, check_hashes)
     tree = walker.walk(root_word)
@@ -463,4 +463,34 @@ def walk_tree(
                 )
             else:
                 seen[e.name] = e
+    return tree
+
+
+def walk_directory(vol, ino: int, *, check_hashes: bool = True) -> DirTree:
+    """Walk the live bank of directory inode ``ino`` of an open volume (see :func:`walk_tree`).
+
+    Pointers to metadata blocks or past the data area are reported as
+    ``bad-block`` without being read; a ``dir_bank`` other than 0 or 1 is a
+    ``bad-root`` problem (bank 0 is walked then).
+    """
+    geo = vol.geo
+    inode_raw = vol.dev.read(geo.inode_offset(ino), fmt.INODE_SIZE)
+    inode = fmt.Inode.parse(inode_raw)
+    bank = inode.dir_bank
+    problems = []
+    if bank not in (0, 1):
+        problems.append(Problem("bad-root", None, f"directory inode {ino} has dir_bank {bank}"))
+        bank = 0
+    root = inode.block[bank]
+
+    def block_ok(block: int) -> bool:
+        return 0 < block < geo.blocks_count and not geo.is_metadata_block(block)
+
+    if root and not block_ok(root & fmt.RADIX_BLOCK_MASK):
+        problems.append(Problem("bad-root", None, f"directory inode {ino} root word {root:#x} points outside data"))
+        return DirTree(root, problems=problems)
+    tree = walk_tree(
+        vol.read_block, root, geo.block_size, vol.hash_seed, dir_ino=ino, block_ok=block_ok, check_hashes=check_hashes
+    )
+    tree.problems[:0] = problems
     return tree
