@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from nvfs_tools import format as fmt
@@ -307,8 +307,14 @@ class Allocator:
         first = goal_group if goal_group is not None and 0 <= goal_group < n else 0
         return [(first + i) % n for i in range(n) if self.free_inodes[(first + i) % n]]
 
-    def allocate_inode(self, is_dir: bool, goal_group: int | None = None) -> int:
-        """A free inode number, marked used in the bitmap and counters."""
+    def allocate_inode(
+        self, is_dir: bool, goal_group: int | None = None, before_mark: Callable[[int], None] | None = None
+    ) -> int:
+        """A free inode number, marked used in the bitmap and counters.
+
+        ``before_mark(ino)`` runs before the bitmap bit is set: creation writes
+        the inode first, as the spec's store order asks.
+        """
         if self.sb_free_inodes == 0:
             raise NoSpaceError("no free inodes left")
         ipg = self.geo.inodes_per_group
@@ -327,6 +333,8 @@ class Allocator:
                 index = (pos - base) * 8 + bit
                 if index >= ipg:
                     continue
+                if before_mark is not None:
+                    before_mark(g * ipg + index + 1)
                 self.vol.dev.write(pos, bytes((byte | 1 << bit,)))
                 self.inode_cursor[g] = index
                 self.free_inodes[g] -= 1

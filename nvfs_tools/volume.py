@@ -528,26 +528,26 @@ class Volume:
                     f"no space left: {need * self.block_size} bytes needed, "
                     f"{self.alloc.sb_free_blocks * self.block_size} free"
                 )
-        ino = self.alloc.allocate_inode(directory, goal)
         extra: dict[str, Any] = {}
-        nblocks = 0
+        if directory:
+            extra["parent"] = parent
+        elif inline is not None:
+            extra["inline"] = inline
+            extra["size"] = len(inline)
+            extra["flags"] = fmt.INODE_FLAG_INLINE
+        if rdev:
+            extra["rdev"] = rdev
+
+        def write_inode(ino: int) -> None:
+            """Data blocks, then the inode itself: all before the inode's bitmap bit is set."""
+            if data:
+                ptrs, nblocks = self._write_new_file(ino, data)
+                extra.update(block=ptrs, size=len(data), blocks=nblocks)
+            self.dev.write(self.inode_offset(ino), self._inode_image(mode, uid, gid, 2 if directory else 1, t, **extra))
+
+        ino = self.alloc.allocate_inode(directory, goal, write_inode)
         linked = False
         try:
-            if directory:
-                extra["parent"] = parent
-            elif inline is not None:
-                extra["inline"] = inline
-                extra["size"] = len(inline)
-                extra["flags"] = fmt.INODE_FLAG_INLINE
-            elif data:
-                ptrs, nblocks = self._write_new_file(ino, data)
-                extra["block"] = ptrs
-                extra["size"] = len(data)
-                extra["blocks"] = nblocks
-            if rdev:
-                extra["rdev"] = rdev
-            img = self._inode_image(mode, uid, gid, 2 if directory else 1, t, **extra)
-            self.dev.write(self.inode_offset(ino), img)
             if directory:
                 self._adjust_links(parent, +1)
                 linked = True
@@ -555,6 +555,7 @@ class Volume:
         except NvfsError:
             self._undo_make(ino, directory, extra.get("block"), parent if linked else 0)
             raise
+        nblocks = extra.get("blocks", 0)
         if self.quota is not None:
             self.quota.charge(uid, gid, nblocks * self.block_size, 1)
         return ino
