@@ -311,7 +311,13 @@ def _refuse_signatures(path: str, sigs: list, force: bool, dry_run: bool) -> Non
 
 
 def _prepare_target(path: str, size: int | None, force: bool, dry_run: bool) -> tuple[bool, int | None]:
-    """Create or resize an image file as SIZE asks; returns (created, size for a dry run of a missing file)."""
+    """Check SIZE against DEVICE and create a missing image file.
+
+    Returns ``(created, size_to_use)``: ``size_to_use`` is SIZE when the file
+    must still be resized (done by :func:`make` only after the mount and
+    signature checks, so a refused run changes nothing) or, in a dry run,
+    when the file does not exist.
+    """
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -329,16 +335,21 @@ def _prepare_target(path: str, size: int | None, force: bool, dry_run: bool) -> 
         return False, None
     if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
         raise UsageError(f"{path} is a device: SIZE cannot be given (the whole device is used)")
-    if not stat.S_ISREG(st.st_mode):
-        return False, None  # Device() reports what it is
+    if not stat.S_ISREG(st.st_mode) or size == st.st_size:
+        return False, None  # Device() reports what else it is
     if size < st.st_size and not force:
         raise DeviceError(f"{path}: SIZE {size} is smaller than the file ({st.st_size} bytes); use -F to shrink it")
-    if size != st.st_size and not dry_run:
-        try:
-            os.truncate(path, size)
-        except OSError as exc:
-            raise DeviceError(f"{path}: cannot resize to {size} bytes: {exc.strerror}") from None
-    return False, size if dry_run else None
+    if st.st_size == 0 and not dry_run:  # nothing to protect in an empty file, and Device() refuses it
+        _resize(path, size)
+        return False, None
+    return False, size
+
+
+def _resize(path: str, size: int) -> None:
+    try:
+        os.truncate(path, size)
+    except OSError as exc:
+        raise DeviceError(f"{path}: cannot resize to {size} bytes: {exc.strerror}") from None
 
 
 def make(path: str, size: int | None, opts: Options, *, force: bool, dry_run: bool, rep: Reporter) -> int:
@@ -346,9 +357,9 @@ def make(path: str, size: int | None, opts: Options, *, force: bool, dry_run: bo
     from nvfs_tools import probe
     from nvfs_tools.device import Device
 
-    created, dry_size = _prepare_target(path, size, force, dry_run)
-    if dry_run and dry_size is not None and not os.path.exists(path):
-        describe(_geometry(dry_size, opts), opts, rep)
+    created, new_size = _prepare_target(path, size, force, dry_run)
+    if dry_run and new_size is not None and not os.path.exists(path):
+        describe(_geometry(new_size, opts), opts, rep)
         rep.say("Dry run (-n): nothing written.")
         return 0
     try:
@@ -360,8 +371,11 @@ def make(path: str, size: int | None, opts: Options, *, force: bool, dry_run: bo
         try:
             sigs = [] if created else probe.detect_signatures(_reader(dev), dev.size, use_blkid=path)
             _refuse_signatures(path, sigs, force, dry_run)
-            device_size = dry_size if dry_size is not None else dev.size
-            geo = _geometry(device_size, opts)
+            geo = _geometry(new_size if new_size is not None else dev.size, opts)
+            if new_size is not None and not dry_run:  # checks passed: now the image may change size
+                dev.close()
+                _resize(path, new_size)
+                dev = Device(path, writable=True, unordered=True)
             _check_badblocks(dev, geo, rep)
             describe(geo, opts, rep)
             if dry_run:

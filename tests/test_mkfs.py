@@ -246,6 +246,24 @@ def test_not_reproducible_without_fixed_inputs(tmp_path):
     assert bytes(sa.hash_seed) != bytes(sb.hash_seed), "hash seed is random unless SOURCE_DATE_EPOCH is set"
 
 
+def test_size_on_a_file_with_a_signature_changes_nothing_when_refused(img):
+    _blank(img)
+    _put(img, 0, b"XFSB")
+    before = file_hash(img)
+    res = mkfs(img, "128M")
+    assert res.code == 1 and "XFS" in res.err
+    assert img.stat().st_size == 64 << 20 and file_hash(img) == before
+    res = mkfs(img, "128M", "-n")
+    assert res.code == 0 and img.stat().st_size == 64 << 20 and "32768 4k blocks" in res.out
+
+
+def test_size_fills_an_empty_file(img):
+    img.write_bytes(b"")
+    _ok(img, "64M", "-q")
+    assert img.stat().st_size == 64 << 20
+    verify_image(img)
+
+
 def test_resize_existing_file_with_size(img):
     img.write_bytes(b"")
     os.truncate(img, 64 << 20)
