@@ -329,7 +329,8 @@ class Session:
         self.p("Available debugfs.nvfs requests:\n")
         for cmd in _ORDER:
             first = cmd.help.splitlines()[0] if cmd.help else ""
-            self.p(f"{', '.join(cmd.names):<34}{first}")
+            names = ", ".join(cmd.names)
+            self.p(f"{names:<34}{first}" if len(names) < 34 else f"{names}\n{'':<34}{first}")
         self.p("\n`help REQUEST` shows its usage.  Structure types for print/wfield/fuzz:")
         for t in fp.TYPES.values():
             self.p(f"  {t.name:<20} {', '.join(t.aliases):<16} {t.doc}; ADDR: {t.addr_doc}")
@@ -405,17 +406,29 @@ class Session:
         tname, addr, fields = self._type_addr(args)
         self._print_struct(tname, addr, fields)
 
-    @command("wfield", "write_field", "write", "w", usage="wfield [-c] TYPE ADDR FIELD.PATH VALUE", writes=True)
+    @command(
+        "write",
+        usage="write HOSTFILE NAME  |  write [-c] TYPE ADDR FIELD.PATH VALUE",
+        writes=True,
+    )
+    def do_write(self, args: list[str]) -> None:
+        """Two arguments: debugfs' file copy into the image (= write_file).  More: a structure write (= wfield).
+
+        debugfs' `write HOSTFILE NAME` keeps its meaning; the xfs_db-style field write
+        is told apart by its argument count and is also available as `wfield`.
+        """
+        if len(args) == 2:
+            return self.do_write_file(args)
+        return self.do_wfield(args)
+
+    @command("wfield", "write_field", usage="wfield [-c] TYPE ADDR FIELD.PATH VALUE", writes=True)
     def do_wfield(self, args: list[str]) -> None:
         """Store VALUE into one field.  RAW ON PURPOSE: no journal, no checks, no counters.
 
-        `write HOSTFILE NAME` (two arguments) is debugfs' file write instead.
         The static superblock, xattr block and journal slot checksums are recomputed
         unless -c is given (leaving them stale).  VALUE: integer (0x.. accepted),
         0xHEX or "string" for byte fields, a UUID for uuid.
         """
-        if len(args) == 2 and args[0] not in ("-c",):
-            return self.do_write_file(args)
         nofix = "-c" in args
         args = [a for a in args if a != "-c"]
         tname, addr, rest = self._type_addr(args)
@@ -1082,7 +1095,10 @@ class Session:
 
     @command("rdump", usage="rdump PATH... HOSTDIR")
     def do_rdump(self, args: list[str]) -> None:
-        """Copy files or directory trees out of the image into HOSTDIR, with their metadata."""
+        """Copy files or directory trees out of the image into HOSTDIR, with their metadata.
+
+        Uses the library's extraction (not available in catastrophic mode; use dump there).
+        """
         self.need(args, 2, None, COMMANDS["rdump"].usage)
         host = args[-1]
         if not os.path.isdir(host):
@@ -1095,7 +1111,7 @@ class Session:
             name = posixpath.basename(full)
             ex.extract(self.vol, os.fsencode(full), os.path.join(host, name) if name else host)
 
-    @command("write_file", usage="write HOSTFILE NAME", writes=True)
+    @command("write_file", usage="write_file HOSTFILE NAME  (also: write HOSTFILE NAME)", writes=True)
     def do_write_file(self, args: list[str]) -> None:
         """Copy a host file into the image as NAME (holes kept where the host file has zero blocks)."""
         self.need(args, 2, 2, "write HOSTFILE NAME")

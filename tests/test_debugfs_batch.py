@@ -177,6 +177,7 @@ def test_info_requests(base):
             "bd -a 2",
             "help print",
             "help ssv",
+            "help write",
         ],
     )
 
