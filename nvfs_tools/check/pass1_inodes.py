@@ -152,6 +152,13 @@ class Pass1:
             if not (self.quota and ino in fmt.QUOTA_INODES.values() and ft == fmt.S_IFREG):
                 chk.fix("INODE_RESERVED", {"ino": ino, "mode": inode.mode}, lambda: img.clear_inode(ino))
                 return
+        if ino == fmt.ROOT_INO and ft != fmt.S_IFDIR:
+            chk.fix(
+                "ROOT_BAD",
+                {"ino": ino, "reason": f"not a directory (mode {inode.mode:#o})"},
+                lambda: img.clear_inode(ino),
+            )
+            return
         if ft not in fmt.VALID_FILE_TYPES:
             chk.fix("INODE_BAD_MODE", {"ino": ino, "mode": inode.mode}, lambda: img.clear_inode(ino))
             return

@@ -25,6 +25,7 @@ def run(chk: Any) -> None:
     stats = chk.start_pass(3, len(dirs) + 2)
     _check_root(chk)
     chk.progress(1)
+    _drop_extra_links(chk)
     reached: dict[int, int] = {fmt.ROOT_INO: fmt.ROOT_INO} if fmt.ROOT_INO in chk.inodes else {}
     if reached:
         _walk(chk, fmt.ROOT_INO, reached)
@@ -63,37 +64,57 @@ def run(chk: Any) -> None:
     chk.end_pass(stats)
 
 
-def _walk(chk: Any, start: int, reached: dict[int, int]) -> None:
-    """Mark every directory under ``start``; remove extra entries of directories met twice."""
+def _drop_extra_links(chk: Any) -> None:
+    """Keep one entry per directory (the one its parent pointer names); remove the others."""
     img = chk.image
+    refs: dict[int, list[tuple[int, Any]]] = {}
+    for d in sorted(chk.children):
+        for entry in chk.children[d]:
+            info = chk.inodes.get(entry[1])
+            if info is not None and info.is_dir:
+                refs.setdefault(entry[1], []).append((d, entry))
+    namer = None
+    for child, lst in sorted(refs.items()):
+        if child == fmt.ROOT_INO:
+            keep = None
+        elif len(lst) < 2:
+            continue
+        else:
+            parent = chk.inodes[child].parent
+            keep = next((r for r in lst if r[0] == parent), lst[0])
+        namer = namer or PathNamer(chk)
+        keep_path = "/" if keep is None else namer.child(keep[0], keep[1][0])
+        for d, entry in lst:
+            if keep is not None and entry is keep[1]:
+                continue
+            addr = entry[2] if len(entry) > 2 else None
+
+            def remove(addr: int | None = addr) -> None:
+                if addr is not None:
+                    img.store(addr, 0)
+                    img.barrier()
+
+            chk.fix(
+                "DIR_MULTI_LINK",
+                {"child": child, "path": namer.child(d, entry[0]), "keep": keep_path, "ino": d},
+                remove,
+            )
+            # with -n the entry is ignored too: the answer to give is known
+            chk.children[d] = [e for e in chk.children[d] if e is not entry]
+
+
+def _walk(chk: Any, start: int, reached: dict[int, int]) -> None:
+    """Mark every directory under ``start`` with the directory that holds its entry."""
     queue = deque([start])
     while queue:
         d = queue.popleft()
-        kept = []
         for entry in chk.children.get(d, []):
-            name, child = entry[0], entry[1]
+            child = entry[1]
             info = chk.inodes.get(child)
-            if info is None or not info.is_dir:
-                kept.append(entry)
+            if info is None or not info.is_dir or child in reached:
                 continue
-            if child in reached or child == fmt.ROOT_INO:
-                addr = entry[2] if len(entry) > 2 else None
-                namer = PathNamer(chk)
-                path = namer.child(d, name)
-                keep = namer.path(child) if child != fmt.ROOT_INO else "/"
-
-                def remove(addr: int | None = addr) -> None:
-                    if addr is not None:
-                        img.store(addr, 0)
-                        img.barrier()
-
-                if chk.fix("DIR_MULTI_LINK", {"child": child, "path": path, "keep": keep, "ino": d}, remove):
-                    continue
-                continue  # with -n, count it as removed too (the answer to give is known)
             reached[child] = d
-            kept.append(entry)
             queue.append(child)
-        chk.children[d] = kept
 
 
 def _top_of_chain(chk: Any, ino: int, reached: dict[int, int]) -> int:

@@ -59,7 +59,7 @@ def run(chk: Any) -> None:
 def _unattached(chk: Any, ino: int, info: Any) -> bool:
     """Handle a file nothing names; True when it stays (reconnected), False when cleared."""
     img = chk.image
-    if info.size == 0 and info.nblocks == 0:
+    if info.size == 0 and info.nblocks == 0 and info.ftype == fmt.S_IFREG:
 
         def clear() -> None:
             img.clear_inode(ino)

@@ -256,7 +256,7 @@ _ROWS: tuple[ProblemDef, ...] = (
         "root inode {ino} is {reason}",
         "error",
         False,
-        "create a new empty root directory (everything else goes to /lost+found)",
+        "clear it (pass 1) / create a new empty root directory (pass 3); everything else goes to /lost+found",
     ),
     ProblemDef(
         "LOST_FOUND_MISSING",

@@ -1,0 +1,10 @@
+"""An entry points past the last inode: removed, its file goes to /lost+found."""
+
+from nvfs_tools import format as fmt  # noqa: F401
+
+TOUCHED = {"/small/n3"}
+
+
+def damage(fs):
+    e = fs.entry("/small", b"n3")
+    fs.put(e.ino_addr, 10**9)
