@@ -446,3 +446,15 @@ def test_installed_console_script(tmp_path):
     assert again.returncode == 1
     assert again.stderr.startswith("mkfs.nvfs: ") and "Traceback" not in again.stderr
     assert stat.S_ISREG(path.stat().st_mode)
+
+
+def test_old_signature_in_a_data_block_is_erased(img):
+    """On the smallest filesystem the btrfs superblock (64 KiB) falls in a data block mkfs does not write."""
+    _blank(img, SMALLEST)
+    _put(img, 65536 + 64, b"_BHRfS_M")
+    assert mkfs(img).code == 1
+    res = _ok(img, "-F", "-v", "-E", "nodiscard")  # no hole punch: the wipe itself must remove it
+    assert "erased the old btrfs filesystem signature" in res.out
+    data = img.read_bytes()
+    assert [s.kind for s in probe.detect_signatures(lambda o, n: data[o : o + n], len(data))] == ["NVFS filesystem"]
+    verify_image(img)
