@@ -476,3 +476,22 @@ def assert_clean(img: Path) -> None:
         from checker import check_image
 
         assert check_image(str(img)) == []
+
+
+def test_quota_records_are_addressed_through_the_quota_file(tmp_path):
+    img = tmp_path / "quota.img"
+    subprocess.run(["mkfs.nvfs", "-q", "-O", "quota", "-U", UUID, str(img), "32M"], check=True, env=ENV)
+
+    def used(qtype: str) -> int:
+        res = debugfs("-R", f"print quota_record {qtype} 0 inodes_used", str(img))
+        assert res.returncode == 0, res.stderr
+        return int(res.stdout.split("=")[1])
+
+    before = used("user")
+    assert before >= 2  # root and lost+found belong to user 0
+    host = tmp_path / "f"
+    host.write_bytes(b"x" * 5000)
+    assert debugfs("-w", "-R", f"write {host} f", str(img)).returncode == 0
+    assert used("user") == before + 1 and used("group") == before + 1
+    res = debugfs("-R", "print quota_record user 999", str(img))
+    assert res.returncode == 1 and "hole" in res.stderr
