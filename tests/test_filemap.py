@@ -139,3 +139,22 @@ def test_too_large_refused(image):
             vol.truncate(vol.symlink(ROOT, "s", "t"), 0)
         with pytest.raises(InvalidArgumentError):
             vol.write(vol.symlink(ROOT, "s2", "t"), 0, b"x")
+
+
+@pytest.mark.parametrize("block_size", [8192, 65536])
+def test_other_block_sizes(tmp_path, block_size):
+    path = make_image(tmp_path / "bs.img", 128 << 20, block_size=block_size)
+    p = block_size // 8
+    deep = (11 + p + 2) * block_size + 7  # inside the 2-level tree
+    big = pattern(3 << 20, 5)
+    with Volume.open(path, writable=True) as vol:
+        f = vol.create(ROOT, "big", 0o644, data=big)
+        g = vol.create(ROOT, "sparse", 0o644)
+        vol.write(g, deep, b"deep")
+        vol.write(g, 3, b"head")
+        vol.truncate(f, 1 << 20)
+    with Volume.open(path) as vol:
+        assert vol.read(f) == big[: 1 << 20]
+        assert vol.read(g, deep, 4) == b"deep" and vol.read(g, 0, 8) == b"\0\0\0head\0"
+        assert vol.read_inode(g).blocks == 2 + 2
+    assert_clean(path)
