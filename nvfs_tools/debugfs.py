@@ -401,10 +401,30 @@ class Session:
     def do_print(self, args: list[str]) -> None:
         """Show a structure field by field (xfs_db style paths: block[3], entries[2].addr, block[0-4]).
 
-        Without FIELD, every field is shown (runs of zero array elements collapsed).
+        Without FIELD, every field is shown (runs of equal array elements collapsed);
+        directory and xattr entries also show the name (and value) that follow them.
         """
         tname, addr, fields = self._type_addr(args)
         self._print_struct(tname, addr, fields)
+        if not fields and tname in ("dir_entry_header", "xattr_entry_header"):
+            self._print_entry_tail(tname, addr)
+
+    def _print_entry_tail(self, tname: str, addr: int) -> None:
+        """The variable part after an entry header, bounded by its block."""
+        end = (addr // self.bs + 1) * self.bs
+        if tname == "dir_entry_header":
+            h = fmt.DirEntryHeader.parse(self.dev.read(addr, fmt.DIR_ENTRY_HEADER_SIZE))
+            start = addr + fmt.DIR_ENTRY_HEADER_SIZE
+            name = self.dev.read(start, max(0, min(h.name_len, end - start)))
+            self.p(f"{'(name)':<24} = {name!r}")
+            return
+        h = fmt.XattrEntryHeader.parse(self.dev.read(addr, fmt.XATTR_ENTRY_HEADER_SIZE))
+        start = addr + fmt.XATTR_ENTRY_HEADER_SIZE
+        name = self.dev.read(start, max(0, min(h.name_len, end - start)))
+        value = self.dev.read(start + len(name), max(0, min(h.value_len, end - start - len(name))))
+        prefix = fmt.XATTR_PREFIXES.get(h.name_index, b"?")
+        self.p(f"{'(name)':<24} = {prefix + name!r}")
+        self.p(f"{'(value)':<24} = {_show_value(value)}")
 
     @command(
         "write",
@@ -886,6 +906,8 @@ class Session:
 
         Shows the live bank unless -b picks one; -n omits the records.
         """
+        from nvfs_tools import namehash
+
         bank, names, rest = None, True, []
         it = iter(args)
         for a in it:
@@ -931,6 +953,10 @@ class Session:
             if names:
                 for e in ents:
                     state = "" if e.ino else "  (removed)"
+                    if namehash.name_hash(self.static.hash_seed, e.name) != e.hash:
+                        state += "  (HASH MISMATCH)"
+                    elif h.depth and h.depth <= 64 and (e.hash >> (64 - h.depth)) != (h.prefix >> (64 - h.depth)):
+                        state += "  (MISPLACED: hash outside the page prefix)"
                     self.p(
                         f"  +{e.offset:<5} ino {e.ino:<6} hash {e.hash:#018x} type {e.file_type:<2} "
                         f"rec_len {e.rec_len:<4} {e.name.decode('utf-8', 'backslashreplace')}{state}"
