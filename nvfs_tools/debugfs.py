@@ -1482,7 +1482,16 @@ def _build_cli():
     @click.option("-f", "cmdfile", metavar="CMDFILE", help="Run requests from CMDFILE ('-' = stdin).")
     @click.argument("device")
     def cli(writable, catastrophic, backup, request, cmdfile, device) -> int:
-        """Examine and change an NVFS filesystem image or device."""
+        """Examine and change an NVFS filesystem image or device.
+
+        Without -R or -f, requests are read interactively (line editing, history in
+        ~/.debugfs_nvfs_history or $DEBUGFS_NVFS_HISTORY, tab completion), or from
+        standard input when it is not a terminal.  `help` lists the requests.
+
+        \b
+        Exit status: 0 every request succeeded, 1 a request failed (unlike
+        debugfs), 8 the device could not be opened, 16 usage error.
+        """
         if request is not None and cmdfile is not None:
             raise UsageError("-R and -f cannot be used together")
         if catastrophic and writable:

@@ -495,3 +495,19 @@ def test_quota_records_are_addressed_through_the_quota_file(tmp_path):
     assert used("user") == before + 1 and used("group") == before + 1
     res = debugfs("-R", "print quota_record user 999", str(img))
     assert res.returncode == 1 and "hole" in res.stderr
+
+
+def test_damaged_directory_entries_are_flagged_and_still_found(base):
+    img = copy(base, "dirdamage.img")
+    root_page = debugfs("-R", "blocks /", str(img)).stdout.split()[0]
+    listing = debugfs("-R", "htree /", str(img)).stdout
+    first = re.search(r"\+(\d+)\s+ino (\d+)\s.*?rec_len \d+\s+(\S+)", listing)
+    offset, name = first.group(1), first.group(3)
+    assert "MISMATCH" not in listing and "MISPLACED" not in listing
+    res = debugfs("-w", "-R", f"wfield dirent {root_page}:{offset} hash 5", str(img))
+    assert res.returncode == 0, res.stderr
+    listing = debugfs("-R", "htree /", str(img)).stdout
+    assert re.search(rf"{re.escape(name)}\s+\(HASH MISMATCH\)", listing)
+    # the hash path no longer leads to it; the fallback scan still finds it by name
+    res = debugfs("-R", f"imap /{name}", str(img))
+    assert res.returncode == 0 and f"Inode {first.group(2)} " in res.stdout
