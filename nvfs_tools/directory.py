@@ -703,27 +703,42 @@ class Directory:
         st = d._state()
         if st.root != 0:
             raise InvalidArgumentError(f"directory inode {ino} is not empty; build needs a fresh directory")
-        names = _valid_names([e[0] for e in entries])
-        if len(set(names)) != len(names):
-            seen: set[bytes] = set()
-            dup = next(n for n in names if n in seen or seen.add(n))
-            raise FileExistsError_(f"{dup!r} given twice for directory inode {ino}")
-        bad = next((e[1] for e in entries if e[1] <= 0), None)
-        if bad is not None:
-            raise InvalidArgumentError(f"cannot link inode {bad}")
-        if not names:
+        root, count = write_tree(vol, ino, entries)
+        if not count:
             return d
-        hashes = hash_names(vol.hash_seed, names)
-        order = sorted(range(len(names)), key=hashes.__getitem__)
-        recs = [(hashes[i], names[i], entries[i][1], entries[i][2]) for i in order]
-        builder = _Builder(d, recs, d.bs)
-        root = builder.run()
-        vol.barrier()
         vol.store_u64(d._root_addr[st.bank], root)
         vol.barrier()
-        cls._forget(vol, ino)
-        d._account(builder.allocated, builder.allocated)
+        cls.forget(vol, ino)
+        d._account(count, count)
         return d
+
+
+def write_tree(vol, ino: int, entries: list[tuple[bytes, int, int]]) -> tuple[int, int]:
+    """Write pages and radix nodes for ``(name, ino, file_type)`` entries aside, and flush.
+
+    Returns ``(root word, blocks written)``; nothing points at the tree yet.
+    :meth:`Directory.build` stores the root word into an empty directory;
+    fsck stores it into the inactive bank and flips ``dir_bank`` to replace
+    a damaged tree.  Raises like :meth:`Directory.add` on bad or repeated
+    names and on inode numbers <= 0.
+    """
+    names = _valid_names([e[0] for e in entries])
+    if len(set(names)) != len(names):
+        seen: set[bytes] = set()
+        dup = next(n for n in names if n in seen or seen.add(n))
+        raise FileExistsError_(f"{dup!r} given twice for directory inode {ino}")
+    bad = next((e[1] for e in entries if e[1] <= 0), None)
+    if bad is not None:
+        raise InvalidArgumentError(f"cannot link inode {bad}")
+    if not names:
+        return 0, 0
+    hashes = hash_names(vol.hash_seed, names)
+    order = sorted(range(len(names)), key=hashes.__getitem__)
+    recs = [(hashes[i], names[i], entries[i][1], entries[i][2]) for i in order]
+    builder = _Builder(Directory(vol, ino), recs, vol.block_size)
+    root = builder.run()
+    vol.barrier()
+    return root, builder.allocated
 
 
 _DEFAULT_NAME_HASH = namehash.name_hash

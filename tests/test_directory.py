@@ -857,3 +857,29 @@ def test_walk_directory_and_forget(vol):
     # a root word pointing into metadata is reported, not followed
     vol.store_u64(vol.inode_field_addr(ino, "block", d._state().bank), 3)
     assert walk_directory(vol, ino).problems[0].kind == "bad-root"
+
+
+def test_write_tree_replaces_a_directory_by_bank_flip(vol):
+    """fsck's rebuild: a tree written aside, its root stored in the inactive bank, one flip."""
+    from nvfs_tools.directory import write_tree
+
+    ino, d = new_dir(vol)
+    for i in range(800):
+        d.add(b"old%d" % i, 10 + i, fmt.DT_REG)
+    old_blocks = d.owned_blocks()
+    entries = [(b"new%d" % i, 20 + i, fmt.DT_DIR) for i in range(1500)]
+    root, count = write_tree(vol, ino, entries)
+    assert count == blocks_needed(vol.block_size, vol.hash_seed, [e[0] for e in entries])
+    assert d.lookup(b"old1").ino == 11  # nothing points at the new tree yet
+    bank = d._state().bank
+    vol.store_u64(vol.inode_field_addr(ino, "block", 1 - bank), root)
+    vol.barrier()
+    vol.store_u64(vol.inode_field_addr(ino, "dir_bank"), 1 - bank)
+    vol.barrier()
+    for b in old_blocks:
+        vol.free_block(b)
+    vol.set_inode_fields(ino, size=count * vol.block_size, blocks=count)
+    assert d.lookup(b"old1") is None and d.lookup(b"new7").ino == 27
+    check_dir(vol, d, {n: i for n, i, _t in entries})
+    with pytest.raises(FileExistsError_):
+        write_tree(vol, ino, [(b"x", 3, 1), (b"x", 4, 1)])
