@@ -458,3 +458,14 @@ def test_old_signature_in_a_data_block_is_erased(img):
     data = img.read_bytes()
     assert [s.kind for s in probe.detect_signatures(lambda o, n: data[o : o + n], len(data))] == ["NVFS filesystem"]
     verify_image(img)
+
+
+@pytest.mark.parametrize("args", [["64M"], [str(SMALLEST)], ["1G", "-O", "quota", "-E", "root_owner=1000:100"]])
+def test_fsck_finds_nothing_to_fix(img, args):
+    """A second opinion from fsck.nvfs, which re-derives every rule on its own."""
+    exe = shutil.which("fsck.nvfs")
+    if exe is None:
+        pytest.skip("fsck.nvfs is not installed (pip install -e .)")
+    _ok(img, "-q", *args)
+    done = subprocess.run([exe, "-fn", str(img)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
