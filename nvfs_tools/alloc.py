@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from nvfs_tools import format as fmt
@@ -115,10 +115,12 @@ class Allocator:
         self.block_cursor = got[-1] + 1
         return got
 
-    def _groups_from(self, block: int) -> list[int]:
+    def _groups_from(self, block: int) -> Iterator[int]:
+        """Groups in rotating order starting with ``block``'s (lazily: devices may have 10^5 groups)."""
         n = self.geo.group_count
         first = min(self.geo.group_of_block(block), n - 1) if block < self.geo.blocks_count else 0
-        return [(first + i) % n for i in range(n)]
+        for i in range(n):
+            yield (first + i) % n
 
     def _take_any(self, count: int, goal: int | None) -> list[int]:
         start = self.block_cursor if goal is None else goal
@@ -249,7 +251,7 @@ class Allocator:
                 got.extend(range(gstart + bit, gstart + bit + n * align))
                 self.free_blocks[g] -= n * align
                 bit += n * align
-            self._store_group(g, GC_FREE_BLOCKS, self.free_blocks[g])
+                self._store_group(g, GC_FREE_BLOCKS, self.free_blocks[g])
             if len(got) >= chunks * align:
                 break
         return got
@@ -293,19 +295,26 @@ class Allocator:
     def _inode_bitmap_base(self, g: int) -> int:
         return self.geo.inode_bitmap_block(g) * self.bs
 
-    def pick_group(self, is_dir: bool, goal_group: int | None) -> list[int]:
-        """Groups to try, best first.
+    def pick_group(self, is_dir: bool, goal_group: int | None) -> Iterator[int]:
+        """Groups to try, best first (lazily).
 
         Directories spread out (Orlov-lite: most free inodes, fewest
         directories) unless a ``goal_group`` is given; other inodes stay near
         ``goal_group`` (the parent's).
         """
         n = self.geo.group_count
+        free = self.free_inodes
         if is_dir and n > 1 and goal_group is None:
-            order = sorted(range(n), key=lambda g: (-self.free_inodes[g], self.used_dirs[g], g))
-            return [g for g in order if self.free_inodes[g]]
+            best = max(range(n), key=lambda g: (free[g], -self.used_dirs[g], -g))
+            if free[best]:
+                yield best
+            yield from (g for g in sorted(range(n), key=lambda g: (-free[g], self.used_dirs[g], g)) if free[g])
+            return
         first = goal_group if goal_group is not None and 0 <= goal_group < n else 0
-        return [(first + i) % n for i in range(n) if self.free_inodes[(first + i) % n]]
+        for i in range(n):
+            g = (first + i) % n
+            if free[g]:
+                yield g
 
     def allocate_inode(
         self, is_dir: bool, goal_group: int | None = None, before_mark: Callable[[int], None] | None = None
