@@ -25,6 +25,9 @@ from nvfs_tools import format as fmt
 from nvfs_tools.check.problems import PASS_TITLES, PROBLEMS, render
 from nvfs_tools.check.report import Finding, PassStats, Report
 
+#: Seconds to pause after each repair (tests of Ctrl-C / SIGKILL during repairs set it).
+_TEST_DELAY = float(os.environ.get("NVFS_FSCK_TEST_DELAY", "0") or 0)
+
 
 class Cancelled(Exception):
     """The user pressed Ctrl-C; stop at the next safe point."""
@@ -88,6 +91,7 @@ class Checker:
         Returns True when the repair was made.  ``action`` None means the fix
         is applied later by the caller (it must call nothing else).
         """
+        self.checkpoint()
         row = PROBLEMS[code]
         finding = Finding(code, details)
         self.report.findings.append(finding)
@@ -100,6 +104,8 @@ class Checker:
         self.begin_repair()
         if action is not None:
             action()
+        if _TEST_DELAY:
+            time.sleep(_TEST_DELAY)  # lets interruption tests land between repairs
         finding.fixed = True
         finding.answered = "yes"
         self.report.modified = True
