@@ -68,6 +68,8 @@ _NS = 1_000_000_000
 _HUGE_BYTES = 2 << 20
 #: Longest run copied with one pread/pwrite (bounds the buffer of huge files).
 _RUN = 2048
+_IOV_MAX = 1024
+_QUEUE_BYTES = 16 << 20
 
 
 class SourceError(NvfsError):
@@ -453,6 +455,9 @@ class _Writer:
         usable = not getattr(vol.dev, "dax", False) and not getattr(vol.dev, "badblocks", None)
         self.direct_fd = fd if usable and hasattr(vol.dev, "pwrite") else -1
         self.pending: list[tuple[int, bytes]] = []
+        self.q_bufs: list[bytes | memoryview] = []
+        self.q_start = 0
+        self.q_end = -1
         self.inos: dict[tuple[int, int], int] = {}
         self.now = time.time_ns()
         self.rng = random.Random()
@@ -580,15 +585,32 @@ class _Writer:
             i = j
 
     def _put(self, offset: int, data: bytes, length: int) -> None:
-        """Write ``data`` at device byte ``offset``, zero-padded to ``length``."""
+        """Queue ``data`` for device byte ``offset``, zero-padded to ``length``.
+
+        Small files of one directory sit in consecutive blocks, so their
+        contents are gathered and written with one ``pwritev`` per run.
+        """
         pad = length - len(data)
         if self.direct_fd < 0:
             self.dev.write(offset, data + bytes(pad) if pad else data)
             return
-        bufs = [data, self.zero_view[:pad]] if pad else [data]
+        if offset != self.q_end or len(self.q_bufs) >= _IOV_MAX - 2 or self.q_end - self.q_start >= _QUEUE_BYTES:
+            self._flush_data()
+            self.q_start = offset
+        self.q_bufs.append(data)
+        if pad:
+            self.q_bufs.append(self.zero_view[:pad])
+        self.q_end = offset + length
+
+    def _flush_data(self) -> None:
+        bufs, offset, length = self.q_bufs, self.q_start, self.q_end - self.q_start
+        if not bufs:
+            return
+        self.q_bufs = []
+        self.q_end = -1
         done = os.pwritev(self.direct_fd, bufs, offset)
         if done != length:  # short write: finish through the device layer
-            self.dev.write(offset + done, (data + bytes(pad))[done:])
+            self.dev.write(offset + done, b"".join(bufs)[done:])
 
     def _map(self, fblocks: list[int] | range, dblocks: list[int], meta: list[int]) -> list[int]:
         """The 16 block pointers for a file; writes its indirect blocks (taken from ``meta``)."""
@@ -706,6 +728,7 @@ class _Writer:
             raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
         for sub in d.subdirs:
             self._write_dir_inode(sub, sub.st.st_uid, sub.st.st_gid)
+        self._flush_data()
         self._flush_inodes()
         self._build(d, entries)
         self.done += len(d.names)
@@ -850,8 +873,19 @@ def _dir_blocks_fn(vol) -> Callable[[list[bytes]], int]:
     from nvfs_tools import directory
 
     fn = getattr(directory, "blocks_needed", None)
+    room = vol.block_size - fmt.DIR_PAGE_HEADER_SIZE
     if fn is not None:
-        return lambda names: fn(vol.block_size, vol.hash_seed, names)
+
+        def exact(names: list[bytes]) -> int:
+            # A directory whose records fit one page is that page (depth 0, no radix node):
+            # no need to hash its names twice.
+            if len(names) * (fmt.DIR_ENTRY_HEADER_SIZE + 8 + fmt.MAX_NAME_LEN) <= room:
+                return 1 if names else 0
+            if sum(fmt.dir_entry_rec_len(len(n)) for n in names) <= room:
+                return 1
+            return fn(vol.block_size, vol.hash_seed, names)
+
+        return exact
     usable = vol.block_size - fmt.DIR_PAGE_HEADER_SIZE
 
     def upper_bound(names: list[bytes]) -> int:

@@ -1,0 +1,235 @@
+"""mkfs -d populate: round trips through an image, exact metadata, failures that must stop the run."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+from checker import check_image
+from fsfactory import make_image
+from treecompare import compare_trees
+
+from nvfs_tools import format as fmt
+from nvfs_tools import populate as pop
+from nvfs_tools.errors import FileExistsError_, NoSpaceError
+from nvfs_tools.extract import extract
+from nvfs_tools.hosttree import BOUNDARY_BLOCKS, make_big_dir, make_full_tree
+from nvfs_tools.volume import Volume
+
+IS_ROOT = os.geteuid() == 0
+
+
+def populated(tmp_path, src, size=64 << 20, **kw) -> tuple[str, pop.PopulateStats]:
+    img = make_image(tmp_path / "img", size)
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        stats = pop.populate(vol, src, **kw)
+    assert check_image(img) == []
+    return img, stats
+
+
+def round_trip(tmp_path, src, size=64 << 20) -> tuple[str, list[str]]:
+    img, _stats = populated(tmp_path, src, size)
+    out = tmp_path / "out"
+    with Volume.open(img) as vol:
+        extract(vol, "/", out)
+    return img, compare_trees(src, out, ignore=(b"lost+found",))
+
+
+@pytest.fixture(scope="module")
+def full_tree(tmp_path_factory):
+    src = tmp_path_factory.mktemp("full") / "src"
+    made = make_full_tree(src)
+    return src, made
+
+
+def test_full_tree_round_trip_is_identical(tmp_path, full_tree):
+    src, made = full_tree
+    assert made["xattrs_skipped"] == 0, "the host refused some xattrs: the test would not cover them"
+    img, diffs = round_trip(tmp_path, src)
+    assert diffs == []
+
+
+def test_image_keeps_source_ctime_links_and_owner(tmp_path, full_tree):
+    src, _ = full_tree
+    img, stats = populated(tmp_path, src)
+    with Volume.open(img) as vol:
+        for rel in (b"d/file_1", b"links/a", b"links/sym_short", b"specials/fifo", b"d/sub"):
+            st = os.lstat(os.path.join(os.fsencode(src), rel))
+            node = vol.read_inode(vol.lookup(b"/" + rel))
+            assert node.ctime * 10**9 + node.ctime_nsec == st.st_ctime_ns
+            assert node.mtime * 10**9 + node.mtime_nsec == st.st_mtime_ns
+        a = vol.lookup(b"/links/a")
+        assert vol.lookup(b"/links/a2") == a == vol.lookup(b"/d/sub/a3")
+        assert vol.read_inode(a).links_count == 3
+        assert vol.read_inode(vol.lookup(b"/links/fifo")).links_count == 2
+        sub = vol.read_inode(vol.lookup(b"/d"))
+        assert sub.links_count == 2 + 1  # one subdirectory
+        root = vol.read_inode(fmt.ROOT_INO)
+        assert (root.uid, root.gid) == (os.getuid(), os.getgid())
+        top_dirs = sum(1 for e in os.scandir(src) if e.is_dir(follow_symlinks=False))
+        assert root.links_count == 2 + top_dirs + 1  # + lost+found
+        short = vol.read_inode(vol.lookup(b"/links/sym_128"))
+        assert short.flags & fmt.INODE_FLAG_INLINE and short.blocks == 0
+        assert vol.read_inode(vol.lookup(b"/links/sym_129")).blocks == 1
+        if IS_ROOT:
+            dev = vol.read_inode(vol.lookup(b"/specials/blk"))
+            assert fmt.decode_rdev(dev.rdev) == (259, 1048575)
+    assert stats.hard_links == 4 and stats.symlinks == 6
+
+
+def test_boundary_files_map_exactly_their_data_blocks(tmp_path, full_tree):
+    src, _ = full_tree
+    img, _ = populated(tmp_path, src)
+    p = 4096 // 8
+    with Volume.open(img) as vol:
+        for blocks in BOUNDARY_BLOCKS:
+            for extra in (0, 1):
+                ino = vol.lookup(b"/sparse/b%d_%d" % (blocks, extra))
+                mapped = [fb for fb, _db in vol.file_blocks(ino)]
+                last = blocks - 1 + extra
+                assert mapped == sorted({0, (blocks * 4096 + extra - 5) // 4096, last})
+                node = vol.read_inode(ino)
+                indirect = node.blocks - len(mapped)
+                assert indirect == pop.indirect_blocks_sparse(mapped, p)
+                assert vol.read(ino, node.size - 5, 5) == b"tail!"
+        hole = vol.lookup(b"/sparse/all_hole")
+        assert list(vol.file_blocks(hole)) == [] and vol.read_inode(hole).blocks == 0
+
+
+def test_space_needed_is_exact(tmp_path, full_tree):
+    src, _ = full_tree
+    img = make_image(tmp_path / "img", 64 << 20)
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        before = vol.dyn
+        stats = pop.populate(vol, src)
+        after = vol.dyn
+    assert before.free_inodes - after.free_inodes == stats.inodes_needed
+    # the root directory's existing page is counted as if new: at most one block over
+    used = before.free_blocks - after.free_blocks
+    assert stats.blocks_needed - 1 <= used <= stats.blocks_needed
+
+
+def test_too_small_device_is_refused_before_writing(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}").write_bytes(os.urandom(100_000))
+    img = make_image(tmp_path / "img", 2 << 20)
+    before = open(img, "rb").read()
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        free = vol.dyn.free_blocks
+        with pytest.raises(NoSpaceError) as info:
+            pop.populate(vol, src)
+    message = str(info.value)
+    assert f"device has {free} blocks" in message and "needs" in message
+    needed = int(message.split("needs ")[1].split(" blocks")[0])
+    assert needed >= 40 * 25
+    assert open(img, "rb").read() == before
+
+
+def test_too_few_inodes_is_refused(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(200):
+        (src / f"f{i}").write_bytes(b"")
+    img = make_image(tmp_path / "img", 8 << 20, inode_count=64)
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        with pytest.raises(NoSpaceError, match="200 inodes"):
+            pop.populate(vol, src)
+
+
+def test_unreadable_file_names_its_path(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "bad").write_bytes(b"x" * 5000)
+    (src / "good").write_bytes(b"y")
+    real_pread = os.pread
+
+    def failing_pread(fd, n, off):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/bad"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_pread(fd, n, off)
+
+    monkeypatch.setattr(pop.os, "pread", failing_pread)
+    img = make_image(tmp_path / "img")
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        with pytest.raises(pop.SourceError, match=r"a/b/bad: read error: Input/output error"):
+            pop.populate(vol, src)
+
+
+def test_vanished_directory_names_its_path(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"x")
+    real = pop._walk_dir
+
+    def racing_walk_dir(d, plan, bs, p):
+        if d.path.endswith(b"/d"):
+            os.unlink(d.path + b"/f")
+            os.rmdir(d.path)
+        return real(d, plan, bs, p)
+
+    monkeypatch.setattr(pop, "_walk_dir", racing_walk_dir)
+    img = make_image(tmp_path / "img")
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        with pytest.raises(pop.SourceError, match=r"/d: cannot open directory"):
+            pop.populate(vol, src)
+
+
+def test_root_owner_and_lost_found_merge(tmp_path):
+    src = tmp_path / "src"
+    (src / "lost+found").mkdir(parents=True)
+    (src / "lost+found" / "kept").write_bytes(b"found")
+    (src / "top").write_bytes(b"t")
+    os.chmod(src, 0o750)
+    img, _ = populated(tmp_path, src, root_owner=(1234, 5678))
+    with Volume.open(img) as vol:
+        root = vol.read_inode(fmt.ROOT_INO)
+        assert (root.uid, root.gid) == (1234, 5678)
+        assert stat.S_IMODE(root.mode) == 0o750
+        assert vol.lookup(b"/lost+found") == fmt.FIRST_INO
+        assert vol.read(vol.lookup(b"/lost+found/kept")) == b"found"
+        assert root.links_count == 3
+
+
+def test_lost_found_that_is_not_a_directory_is_refused(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "lost+found").write_bytes(b"")
+    img = make_image(tmp_path / "img")
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        with pytest.raises(FileExistsError_, match="lost\\+found"):
+            pop.populate(vol, src)
+
+
+def test_source_that_is_not_a_directory(tmp_path):
+    f = tmp_path / "file"
+    f.write_bytes(b"")
+    img = make_image(tmp_path / "img")
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        with pytest.raises(pop.SourceError, match="not a directory"):
+            pop.populate(vol, f)
+
+
+@pytest.mark.parametrize("tree", ["/usr/share/doc", "/usr/share/zoneinfo"])
+def test_real_tree_round_trip(tmp_path, tree):
+    if not os.path.isdir(tree):
+        pytest.skip(f"{tree} not on this machine")
+    _img, diffs = round_trip(tmp_path, tree, 512 << 20)
+    assert diffs == []
+
+
+@pytest.mark.slow
+def test_directory_of_100000_entries(tmp_path):
+    src = tmp_path / "src"
+    make_big_dir(os.fsencode(src / "big"), 100_000)
+    os.makedirs(src / "other")
+    img, diffs = round_trip(tmp_path, src, 128 << 20)
+    assert diffs == []
+    with Volume.open(img) as vol:
+        big = vol.lookup(b"/big")
+        names = {e.name for e in vol.listdir(big)}
+        assert len(names) == 100_000
+        assert vol.read_inode(vol.lookup(b"/big/entry-0000199")).links_count == 100
