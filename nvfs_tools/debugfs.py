@@ -179,7 +179,10 @@ class Session:
                 from nvfs_tools.volume import Volume
             except ImportError:
                 raise RequestError("the filesystem library (nvfs_tools.volume) is not available") from None
-            self._vol = Volume.open(self.path, writable=self.writable, use_backup=self.backup)
+            # Share our device: a second writable open of a block device would hit O_EXCL,
+            # and one mapping means raw and library stores can never disagree.
+            self.dev.hold_open = True
+            self._vol = Volume.from_device(self.dev, use_backup=self.backup)
         return self._vol
 
     def drop_volume(self) -> None:
@@ -190,6 +193,7 @@ class Session:
 
     def close(self) -> None:
         self.drop_volume()
+        self.dev.hold_open = False
         self.dev.close()
 
     # -- running requests ----------------------------------------------------
