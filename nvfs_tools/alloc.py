@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from nvfs_tools.volume import Volume
 
 _NOT_FULL = re.compile(rb"[^\xff]")
+_NOT_ZERO = re.compile(rb"[^\x00]")
 _ZERO_RUNS: dict[int, re.Pattern[bytes]] = {}
 _U64 = struct.Struct("<Q")
 
@@ -126,67 +127,73 @@ class Allocator:
         start = self.block_cursor if goal is None else goal
         if not 0 <= start < self.geo.blocks_count:
             start = 0
-        got: list[int] = []
-        for g in self._groups_from(start):
-            if self.free_blocks[g] == 0:
-                continue
-            first_bit = start - self.geo.group_start(g) if g == self.geo.group_of_block(start) else 0
-            got.extend(self._take_in_group(g, max(first_bit, 0), count - len(got)))
+        bpg = self.geo.blocks_per_group
+        g0 = start // bpg
+        if g0 < self.geo.group_count and self.free_blocks[g0]:  # the common case: room at the cursor
+            got = self._take_in_group(g0, start - g0 * bpg, count)
             if len(got) == count:
-                break
-        if len(got) < count and start != 0:
+                return got
+        else:
+            got = []
+        for g in self._groups_from(start):
+            if g == g0 or self.free_blocks[g] == 0:
+                continue
+            got.extend(self._take_in_group(g, 0, count - len(got)))
+            if len(got) == count:
+                return got
+        if start % bpg and g0 < self.geo.group_count and self.free_blocks[g0]:
             # the goal group was searched from its middle: search its beginning too
-            g = self.geo.group_of_block(start)
-            if g < self.geo.group_count and self.free_blocks[g]:
-                got.extend(self._take_in_group(g, 0, count - len(got)))
+            got.extend(self._take_in_group(g0, 0, count - len(got)))
         return got
 
     def _take_in_group(self, g: int, first_bit: int, count: int) -> list[int]:
-        """Take up to ``count`` free blocks of group ``g`` at or after ``first_bit``."""
-        base = self._bitmap_base(g)
-        nbits = self._group_bits(g)
+        """Take up to ``count`` free blocks of group ``g`` at or after ``first_bit``.
+
+        Whole free bytes are taken eight blocks at a time; partly used bytes
+        bit by bit.  The bitmap is searched by :mod:`re` on the mapping.
+        """
+        base = (g * self.geo.blocks_per_group + 1) * self.bs  # block_bitmap_block(g)
+        gstart = g * self.geo.blocks_per_group
+        nbits = min(self.geo.blocks_per_group, self.geo.blocks_count - gstart)
         end = base + (nbits + 7) // 8
-        gstart = self.geo.group_start(g)
-        got: list[int] = []
-        pos = base + first_bit // 8
+        first_pos = base + first_bit // 8
         skip = first_bit % 8
+        pos = first_pos
         view = self.map
-        while len(got) < count and pos < end:
+        write = self.vol.dev.write
+        got: list[int] = []
+        while len(got) < count:
             m = _NOT_FULL.search(view, pos, end)
             if m is None:
                 break
             pos = m.start()
-            if pos != base + first_bit // 8:
-                skip = 0
+            lo = skip if pos == first_pos else 0
             want = count - len(got)
-            n = min(end - pos, want // 8 + 2)
-            chunk = bytearray(view[pos : pos + n])
-            taken_here = 0
-            for i in range(n):
-                byte = chunk[i]
-                if byte == 0xFF:
-                    if taken_here:
-                        break  # keep runs contiguous: restart the byte search
-                    continue
-                for bit in range(skip if i == 0 else 0, 8):
-                    if not byte >> bit & 1:
-                        blk = (pos - base + i) * 8 + bit
-                        if blk >= nbits:
-                            break
-                        byte |= 1 << bit
-                        got.append(gstart + blk)
-                        taken_here += 1
-                        if len(got) == count:
-                            break
-                chunk[i] = byte
-                if len(got) == count:
-                    break
-            skip = 0
-            if taken_here:
-                self.vol.dev.write(pos, chunk)
-                self.free_blocks[g] -= taken_here
-            pos += max(i, 1) if taken_here else n
+            byte = view[pos]
+            if byte == 0 and lo == 0 and want >= 8:
+                limit = min(end, pos + want // 8)
+                z = _NOT_ZERO.search(view, pos, limit)
+                stop = z.start() if z else limit
+                first = gstart + (pos - base) * 8
+                got.extend(range(first, first + (stop - pos) * 8))
+                write(pos, b"\xff" * (stop - pos))
+                pos = stop
+                continue
+            new = byte
+            idx = (pos - base) * 8
+            for bit in range(lo, 8):
+                if not new >> bit & 1:
+                    if idx + bit >= nbits:
+                        break
+                    new |= 1 << bit
+                    got.append(gstart + idx + bit)
+                    if len(got) == count:
+                        break
+            if new != byte:
+                write(pos, bytes((new,)))
+            pos += 1
         if got:
+            self.free_blocks[g] -= len(got)
             self._store_group(g, GC_FREE_BLOCKS, self.free_blocks[g])
         return got
 
