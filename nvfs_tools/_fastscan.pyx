@@ -328,11 +328,18 @@ cdef extern from *:
         *rec = m->base + a;
         return nv_f(*rec, NV_I_MODE) != 0;
     }
+    /* with use_bitmap: at a multiple of 64, true when the next 64 bitmap bits are all clear */
+    static inline int nv_skip64(const nv_map *m, uint64_t g, uint64_t i, int use_bitmap) {
+        if (!use_bitmap || (i & 63)) return 0;
+        uint64_t bb = nv_ibm_off(m, g) + i / 8;
+        return bb + 8 <= m->len && nv_u64(m->base + bb) == 0;
+    }
     static uint64_t nv_icount(const nv_map *m, uint64_t g0, uint64_t g1, int use_bitmap) {
         uint64_t n = 0;
-        for (uint64_t g = g0; g < g1; g++)
+        for (uint64_t g = g0; g < g1 && nv_itable_off(m, g) < m->len; g++)
             for (uint64_t i = 0; i < m->ipg; i++) {
                 const uint8_t *rec;
+                if (nv_skip64(m, g, i, use_bitmap)) { i += 63; continue; }
                 int w = nv_inode_wanted(m, g, i, use_bitmap, &rec);
                 if (w < 0) break;
                 n += w;
@@ -342,16 +349,17 @@ cdef extern from *:
     static inline int nv_any(const uint8_t *p, uint64_t n) { for (uint64_t i = 0; i < n; i++) if (p[i]) return 1; return 0; }
     static void nv_ifill(const nv_map *m, uint64_t g0, uint64_t g1, int use_bitmap, nv_iout *o, uint64_t k,
                          nv_vec *probs, nv_vec *dirs, nv_vec *xattrs, uint8_t *inuse, uint64_t max_size) {
-        for (uint64_t g = g0; g < g1; g++)
+        for (uint64_t g = g0; g < g1 && nv_itable_off(m, g) < m->len; g++)
             for (uint64_t i = 0; i < m->ipg; i++) {
                 const uint8_t *r;
+                if (nv_skip64(m, g, i, use_bitmap)) { i += 63; continue; }
                 int w = nv_inode_wanted(m, g, i, use_bitmap, &r);
                 if (w < 0) break;
                 if (!w) continue;
                 uint64_t ino = g * m->ipg + i + 1, addr = (uint64_t)(r - m->base);
                 uint64_t mode = nv_f(r, NV_I_MODE), flags = nv_f(r, NV_I_FLAGS), size = nv_f(r, NV_I_SIZE);
                 uint64_t links = nv_f(r, NV_I_LINKS), fmt = mode & NV_S_IFMT;
-                inuse[(ino - 1) >> 3] |= (uint8_t)(1u << ((ino - 1) & 7));
+                __atomic_fetch_or(&inuse[(ino - 1) >> 3], (uint8_t)(1u << ((ino - 1) & 7)), __ATOMIC_RELAXED);
                 o->ino[k] = ino; o->mode[k] = (uint16_t)mode; o->flags[k] = (uint32_t)flags;
                 o->links[k] = (uint32_t)links; o->size[k] = size; o->blocks[k] = nv_f(r, NV_I_BLOCKS);
                 k++;
@@ -1309,9 +1317,10 @@ def walk_blockmaps(buf, geo, inos, *, mark_metadata=True, int threads=0):
         _run_parallel(jobs)
     if nt == 1 or conflict:
         # One thread, in inode order, as the reference: note every block claimed twice ...
-        conflict = 0
-        owned.close()
-        owned = _zero_map(nbytes)
+        if conflict:
+            conflict = 0
+            owned.close()
+            owned = _zero_map(nbytes)
         dups = _zero_map(nbytes)
         jobs = _make_jobs(m, items, counts, 1, 0, &conflict, _rw_ptr(owned), _rw_ptr(dups), NULL, 1, 0)
         _run_parallel(jobs)

@@ -223,6 +223,8 @@ def scan_inodes(buf: Any, geo: F.Geometry, *, use_bitmap: bool = False, threads:
     ipg = geo.inodes_per_group
     for group in range(geo.group_count):
         table = _itable_offset(geo, group)
+        if table >= size:
+            break  # later groups lie further out
         ibm = geo.inode_bitmap_block(group) * geo.block_size
         for index in range(ipg):
             addr = table + index * F.INODE_SIZE

@@ -555,6 +555,30 @@ def test_garbage_blocks_agree(image, seed, density):
     compare_backends(buf, facts["geo"], facts["seed"])
 
 
+@SLOW
+@given(st.data())
+def test_bitmap_guided_scan_agrees(image, data):
+    """use_bitmap reads only marked inodes: flips in the inode bitmap and table, both backends alike."""
+    buf, facts = image
+    geo = facts["geo"]
+    bs = geo.block_size
+    ibm = geo.inode_bitmap_block(0) * bs
+    table = geo.inode_table_block(0) * bs
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    for _ in range(data.draw(st.integers(1, 40))):
+        if rng.random() < 0.5:
+            buf[ibm + rng.randrange(geo.inodes_per_group // 8)] ^= 1 << rng.randrange(8)
+        else:
+            buf[table + rng.randrange(geo.inodes_per_group * F.INODE_SIZE)] = rng.randrange(256)
+    if rng.random() < 0.3:
+        buf[ibm : ibm + 64] = bytes(64)  # whole 64-bit words of clear bits are skipped
+    results = [mod.scan_inodes(buf, geo, use_bitmap=True, threads=t) for mod in MODS for t in (1, 2)]
+    for other in results[1:]:
+        same(results[0], other)
+    marked = {i + 1 for i in range(geo.inodes_per_group) if buf[ibm + i // 8] >> (i % 8) & 1}
+    assert set(results[0]["ino"]) <= marked
+
+
 def test_truncated_mapping_is_never_read_past(image):
     """A mapping shorter than the geometry claims: pointers beyond it are out of range."""
     buf, facts = image
