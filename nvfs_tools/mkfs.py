@@ -496,22 +496,8 @@ def _set_quota_usage(vol) -> None:
 
 
 def _mkdir_lost_found(vol, mkfs_time: tuple[int, int]) -> int:
-    """``vol.mkdir`` of lost+found, steered into group 0 so that it gets inode 11 (``first_ino``).
-
-    The allocator spreads new directories over the emptiest groups and does
-    not (yet) honour a goal group for them, which would put lost+found in
-    group 1 on any multi-group filesystem; for this one call the group order
-    is made to start with group 0 (harmless once the allocator honours goals).
-    """
-    alloc = getattr(vol, "alloc", None)
-    original = getattr(alloc, "pick_group", None)
-    if original is not None:
-        alloc.pick_group = lambda is_dir, goal: [0] + [g for g in original(is_dir, goal) if g != 0]
-    try:
-        return vol.mkdir(fmt.ROOT_INO, fmt.LOST_FOUND_NAME, fmt.S_IFDIR | 0o700, 0, 0, times=mkfs_time)
-    finally:
-        if original is not None:
-            del alloc.pick_group
+    """``vol.mkdir`` of lost+found; the library puts it in group 0, so it gets inode 11 (``first_ino``)."""
+    return vol.mkdir(fmt.ROOT_INO, fmt.LOST_FOUND_NAME, fmt.S_IFDIR | 0o700, 0, 0, times=mkfs_time)
 
 
 @click.command(name=PROG, help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
