@@ -7,6 +7,8 @@ adds lost+found through :meth:`Volume.mkdir`, as mkfs does.
 from __future__ import annotations
 
 import os
+import pathlib
+import tempfile
 import time
 
 from nvfs_tools import format as fmt
@@ -48,3 +50,12 @@ def make_image(
     with Volume.open(path, writable=True) as vol:
         vol.mkdir(fmt.ROOT_INO, fmt.LOST_FOUND_NAME, 0o700)
     return path
+
+
+def scratch(tmp_path):
+    """Fixture body: a scratch directory in /dev/shm if possible (msync on a disk-backed /tmp is slow)."""
+    if not (os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)):
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="nvfs-test-") as d:
+        yield pathlib.Path(d)

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 from checker import assert_clean
-from fsfactory import make_image
+from fsfactory import make_image, scratch
 
 from nvfs_tools import format as fmt
 from nvfs_tools import scan_pure
@@ -14,13 +14,19 @@ from nvfs_tools.alloc import GC_FREE_BLOCKS, GC_FREE_INODES
 from nvfs_tools.errors import CorruptError, NoSpaceError
 from nvfs_tools.volume import Volume
 
+
+@pytest.fixture
+def shm_tmp(tmp_path):
+    yield from scratch(tmp_path)
+
+
 ROOT = fmt.ROOT_INO
 
 
 @pytest.fixture
-def image(tmp_path):
+def image(shm_tmp):
     # 4 groups of 128 MiB (sparse: costs nothing until written)
-    return make_image(tmp_path / "big.img", 512 << 20)
+    return make_image(shm_tmp / "big.img", 512 << 20)
 
 
 def counters_match_bitmaps(vol: Volume) -> None:
@@ -130,8 +136,8 @@ def test_cursor_continues(image):
         assert firsts == sorted(firsts) and len(set(firsts)) == 50
 
 
-def test_no_space_leaves_counters(tmp_path):
-    path = make_image(tmp_path / "s.img", 1 << 20)
+def test_no_space_leaves_counters(shm_tmp):
+    path = make_image(shm_tmp / "s.img", 1 << 20)
     with Volume.open(path, writable=True) as vol:
         free = vol.dyn.free_blocks
         with pytest.raises(NoSpaceError):

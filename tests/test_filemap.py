@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from checker import assert_clean
-from fsfactory import make_image
+from fsfactory import make_image, scratch
 
 from nvfs_tools import filemap
 from nvfs_tools import format as fmt
@@ -19,13 +19,18 @@ FIRST_OF_LEVEL = [11 + sum(P**j for j in range(1, k + 1)) for k in range(5)]
 
 
 @pytest.fixture
-def image(tmp_path):
-    return make_image(tmp_path / "fs.img", 64 << 20)
+def image(shm_tmp):
+    return make_image(shm_tmp / "fs.img", 64 << 20)
 
 
 def pattern(n: int, seed: int = 0) -> bytes:
     s = seed % 251
     return (bytes(range(251)) * (n // 251 + 2))[s : s + n]
+
+
+@pytest.fixture
+def shm_tmp(tmp_path):
+    yield from scratch(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -142,8 +147,8 @@ def test_too_large_refused(image):
 
 
 @pytest.mark.parametrize("block_size", [8192, 65536])
-def test_other_block_sizes(tmp_path, block_size):
-    path = make_image(tmp_path / "bs.img", 128 << 20, block_size=block_size)
+def test_other_block_sizes(shm_tmp, block_size):
+    path = make_image(shm_tmp / "bs.img", 128 << 20, block_size=block_size)
     p = block_size // 8
     deep = (11 + p + 2) * block_size + 7  # inside the 2-level tree
     big = pattern(3 << 20, 5)

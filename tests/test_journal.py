@@ -6,7 +6,7 @@ import struct
 
 import pytest
 from checker import assert_clean
-from fsfactory import make_image
+from fsfactory import make_image, scratch
 
 from nvfs_tools import format as fmt
 from nvfs_tools import journal as jr
@@ -14,12 +14,18 @@ from nvfs_tools.device import Device
 from nvfs_tools.errors import InvalidArgumentError
 from nvfs_tools.volume import Volume
 
+
+@pytest.fixture
+def shm_tmp(tmp_path):
+    yield from scratch(tmp_path)
+
+
 ROOT = fmt.ROOT_INO
 
 
 @pytest.fixture
-def image(tmp_path):
-    return make_image(tmp_path / "fs.img", 16 << 20)
+def image(shm_tmp):
+    return make_image(shm_tmp / "fs.img", 16 << 20)
 
 
 class RecordingDevice(Device):

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 from checker import assert_clean, check_image
-from fsfactory import make_image
+from fsfactory import make_image, scratch
 
 from nvfs_tools import format as fmt
 from nvfs_tools.errors import (
@@ -25,12 +25,18 @@ from nvfs_tools.errors import (
 )
 from nvfs_tools.volume import Volume
 
+
+@pytest.fixture
+def shm_tmp(tmp_path):
+    yield from scratch(tmp_path)
+
+
 ROOT = fmt.ROOT_INO
 
 
 @pytest.fixture
-def image(tmp_path):
-    return make_image(tmp_path / "fs.img", 32 << 20)
+def image(shm_tmp):
+    return make_image(shm_tmp / "fs.img", 32 << 20)
 
 
 def rw(path):
@@ -304,8 +310,8 @@ def test_read_only_refuses_writes(image):
             vol.setattr(ROOT, mode=0o700)
 
 
-def test_no_space(tmp_path):
-    path = make_image(tmp_path / "small.img", 2 << 20)
+def test_no_space(shm_tmp):
+    path = make_image(shm_tmp / "small.img", 2 << 20)
     with rw(path) as vol:
         free = vol.dyn.free_blocks
         with pytest.raises(NoSpaceError, match="needed"):
@@ -327,8 +333,8 @@ def _patch(path, offset, data):
         f.write(data)
 
 
-def test_open_validation(image, tmp_path):
-    junk = tmp_path / "junk.img"
+def test_open_validation(image, shm_tmp):
+    junk = shm_tmp / "junk.img"
     junk.write_bytes(b"\0" * (1 << 20))
     with pytest.raises(NotNvfsError):
         Volume.open(str(junk))
@@ -349,7 +355,7 @@ def _set_static(path, field, value):
         f.write(raw)
 
 
-def test_unknown_features(image, tmp_path):
+def test_unknown_features(image, shm_tmp):
     _set_static(image, "feature_ro_compat", 0x80)
     with Volume.open(image) as vol:  # read-only is fine
         assert vol.lookup("/lost+found")
@@ -420,8 +426,8 @@ def test_xattr_on_directory_and_removal_of_owner(image):
     assert_clean(image)
 
 
-def test_quota_usage_tracked(tmp_path):
-    path = make_image(tmp_path / "q.img", 32 << 20, quota=True)
+def test_quota_usage_tracked(shm_tmp):
+    path = make_image(shm_tmp / "q.img", 32 << 20, quota=True)
     assert_clean(path)
     with rw(path) as vol:
         f = vol.create(ROOT, "f", 0o644, uid=7, gid=8, data=b"q" * 10000)

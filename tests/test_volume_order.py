@@ -5,18 +5,24 @@ from __future__ import annotations
 import struct
 
 import pytest
-from fsfactory import make_image
+from fsfactory import make_image, scratch
 from test_journal import RecordingDevice
 
 from nvfs_tools import format as fmt
 from nvfs_tools.volume import Volume
 
+
+@pytest.fixture
+def shm_tmp(tmp_path):
+    yield from scratch(tmp_path)
+
+
 ROOT = fmt.ROOT_INO
 
 
 @pytest.fixture
-def rec(tmp_path):
-    path = make_image(tmp_path / "fs.img", 16 << 20)
+def rec(shm_tmp):
+    path = make_image(shm_tmp / "fs.img", 16 << 20)
     dev = RecordingDevice(path, writable=True)
     vol = Volume.from_device(dev)
     yield vol, dev
