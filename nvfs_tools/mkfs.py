@@ -7,12 +7,10 @@ lost+found is made through the library (:class:`nvfs_tools.volume.Volume`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import sys
 import time
-import uuid as uuidlib
 from dataclasses import dataclass, field
 
 import click
@@ -91,13 +89,29 @@ def _parse_block_size(text: str | None) -> int:
     return value
 
 
+def random_uuid() -> bytes:
+    """A random (version 4, RFC 4122 variant) UUID."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return bytes(raw)
+
+
+def uuid_text(raw: bytes) -> str:
+    """The usual 8-4-4-4-12 spelling of a 16-byte UUID."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _parse_uuid(text: str | None) -> bytes:
     if text is None or text == "random":
-        return uuidlib.uuid4().bytes
-    if text == "time":
-        return uuidlib.uuid1().bytes
+        return random_uuid()
     if text in ("clear", "null"):
         return bytes(16)
+    import uuid as uuidlib  # lazily: importing it costs more than all of mkfs's work on 1 GiB
+
+    if text == "time":
+        return uuidlib.uuid1().bytes
     try:
         return uuidlib.UUID(text).bytes
     except ValueError:
@@ -197,6 +211,8 @@ def build_options(
     if epoch is not None:
         opts.mkfs_time = (epoch, 0)
         if not opts.hash_seed:
+            import hashlib
+
             opts.hash_seed = hashlib.blake2b(opts.uuid, digest_size=16, person=b"nvfs-hash-seed").digest()
     else:
         now = time.time_ns()
@@ -230,7 +246,7 @@ def describe(geo: fmt.Geometry, opts: Options, rep: Reporter) -> None:
     """The layout, as ``-n`` prints it and a real run announces it."""
     bs = geo.block_size
     rep.say(f"Creating NVFS filesystem with {geo.blocks_count} {bs // 1024}k blocks and {geo.inodes_count} inodes")
-    rep.say(f"Filesystem UUID: {uuidlib.UUID(bytes=opts.uuid)}")
+    rep.say(f"Filesystem UUID: {uuid_text(opts.uuid)}")
     if opts.label:
         rep.say(f"Filesystem label: {opts.label.decode('utf-8')}")
     tail = geo.blocks_count - geo.group_end(geo.group_count - 1)

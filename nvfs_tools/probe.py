@@ -12,9 +12,7 @@ variables so tests can point them at a fake tree.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -157,6 +155,9 @@ def detect_signatures(read: Reader, size: int, *, use_blkid: str | None = None) 
 
 def _blkid(path: str) -> list[Signature]:
     """Ask libblkid (``blkid -p``, low-level probing, no cache) as a second opinion."""
+    import shutil
+    import subprocess
+
     exe = shutil.which("blkid") or ("/sbin/blkid" if os.path.exists("/sbin/blkid") else None)
     if exe is None:
         return []

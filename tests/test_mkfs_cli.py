@@ -78,3 +78,17 @@ def test_mkfs_internal_error_is_one_line(tmp_path, monkeypatch):
     res = mkfs(tmp_path / "x.img", "64M")
     assert res.code == 1 and "internal error" in res.err and res.err.count("\n") == 1
     assert not (tmp_path / "x.img").exists()
+
+
+def test_random_uuid_is_version_4():
+    import uuid
+
+    from nvfs_tools.mkfs import random_uuid, uuid_text
+
+    seen = set()
+    for _ in range(50):
+        raw = random_uuid()
+        u = uuid.UUID(bytes=raw)
+        assert u.version == 4 and u.variant == uuid.RFC_4122 and uuid_text(raw) == str(u)
+        seen.add(raw)
+    assert len(seen) == 50
