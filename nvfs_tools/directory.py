@@ -55,6 +55,7 @@ from nvfs_tools.errors import (
     InvalidArgumentError,
     NameTooLongError,
     NoSuchFileError,
+    ReadOnlyError,
 )
 
 PAGE_BIT = fmt.RADIX_PAGE_BIT
@@ -143,6 +144,10 @@ class Directory:
         self._gen_addr = vol.inode_field_addr(ino, "generation")
         self._blocks_addr = vol.inode_field_addr(ino, "blocks")
         self._own: _State | None = None  # used when the volume cannot hold a shared cache
+
+    def _writable(self) -> None:
+        if not getattr(self.vol, "writable", True):
+            raise ReadOnlyError("filesystem opened read-only")
 
     # ------------------------------------------------------------------ cache
 
@@ -309,6 +314,7 @@ class Directory:
 
     def add(self, name: bytes, ino: int, file_type: int) -> DirEntry:
         """Add ``name -> ino``: record first, then the ``ino`` word as the commit."""
+        self._writable()
         name = check_name(name)
         if ino <= 0:
             raise InvalidArgumentError(f"cannot link inode {ino}")
@@ -328,6 +334,7 @@ class Directory:
         journal transaction for rename).  An existing entry of the same name
         is left alone, so rename can clear it in the same transaction.
         """
+        self._writable()
         name = check_name(name)
         return self._insert(self._state(), name, file_type)
 
@@ -336,6 +343,7 @@ class Directory:
         if isinstance(name, str):
             name = os.fsencode(name)
         name = bytes(name)
+        self._writable()
         st = self._state()
         found = self._find(st, name)
         if found is None:
@@ -360,6 +368,7 @@ class Directory:
 
     def release(self) -> None:
         """Free every block of an empty directory (rmdir): roots cleared first, then blocks freed."""
+        self._writable()
         st = self._state()
         if not self.is_empty():
             raise DirectoryNotEmptyError(f"directory inode {self.ino} is not empty")
@@ -700,6 +709,7 @@ class Directory:
         with one store.  Empty regions are left as empty slots.
         """
         d = cls(vol, ino)
+        d._writable()
         st = d._state()
         if st.root != 0:
             raise InvalidArgumentError(f"directory inode {ino} is not empty; build needs a fresh directory")

@@ -26,6 +26,7 @@ from nvfs_tools.errors import (
     InvalidArgumentError,
     NameTooLongError,
     NoSuchFileError,
+    ReadOnlyError,
 )
 from nvfs_tools.volume import Volume
 
@@ -311,6 +312,11 @@ def test_name_edge_cases(vol):
     try:
         d2 = Directory(vol2, d.ino)
         assert {e.name for e in d2} == set(names) | {b"strname"}
+        with pytest.raises(ReadOnlyError):
+            d2.add(b"new", 5, fmt.DT_REG)
+        with pytest.raises(ReadOnlyError):
+            d2.remove(b"a")
+        assert d2.lookup(b"a").ino == 50
     finally:
         vol2.close()
 
