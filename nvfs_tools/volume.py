@@ -169,9 +169,11 @@ class Volume:
         writable = dev.writable
         try:
             static = cls._load_static(dev, use_backup)
+            if writable:  # before anything is cached from the media
+                geo = fmt.geometry_from_static(static)
+                jr.replay(dev, geo.journal_block, geo.block_size, geo.journal_slots)
             vol = cls(dev, static, writable=writable)
             if writable:
-                jr.replay(dev, vol.geo.journal_block, vol.block_size, vol.geo.journal_slots)
                 vol.journal = jr.Journal(vol)
                 if vol.quota_enabled:
                     from nvfs_tools.quota import Quota
@@ -213,7 +215,18 @@ class Volume:
             raise DeviceError(
                 f"{dev.path}: filesystem is {static.blocks_count * bs} bytes but the device only {dev.size}"
             )
-        if static.group_count == 0 or static.blocks_per_group != bs * 8:
+        geo = fmt.geometry_from_static(static)
+        if (
+            static.group_count == 0
+            or static.blocks_per_group != bs * 8
+            or (static.group_count - 1) * geo.blocks_per_group >= static.blocks_count
+            or static.inodes_count != geo.inodes_count
+            or static.journal_block != geo.journal_block
+            or static.inodes_per_group > geo.inode_table_blocks * geo.inodes_per_block
+            or static.inodes_per_group > geo.inode_bitmap_blocks * bs * 8
+            or not 1 <= static.journal_slots <= geo.journal_blocks * bs // fmt.JOURNAL_SLOT_SIZE
+            or geo.first_data_block(0) >= min(geo.group_end(0), static.blocks_count)
+        ):
             raise CorruptError(f"{dev.path}: superblock geometry is inconsistent")
         return static
 
