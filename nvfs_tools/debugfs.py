@@ -115,7 +115,7 @@ class Session:
 
     def __init__(
         self,
-        path: str,
+        path: str | None,
         *,
         writable: bool = False,
         catastrophic: bool = False,
@@ -123,22 +123,31 @@ class Session:
         out: TextIO | None = None,
         err: TextIO | None = None,
     ) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.failures = 0
+        self.dev: Any = None
+        self._vol: Any = None
+        if path is not None:
+            self.open(path, writable=writable, catastrophic=catastrophic, backup=backup)
+
+    def open(self, path: str, *, writable: bool = False, catastrophic: bool = False, backup: bool = False) -> None:
+        """Open ``path`` (what the command line and the `open` request do)."""
         self.path = path
         self.writable = writable and not catastrophic
         self.catastrophic = catastrophic
         self.backup = backup
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
-        self.dev = Device(path, writable=self.writable)
+        dev = Device(path, writable=self.writable)
+        self.dev = dev
         try:
             self._load_super()
         except BaseException:
-            self.dev.close()
+            self.dev = None
+            dev.close()
             raise
         self.cwd = fmt.ROOT_INO
         self.cwd_path = "/"
-        self._vol: Any = None
-        self.failures = 0
+        self._vol = None
 
     # -- opening -----------------------------------------------------------
 
@@ -192,9 +201,14 @@ class Session:
             self._vol = None
 
     def close(self) -> None:
-        self.drop_volume()
-        self.dev.hold_open = False
-        self.dev.close()
+        if self.dev is None:
+            return
+        try:
+            self.drop_volume()
+        finally:
+            self.dev.hold_open = False
+            self.dev.close()
+            self.dev = None
 
     # -- running requests ----------------------------------------------------
 
@@ -212,6 +226,8 @@ class Session:
         if cmd is None:
             return self._fail(name, "command not found (try `help`)")
         try:
+            if self.dev is None and cmd.names[0] not in _NO_FS_NEEDED:
+                raise RequestError("no filesystem is open (use `open [-w] DEVICE`)")
             if cmd.writes and not self.writable:
                 raise ReadOnlyError("filesystem opened read-only (use -w)")
             cmd.func(self, args)
@@ -339,6 +355,21 @@ class Session:
         for t in fp.TYPES.values():
             self.p(f"  {t.name:<20} {', '.join(t.aliases):<16} {t.doc}; ADDR: {t.addr_doc}")
         self.p("Every type also takes ADDR @BYTE (device byte address) or BLOCK:OFFSET.")
+
+    @command("open_filesys", "open", usage="open [-w] [-c] [-b] DEVICE", paths=False)
+    def do_open(self, args: list[str]) -> None:
+        """Open a filesystem (when none is open), with the command line's -w, -c and -b meanings."""
+        flags = {a for a in args if a in ("-w", "-c", "-b")}
+        rest = [a for a in args if a not in flags]
+        self.need(rest, 1, 1, COMMANDS["open"].usage)
+        if self.dev is not None:
+            raise RequestError(f"{self.path} is already open; close it first")
+        self.open(rest[0], writable="-w" in flags, catastrophic="-c" in flags, backup="-b" in flags)
+
+    @command("close_filesys", "close", usage="close", paths=False)
+    def do_close(self, args: list[str]) -> None:
+        """Close the open filesystem (flushing everything written)."""
+        self.close()
 
     @command("quit", "q", usage="quit", paths=False)
     def do_quit(self, args: list[str]) -> None:
@@ -1326,6 +1357,9 @@ class Session:
             self.vol.removexattr(ino, os.fsencode(n))
 
 
+_NO_FS_NEEDED = ("help", "quit", "open_filesys")
+
+
 def _opt(args: list[str], flag: str) -> tuple[str | None, list[str]]:
     if flag in args:
         i = args.index(flag)
@@ -1484,7 +1518,7 @@ def _build_cli():
     @click.option("-b", "backup", is_flag=True, help="Use the backup superblock (start of the last block).")
     @click.option("-R", "request", metavar="REQUEST", help="Run one request and exit.")
     @click.option("-f", "cmdfile", metavar="CMDFILE", help="Run requests from CMDFILE ('-' = stdin).")
-    @click.argument("device")
+    @click.argument("device", required=False)
     def cli(writable, catastrophic, backup, request, cmdfile, device) -> int:
         """Examine and change an NVFS filesystem image or device.
 
@@ -1500,6 +1534,8 @@ def _build_cli():
             raise UsageError("-R and -f cannot be used together")
         if catastrophic and writable:
             print(f"{PROG}: catastrophic mode is read-only; ignoring -w", file=sys.stderr)
+        if device is None and (writable or catastrophic or backup):
+            raise UsageError("-w, -c and -b need a DEVICE (or use the `open` request)")
         session = Session(device, writable=writable, catastrophic=catastrophic, backup=backup)
         try:
             if request is not None:

@@ -511,3 +511,19 @@ def test_damaged_directory_entries_are_flagged_and_still_found(base):
     # the hash path no longer leads to it; the fallback scan still finds it by name
     res = debugfs("-R", f"imap /{name}", str(img))
     assert res.returncode == 0 and f"Inode {first.group(2)} " in res.stdout
+
+
+def test_open_and_close_requests(base):
+    img = str(base[1])
+    script = f"stats\nopen {img}\nopen {img}\npwd\nclose\npwd\nopen -c {img}\ntestb 1\nls docs\n"
+    res = debugfs(stdin=script)
+    errors = res.stderr.splitlines()
+    assert errors == [
+        "stats: no filesystem is open (use `open [-w] DEVICE`)",
+        f"open: {img} is already open; close it first",
+        "pwd: no filesystem is open (use `open [-w] DEVICE`)",
+        "testb: bitmaps are not used in catastrophic mode",
+    ]
+    assert res.stdout.count("[pwd]") == 1 and "small" in res.stdout
+    assert res.returncode == 1
+    assert debugfs("-w").returncode == 16
