@@ -445,3 +445,26 @@ def test_quota_usage_tracked(shm_tmp):
         vol.rename(d, "n1", ROOT, "f")
         vol.unlink(d, "n2")
     assert_clean(path)
+
+
+def test_corrupt_structures_raise(image):
+    with rw(image) as vol:
+        f = vol.create(ROOT, "f", 0o644, data=b"x" * 100)
+        g = vol.create(ROOT, "g", 0o644)
+        vol.setxattr(g, "user.a", b"b")
+        vol.set_inode_fields(f, block={0: vol.geo.block_bitmap_block(0)})  # a pointer into metadata
+        xb = vol.read_inode(g).xattr_block
+        vol.dev.write(xb * vol.block_size + 100, b"garbage")
+    with Volume.open(image) as vol:
+        with pytest.raises(CorruptError):
+            vol.read(f)
+        with pytest.raises(CorruptError):
+            list(vol.file_blocks(f))
+        with pytest.raises(CorruptError):
+            vol.getxattr(g, "user.a")
+    with rw(image) as vol:
+        with pytest.raises(CorruptError):
+            vol.write(f, 0, b"y")
+        vol.set_inode_fields(f, block={0: vol.geo.blocks_count + 5})  # past the end
+        with pytest.raises(CorruptError):
+            vol.read(f)
