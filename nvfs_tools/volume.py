@@ -1021,6 +1021,45 @@ class Volume:
         if orphan:
             self._destroy(dino)
 
+    def exchange(self, src_parent: int, src_name: Name, dst_parent: int, dst_name: Name) -> None:
+        """Swap two existing entries atomically (RENAME_EXCHANGE), in one journal transaction."""
+        self._w()
+        src_name, dst_name = _name(src_name), _name(dst_name)
+        sd, dd = self._dir(src_parent), self._dir(dst_parent)
+        se, de = sd.lookup(src_name), dd.lookup(dst_name)
+        for entry, name in ((se, src_name), (de, dst_name)):
+            if entry is None:
+                raise NoSuchFileError(f"{os.fsdecode(name)}: no such file or directory")
+        sino, dino = se.ino, de.ino
+        if (src_parent, src_name) == (dst_parent, dst_name) or sino == dino:
+            return
+        smode, dmode = self.inode_mode(sino), self.inode_mode(dino)
+        if (is_dir(smode) and self._is_ancestor(sino, dst_parent)) or (
+            is_dir(dmode) and self._is_ancestor(dino, src_parent)
+        ):
+            raise InvalidArgumentError("cannot move a directory into itself")
+        if se.file_type == de.file_type:
+            extra = [(se.ino_addr, dino), (de.ino_addr, sino)]
+        else:  # the file_type bytes must follow the inodes: new records for both names
+            ns = sd.prepare(src_name, de.file_type)
+            nd = _dir_module().Directory(self, dst_parent).prepare(dst_name, se.file_type)
+            se = _dir_module().Directory(self, src_parent).lookup(src_name)
+            de = _dir_module().Directory(self, dst_parent).lookup(dst_name)
+            extra = [(ns.ino_addr, dino), (nd.ino_addr, sino), (se.ino_addr, 0), (de.ino_addr, 0)]
+        images: dict[int, tuple[bytes, bytearray]] = {}
+        if src_parent != dst_parent:
+            delta = {src_parent: 0, dst_parent: 0}
+            for ino, mode, old, new in ((sino, smode, src_parent, dst_parent), (dino, dmode, dst_parent, src_parent)):
+                if is_dir(mode):
+                    self._img_set(self._image(images, ino), "parent", new)
+                    delta[old] -= 1
+                    delta[new] += 1
+            for d, n in delta.items():
+                if n:
+                    img = self._image(images, d)
+                    self._img_set(img, "links_count", self._img_get(img, "links_count") + n)
+        self._journal_images(images, extra)
+
     # ------------------------------------------------------------------ extended attributes
     def _xattrs(self, ino: int) -> dict[bytes, bytes]:
         if self.inode_mode(ino) == 0:

@@ -468,3 +468,29 @@ def test_corrupt_structures_raise(image):
         vol.set_inode_fields(f, block={0: vol.geo.blocks_count + 5})  # past the end
         with pytest.raises(CorruptError):
             vol.read(f)
+
+
+def test_exchange(image):
+    with rw(image) as vol:
+        a = vol.mkdir(ROOT, "a")
+        b = vol.mkdir(ROOT, "b")
+        sub = vol.mkdir(a, "sub")
+        f = vol.create(b, "f", 0o644, data=b"file")
+        s = vol.symlink(ROOT, "s", "target")
+    with rw(image) as vol:
+        vol.exchange(a, "sub", b, "f")  # directory <-> file across parents
+        assert vol.lookup("/a/sub") == f and vol.lookup("/b/f") == sub
+        assert vol.read_inode(sub).parent == b
+        assert vol.read_inode(a).links_count == 2 and vol.read_inode(b).links_count == 3
+    assert_clean(image)
+    with rw(image) as vol:
+        vol.exchange(ROOT, "s", a, "sub")  # symlink <-> regular file
+        assert vol.lookup("/s") == f and vol.lookup("/a/sub") == s
+        with pytest.raises(InvalidArgumentError):
+            vol.exchange(ROOT, "b", b, "f")  # b would move into its own subdirectory
+        with pytest.raises(NoSuchFileError):
+            vol.exchange(ROOT, "s", ROOT, "missing")
+    assert_clean(image)
+    with Volume.open(image) as vol:
+        assert {e.name: e.file_type for e in vol.listdir(a)} == {b"sub": fmt.DT_LNK}
+        assert {e.name: e.file_type for e in vol.listdir(ROOT)}[b"s"] == fmt.DT_REG

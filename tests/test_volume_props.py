@@ -88,6 +88,9 @@ ops = st.one_of(
     st.tuples(
         st.just("rename"), st.integers(0, 50), st.sampled_from(NAMES), st.integers(0, 50), st.sampled_from(NAMES)
     ),
+    st.tuples(
+        st.just("exchange"), st.integers(0, 50), st.sampled_from(NAMES), st.integers(0, 50), st.sampled_from(NAMES)
+    ),
     st.tuples(st.just("setattr"), st.integers(0, 50), st.integers(0, 0o7777), st.integers(0, 5)),
     st.tuples(
         st.just("setxattr"),
@@ -226,6 +229,30 @@ def apply(vol: Volume, model: Model, op: tuple) -> None:
                 dd.children[dn] = s
                 if s.kind == "dir":
                     s.parent = dd
+            return
+    elif kind == "exchange":
+        sd, sn, dd, dn = pick(dirs, op[1]), op[2].encode(), pick(dirs, op[3]), op[4].encode()
+        s, t = sd.children.get(sn), dd.children.get(dn)
+        if b"lost+found" in (sn, dn) and model.root in (sd, dd):
+            return
+        if s is None or t is None:
+            expect = E.NoSuchFileError
+        elif s is t:
+            expect = None
+        elif (s.kind == "dir" and model.is_ancestor(s, dd)) or (t.kind == "dir" and model.is_ancestor(t, sd)):
+            expect = E.InvalidArgumentError
+
+        def action():
+            vol.exchange(sd.ino, sn, dd.ino, dn)
+
+        if expect is None:
+            action()
+            if s is not t:
+                sd.children[sn], dd.children[dn] = t, s
+                if s.kind == "dir":
+                    s.parent = dd
+                if t.kind == "dir":
+                    t.parent = sd
             return
     elif kind == "setattr":
         f = pick(files + dirs, op[1])
