@@ -110,6 +110,27 @@ def test_case(base_image, name, tmp_path):
     assert not bad, bad
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_fast_path_never_passes_damage(base_image, name, tmp_path):
+    """The bulk verification must say "not proven" on every damaged image (and prove the clean one)."""
+    from nvfs_tools.check import fastpath
+    from nvfs_tools.check.image import Image
+    from nvfs_tools.check.pass0_super import load_superblock
+    from nvfs_tools.device import Device
+
+    case, img, _ = make_case(base_image, name, tmp_path)
+    with Device(img) as dev:
+        static, raw, reason, _off = load_superblock(dev, False)
+        image = Image(dev, static, raw)
+        proven = fastpath.verify(image, quota=False) is not None
+        dirty = image.dyn_field("orphan_head") or reason is not None
+        del image
+    if name == "f_clean":
+        assert proven
+    elif not dirty and not name.startswith(("f_sb_", "f_journal")):
+        assert not proven
+
+
 @pytest.mark.parametrize("name", ["f_dup_block", "f_bad_tree", "f_orphan_delete", "f_multi_damage"])
 def test_case_pure_subprocess(base_image, name, tmp_path):
     """The same cases through the console script with the pure-Python scan backend."""
