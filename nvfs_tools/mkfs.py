@@ -44,6 +44,11 @@ Extended options (-E, comma separated):
 \b
 Features (-O, comma separated, ^ to clear): xattr (default on), quota.
 
+-d DIR copies the tree at DIR in (files with their holes, directories,
+symlinks, hard links, device nodes, FIFOs, sockets, modes, owners, times and
+xattrs).  If the copy fails the run exits 1 and the new superblock is erased,
+so a half-populated filesystem is never left looking finished.
+
 \b
 Reproducible images: with SOURCE_DATE_EPOCH set and a fixed -U UUID, the same
 inputs give a byte-identical filesystem (times come from SOURCE_DATE_EPOCH and
@@ -75,6 +80,7 @@ class Options:
     root_uid: int = 0
     root_gid: int = 0
     discard: bool = True
+    source_dir: bytes | None = None
     features: dict[str, int] = field(default_factory=lambda: {"compat": fmt.FEATURE_COMPAT_XATTR, "ro_compat": 0})
 
 
@@ -477,13 +483,56 @@ def _finish(dev, opts: Options, rep: Reporter, result) -> tuple[int, int]:
             _set_quota_usage(vol)
             for qino in fmt.QUOTA_INODES.values():
                 vol.set_inode_fields(qino, generation=0, **times)
+        rep.say("done")
+        if opts.source_dir is not None:
+            _populate(vol, opts, rep)
         free = (vol.dyn.free_blocks, vol.dyn.free_inodes)
     finally:
         vol.close()
     dyn_off = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.SuperblockDynamic, "last_write_time")
     dev.write(dyn_off, sec.to_bytes(8, "little", signed=True))
-    rep.say("done")
     return free
+
+
+def _populate(vol, opts: Options, rep: Reporter) -> None:
+    """``-d DIR``: copy a host tree in with :func:`nvfs_tools.populate.populate`.
+
+    If the copy fails, the magic numbers of the superblock and its backup are
+    erased before the error is reported, so that a half-populated filesystem
+    can never be mistaken for a finished one (the run exits 1 either way).
+    """
+    from nvfs_tools.populate import populate
+
+    rep.say(f"Copying files from {os.fsdecode(opts.source_dir)}: ", end="")
+    bar = None
+    last = 0
+
+    def report(done: int, total: int) -> None:
+        nonlocal bar, last
+        if bar is None:
+            bar = progress(total, "entries", unit="entry", enabled=not rep.quiet and total >= 1000)
+        bar.update(done - last)
+        last = done
+
+    try:
+        stats = populate(vol, opts.source_dir, root_owner=(opts.root_uid, opts.root_gid), progress=report)
+    except BaseException:
+        _invalidate(vol.dev, vol.geo)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    rep.say(
+        f"done ({stats.files} files, {stats.directories} directories, {stats.symlinks} symlinks, "
+        f"{stats.specials} special files, {stats.hard_links} extra hard links)"
+    )
+
+
+def _invalidate(dev, geo: fmt.Geometry) -> None:
+    """Erase the magic of the superblock and of every static copy so nothing mistakes the device for NVFS."""
+    blank = bytes(len(fmt.MAGIC))
+    for block in (0, geo.backup_block, *(geo.group_start(g) for g in range(1, geo.group_count))):
+        dev.write(block * geo.block_size, blank)
 
 
 def _set_quota_usage(vol) -> None:
@@ -529,6 +578,9 @@ def _mkdir_lost_found(vol, mkfs_time: tuple[int, int]) -> int:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print every group's layout.")
 @click.option("-O", "--features", multiple=True, metavar="LIST", help="Features: xattr, quota (^ clears).")
+@click.option(
+    "-d", "--root-directory", "source_dir", metavar="DIR", help="Copy the tree at DIR into the new filesystem."
+)
 @click.option("-E", "--extended", multiple=True, metavar="OPTS", help="Extended options (see above).")
 @click.version_option(__version__, "-V", "--version", prog_name=PROG)
 def command(
@@ -544,6 +596,7 @@ def command(
     quiet: bool,
     verbose: bool,
     features: tuple[str, ...],
+    source_dir: str | None,
     extended: tuple[str, ...],
 ) -> int:
     opts = build_options(
@@ -555,6 +608,10 @@ def command(
         features=features,
         extended=extended,
     )
+    if source_dir is not None:
+        if not os.path.isdir(source_dir):
+            raise UsageError(f"-d {source_dir}: not a directory")
+        opts.source_dir = os.fsencode(source_dir)
     nbytes = parse_size(size, what="SIZE") if size is not None else None
     if nbytes == 0:
         raise UsageError("SIZE must be more than 0")

@@ -469,3 +469,50 @@ def test_fsck_finds_nothing_to_fix(img, args):
     _ok(img, "-q", *args)
     done = subprocess.run([exe, "-fn", str(img)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _tree(root):
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"hello\n")
+    (root / "sub" / "big.bin").write_bytes(os.urandom(100_000))
+    os.symlink("a.txt", root / "link")
+    return root
+
+
+@pytest.mark.parametrize("quota", [False, True])
+def test_populate_from_directory(tmp_path, img, quota):
+    src = _tree(tmp_path / "src")
+    _ok(img, "64M", "-q", "-d", src, *(["-O", "quota"] if quota else []))
+    with Volume.open(str(img)) as vol:
+        assert vol.read(vol.lookup(b"/a.txt")) == b"hello\n"
+        assert vol.read(vol.lookup(b"/sub/big.bin")) == (src / "sub" / "big.bin").read_bytes()
+        assert vol.readlink(vol.lookup(b"/link")) == b"a.txt"
+        assert vol.lookup(b"/lost+found") == fmt.FIRST_INO
+    exe = shutil.which("fsck.nvfs")
+    if exe:
+        done = subprocess.run([exe, "-fn", str(img)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout
+
+
+def test_populate_source_must_be_a_directory(tmp_path, img):
+    res = mkfs(img, "64M", "-d", tmp_path / "missing")
+    assert res.code == 1 and "not a directory" in res.err and not img.exists()
+
+
+def test_failed_populate_leaves_no_valid_superblock(tmp_path, img, monkeypatch):
+    from nvfs_tools import populate
+
+    def failing(vol, source, **kwargs):
+        vol.mkdir(fmt.ROOT_INO, b"partial", 0o755)
+        raise populate.SourceError(f"{os.fsdecode(source)}/x: cannot read: Input/output error")
+
+    monkeypatch.setattr(populate, "populate", failing)
+    _blank(img, 160 << 20)  # two groups: the copy at the start of group 1 must go too
+    res = mkfs(img, "-d", _tree(tmp_path / "src"))
+    assert res.code == 1 and "cannot read" in res.err and res.err.count("\n") == 1
+    data = img.read_bytes()
+    found = probe.detect_signatures(lambda o, n: data[o : o + n], len(data))
+    assert not any(s.is_nvfs for s in found), "a half-populated image must not look like NVFS"
+    backup = (len(data) // BS - 1) * BS
+    assert data[backup : backup + 8] == bytes(8) and data[BPG * BS : BPG * BS + 8] == bytes(8)
+    assert data[BPG * BS + 8 : BPG * BS + 16] != bytes(8), "only the magic is erased"
