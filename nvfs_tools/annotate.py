@@ -497,3 +497,81 @@ def xattr_block_checksum(block: bytes) -> int:
     off = fmt.field_offset(fmt.XattrHeader, "checksum")
     raw[off : off + 4] = b"\0\0\0\0"
     return zlib.crc32(bytes(raw)) & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------
+# Every structure instance on an image (for field-fuzzing campaigns)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One structure on the device: its type (a fieldpath type name), byte address and a label."""
+
+    type_name: str
+    addr: int
+    label: str
+
+
+def structures(dev: Any, geo: fmt.Geometry) -> Iterator[Instance]:
+    """Every structure instance reachable on an image, in device order per kind.
+
+    Superblock (static, dynamic, backup and group copies), group counters,
+    journal slots, every inode in use, and what those inodes own: indirect
+    blocks, directory radix nodes, pages and entries, xattr blocks and entries,
+    quota records that are not holes.  The field-fuzzing campaign walks this
+    list with :func:`nvfs_tools.fieldpath.leaves` to reach every field of every
+    structure; debugfs' ``print TYPE @ADDR`` shows any of them.
+    """
+    bs = geo.block_size
+    yield Instance("superblock_static", 0, "superblock")
+    yield Instance("superblock_dynamic", fmt.SB_DYNAMIC_OFFSET, "dynamic superblock")
+    for g in range(1, geo.group_count):
+        yield Instance("superblock_static", geo.group_start(g) * bs, f"group {g} superblock copy")
+    yield Instance("superblock_static", geo.backup_block * bs, "backup superblock")
+    for g in range(geo.group_count):
+        yield Instance("group_counters", geo.counters_block(g) * bs, f"group {g} counters")
+    for s in range(geo.journal_slots):
+        yield Instance("journal_slot", geo.journal_block * bs + s * fmt.JOURNAL_SLOT_SIZE, f"journal slot {s}")
+    for ino in range(1, geo.inodes_count + 1):
+        off = geo.inode_offset(ino)
+        if dev.read(off, 2) == b"\0\0":
+            continue
+        inode = read_inode(dev, geo, ino)
+        yield Instance("inode", off, f"inode {ino}")
+        yield from _owned_structures(dev, geo, ino, inode)
+
+
+def _owned_structures(dev: Any, geo: fmt.Geometry, ino: int, inode: Any) -> Iterator[Instance]:
+    bs = geo.block_size
+    ftype = inode.mode & fmt.S_IFMT
+    if ftype == fmt.S_IFDIR:
+        bank = inode.dir_bank if inode.dir_bank in (0, 1) else 0
+        nodes, _bad = dir_structure(dev, geo, inode.block[bank])
+        for n in nodes:
+            if n.kind == "node":
+                yield Instance("radix_node", n.block * bs, f"inode {ino} radix node {n.block}")
+                continue
+            if page_header(dev, geo, n.block) is None:
+                continue
+            yield Instance("dir_page_header", n.block * bs, f"inode {ino} directory page {n.block}")
+            for e in page_entries(dev, geo, n.block)[0]:
+                label = f"inode {ino} entry {e.name.decode('utf-8', 'backslashreplace')!r}"
+                yield Instance("dir_entry_header", n.block * bs + e.offset, label)
+    elif ftype in (fmt.S_IFREG, fmt.S_IFLNK):
+        for kind, b in file_block_map(dev, geo, inode).meta:
+            yield Instance("indirect", b * bs, f"inode {ino} {kind} block {b}")
+        if ino in fmt.QUOTA_INODES.values():
+            for fb, b in file_block_map(dev, geo, inode).data:
+                raw = dev.read(b * bs, bs)
+                for i in range(0, bs, fmt.QUOTA_RECORD_SIZE):
+                    if any(raw[i : i + fmt.QUOTA_RECORD_SIZE]):
+                        qid = (fb * bs + i) // fmt.QUOTA_RECORD_SIZE
+                        yield Instance("quota_record", b * bs + i, f"inode {ino} quota record {qid}")
+    xb = inode.xattr_block
+    if xb and valid_block(geo, xb):
+        raw = dev.read(xb * bs, bs)
+        if raw[:4] == fmt.XATTR_MAGIC:
+            yield Instance("xattr_header", xb * bs, f"inode {ino} xattr block {xb}")
+            for off, _h, name, _v in xattr_entries(raw):
+                yield Instance("xattr_entry_header", xb * bs + off, f"inode {ino} xattr {name!r}")

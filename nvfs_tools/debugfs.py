@@ -596,6 +596,19 @@ class Session:
         field, _old, new = fp.set_field(self.dev, self.geo, "group_counters", addr, args[1], args[2])
         self.p(f"{field.path} = {fp.format_value(field, new)}")
 
+    @command("structures", "lsstruct", usage="structures [TYPE...]", paths=False)
+    def do_structures(self, args: list[str]) -> None:
+        """List every structure instance on the image as `TYPE @ADDR label` (for print, wfield, fuzz).
+
+        Superblocks, group counters, journal slots, inodes in use and what they own
+        (indirect blocks, radix nodes, directory pages and entries, xattr blocks and
+        entries, quota records).  TYPE limits the list.
+        """
+        wanted = {fp.get_type(a).name for a in args}
+        for inst in an.structures(self.dev, self.geo):
+            if not wanted or inst.type_name in wanted:
+                self.p(f"{inst.type_name:<20} @{inst.addr:<12} {inst.label}")
+
     @command("block_dump", "bd", usage="block_dump [-a] [-t TYPE] [-x] BLOCK", paths=False)
     def do_block_dump(self, args: list[str]) -> None:
         """Hex dump of a block; -a annotates it with the fields of the structure it holds.
