@@ -29,8 +29,12 @@ Metadata decisions (documented in spec/ by the lead):
   an image loses nothing; ``btime`` (creation in this filesystem) is the time
   the populate ran.
 - the root directory takes the source directory's mode, times and xattrs; its
-  owner is ``root_owner`` when given (``-E root_owner=UID:GID``), else the
-  caller's uid/gid, as mke2fs does.
+  owner is ``root_owner`` when given, else left as mkfs made it (mkfs applies
+  ``-E root_owner``; like today's mke2fs its default is 0:0, not the source's
+  owner, so that an image does not depend on who built the tree).
+- with ``SOURCE_DATE_EPOCH`` set (reproducible images), btime is that epoch,
+  generations come from a generator seeded by the hash seed, and entries are
+  written in name order, so the same tree gives the same image.
 - a source entry named ``lost+found`` at the top that is a directory is merged
   into the lost+found mkfs made (its metadata applied); anything else by that
   name there is an error.
@@ -329,7 +333,7 @@ class _Plan:
         self.entries = 0
         self.links: dict[tuple[int, int], int] = {}  # (dev, ino) -> names in the tree
         self.sparse: dict[tuple[int, int], list[int]] = {}  # (dev, ino) -> data file blocks
-        self.xattr_bytes: dict[tuple[int, int], int] = {}
+        self.xattrs: dict[tuple[int, int], list[tuple[bytes, bytes]]] = {}  # non-directories
 
 
 def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int], lost_found: bool) -> _Plan:
@@ -395,7 +399,7 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
                     plan.blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
                     xattrs = _checked_xattrs(path, bs)
                     if xattrs:
-                        d.xattrs[name] = xattrs
+                        plan.xattrs[key] = xattrs
                         plan.blocks += 1
                 if stat.S_ISLNK(mode):
                     try:
@@ -459,8 +463,10 @@ class _Writer:
         self.q_start = 0
         self.q_end = -1
         self.inos: dict[tuple[int, int], int] = {}
-        self.now = time.time_ns()
-        self.rng = random.Random()
+        epoch = _source_date_epoch()
+        self.now = time.time_ns() if epoch is None else epoch * _NS
+        self.rng = random.Random(vol.hash_seed if epoch is not None else None)
+        self.reproducible = epoch is not None
         self.done = 0
         self.next_report = 0
 
@@ -695,10 +701,10 @@ class _Writer:
     def _pool_for(self, d: _Dir, new: list[bool]) -> list[int]:
         """One allocation for the data and indirect blocks of every small new file of ``d``."""
         need = 0
-        for name, st, is_new in zip(d.names, d.stats, new, strict=True):
+        for st, is_new in zip(d.stats, new, strict=True):
             if not is_new:
                 continue
-            if name in d.xattrs:
+            if (st.st_dev, st.st_ino) in self.plan.xattrs:
                 need += 1
             if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= _HUGE_BYTES:
                 need += self._file_blocks(st)
@@ -751,7 +757,7 @@ class _Writer:
             gen = self.rng.getrandbits(32)
             raw = pack_inode(mode, st.st_uid, st.st_gid, links, gen, 0, 0, self._times(st), rdev=rdev)
             self.stats.specials += 1
-        xattrs = d.xattrs.get(name)
+        xattrs = self.plan.xattrs.get((st.st_dev, st.st_ino))
         if xattrs:
             raw = self._with_xattrs(raw, xattrs, pool.pop())
         self._write_inode(ino, raw)
@@ -826,13 +832,15 @@ class _Writer:
         _U64.pack_into(img, _BLOCKS_OFF, _U64.unpack_from(img, _BLOCKS_OFF)[0] + 1)
         return bytes(img)
 
-    def _write_dir_inode(self, d: _Dir, uid: int, gid: int) -> None:
+    def _write_dir_inode(self, d: _Dir, uid: int | None, gid: int | None) -> None:
         st = d.st
         if d.merge:  # root or lost+found: made by mkfs, keep its blocks, take the source's metadata
             a, an = divmod(st.st_atime_ns, _NS)
             m, mn = divmod(st.st_mtime_ns, _NS)
             c, cn = divmod(st.st_ctime_ns, _NS)
-            self.vol.set_inode_fields(d.ino, mode=st.st_mode, uid=uid, gid=gid, atime=a, atime_nsec=an)
+            self.vol.set_inode_fields(d.ino, mode=st.st_mode, atime=a, atime_nsec=an)
+            if uid is not None and gid is not None:
+                self.vol.set_inode_fields(d.ino, uid=uid, gid=gid)
             self.vol.set_inode_fields(d.ino, mtime=m, mtime_nsec=mn, ctime=c, ctime_nsec=cn)
             xattrs = d.xattrs.get(b"")
             if xattrs:
@@ -908,14 +916,14 @@ def populate(
 ) -> PopulateStats:
     """Copy the tree at ``source_dir`` into the root of the freshly made ``vol``.
 
-    ``root_owner`` is (uid, gid) for the root directory (default: the caller's,
-    like mke2fs).  Raises :class:`SourceError` when a source entry cannot be
+    ``root_owner`` is (uid, gid) for the root directory (default: leave the
+    owner mkfs gave it).  Raises :class:`SourceError` when a source entry cannot be
     read and :class:`NoSpaceError` (before writing anything) when the tree
     does not fit.
     """
     stats = PopulateStats()
     source = os.path.abspath(os.fsencode(source_dir))
-    uid, gid = root_owner if root_owner is not None else (os.getuid(), os.getgid())
+    uid, gid = root_owner if root_owner is not None else (None, None)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of small objects, no cycles: the collector only costs time
     try:
@@ -935,6 +943,14 @@ def populate(
     return stats
 
 
+def _source_date_epoch() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "")
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
 def _check_space(vol, plan: _Plan) -> None:
     dyn = vol.dyn
     if plan.blocks > dyn.free_blocks or plan.inodes > dyn.free_inodes:
@@ -945,7 +961,9 @@ def _check_space(vol, plan: _Plan) -> None:
         )
 
 
-def _write(vol, plan: _Plan, stats: PopulateStats, progress: ProgressFn | None, uid: int, gid: int) -> None:
+def _write(
+    vol, plan: _Plan, stats: PopulateStats, progress: ProgressFn | None, uid: int | None, gid: int | None
+) -> None:
     writer = _Writer(vol, plan, stats, progress)
     root = plan.dirs[0]
     root.ino = root.parent_ino = fmt.ROOT_INO
@@ -953,9 +971,20 @@ def _write(vol, plan: _Plan, stats: PopulateStats, progress: ProgressFn | None, 
     _prepare_lost_found(vol, root)
     writer._write_dir_inode(root, uid, gid)
     for d in plan.dirs:
+        if writer.reproducible:
+            _sort_entries(d)
         writer.write_dir(d)
     if progress is not None:
         progress(plan.entries, plan.entries)
+
+
+def _sort_entries(d: _Dir) -> None:
+    """Put a directory's children in name order (host readdir order is not reproducible)."""
+    order = sorted(range(len(d.names)), key=d.names.__getitem__)
+    d.names = [d.names[i] for i in order]
+    d.stats = [d.stats[i] for i in order]
+    d.extra = [d.extra[i] for i in order]
+    d.subdirs = [x for x in d.extra if isinstance(x, _Dir)]
 
 
 def _prepare_lost_found(vol, root: _Dir) -> None:

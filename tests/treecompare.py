@@ -101,9 +101,15 @@ def compare_trees(
         diffs.append(f"{rel!r}: only in {a!r}")
     for rel in sorted(tb.keys() - ta.keys()):
         diffs.append(f"{rel!r}: only in {b!r}")
+    seen: set[tuple[int, int]] = set()
     for rel in sorted(ta.keys() & tb.keys()):
         if rel == b"." and not root_meta:
             continue
+        key = (ta[rel].st_dev, ta[rel].st_ino)
+        if key in seen and not stat.S_ISDIR(ta[rel].st_mode):
+            # another name of an inode already compared: the link groups are compared below
+            continue
+        seen.add(key)
         diffs.extend(
             _compare_one(rel, os.path.join(a, rel), os.path.join(b, rel), ta[rel], tb[rel], owners, atime, holes)
         )
