@@ -380,6 +380,7 @@ def test_blkid_agrees_after_force(img):
         (["-N", "100", "-i", "8192"], "exclusive"),
         (["-N", "10000000"], "do not fit"),
         (["-i", "12"], "bytes-per-inode"),
+        (["-L", "bad\udcff"], "not valid UTF-8"),
     ],
 )
 def test_bad_options(img, args, message):
@@ -516,3 +517,11 @@ def test_failed_populate_leaves_no_valid_superblock(tmp_path, img, monkeypatch):
     backup = (len(data) // BS - 1) * BS
     assert data[backup : backup + 8] == bytes(8) and data[BPG * BS : BPG * BS + 8] == bytes(8)
     assert data[BPG * BS + 8 : BPG * BS + 16] != bytes(8), "only the magic is erased"
+
+
+@pytest.mark.parametrize(("spec", "check"), [("time", lambda u: u.version == 1), ("clear", lambda u: u.int == 0)])
+def test_uuid_kinds(img, spec, check):
+    import uuid
+
+    _ok(img, "64M", "-q", "-U", spec)
+    assert check(uuid.UUID(bytes=bytes(verify_image(img)["static"].uuid)))
