@@ -525,3 +525,23 @@ def test_uuid_kinds(img, spec, check):
 
     _ok(img, "64M", "-q", "-U", spec)
     assert check(uuid.UUID(bytes=bytes(verify_image(img)["static"].uuid)))
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "message"),
+    [((0, 512), 1, "falls in filesystem metadata"), ((40 << 20, 4096), 0, "1 data block(s) lie on media")],
+)
+def test_bad_media(img, monkeypatch, bad, code, message):
+    """Bad ranges the kernel lists: refused in metadata, warned about in data."""
+    from nvfs_tools.device import Device
+
+    real = Device._sysfs_facts
+
+    def with_badblocks(self, st):
+        real(self, st)
+        self.badblocks = [bad]
+
+    monkeypatch.setattr(Device, "_sysfs_facts", with_badblocks)
+    _blank(img)
+    res = mkfs(img, "-q")
+    assert res.code == code and message in res.err, res.err
