@@ -545,3 +545,9 @@ def test_bad_media(img, monkeypatch, bad, code, message):
     _blank(img)
     res = mkfs(img, "-q")
     assert res.code == code and message in res.err, res.err
+
+
+@pytest.mark.parametrize("args", [["300M", "-i", "1024"], ["300M", "-b", "8192", "-i", "1024"]])
+def test_inode_bitmap_of_several_blocks(img, args):
+    _ok(img, "-q", *args)
+    assert verify_image(img)["geo"].inode_bitmap_blocks > 1
