@@ -1072,7 +1072,7 @@ class Session:
         ino = self.lookup(rest[0]) if rest else self.cwd
         dinode = self.read_inode(ino)
         if dinode.mode & fmt.S_IFMT != fmt.S_IFDIR:
-            raise RequestError(f"{rest[0] if rest else ino}: not a directory")
+            raise RequestError(f"{rest[0] if rest else self.cwd_path}: not a directory")
         rows: list[tuple[bytes, int, bool]] = [(b".", ino, False), (b"..", dinode.parent, False)]
         if "-d" in opts:
             bank = dinode.dir_bank if dinode.dir_bank in (0, 1) else 0
