@@ -302,10 +302,10 @@ def compare(vol: Volume, model: Model) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(ops, min_size=1, max_size=25))
-def test_random_operations_match_model(seq):
+@given(st.lists(ops, min_size=1, max_size=25), st.booleans())
+def test_random_operations_match_model(seq, quota):
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
-        path = make_image(os.path.join(tmp, "fs.img"), 8 << 20)
+        path = make_image(os.path.join(tmp, "fs.img"), 8 << 20, quota=quota)
         model = Model(fmt.ROOT_INO)
         for op in PRELUDE + seq:
             with Volume.open(path, writable=True) as vol:
