@@ -477,40 +477,71 @@ class Volume:
         times: Any = None,
         *,
         data: bytes | None = None,
+        xattrs: dict[bytes, bytes] | None = None,
     ) -> int:
         """Create a regular file (``mode`` may omit S_IFREG); ``data`` fills it in one go.
 
-        With ``data`` the blocks are written before the inode is linked, so the
-        new file costs two barriers in all (those of the directory add).
+        With ``data`` (and ``xattrs``) the blocks are written before the inode
+        is linked, so the new file costs two barriers in all (those of the
+        directory add) and no journal transaction.
         """
         if mode & fmt.S_IFMT == 0:
             mode |= fmt.S_IFREG
         if mode & fmt.S_IFMT != fmt.S_IFREG:
             raise InvalidArgumentError("create makes regular files; use mkdir/symlink/mknod")
-        return self._make(parent, name, mode, uid, gid, times, data=data)
+        return self._make(parent, name, mode, uid, gid, times, data=data, xattrs=xattrs)
 
-    def mkdir(self, parent: int, name: Name, mode: int = 0o755, uid: int = 0, gid: int = 0, times: Any = None) -> int:
+    def mkdir(
+        self,
+        parent: int,
+        name: Name,
+        mode: int = 0o755,
+        uid: int = 0,
+        gid: int = 0,
+        times: Any = None,
+        *,
+        xattrs: dict[bytes, bytes] | None = None,
+    ) -> int:
         mode = (mode & 0o7777) | fmt.S_IFDIR
-        return self._make(parent, name, mode, uid, gid, times)
+        return self._make(parent, name, mode, uid, gid, times, xattrs=xattrs)
 
-    def symlink(self, parent: int, name: Name, target: Name, uid: int = 0, gid: int = 0, times: Any = None) -> int:
+    def symlink(
+        self,
+        parent: int,
+        name: Name,
+        target: Name,
+        uid: int = 0,
+        gid: int = 0,
+        times: Any = None,
+        *,
+        xattrs: dict[bytes, bytes] | None = None,
+    ) -> int:
         target = _name(target)
         if not target or b"\0" in target or len(target) > self.block_size:
             raise InvalidArgumentError(f"invalid symlink target of {len(target)} bytes")
         mode = fmt.S_IFLNK | 0o777
         if len(target) <= fmt.INLINE_SYMLINK_MAX:
-            return self._make(parent, name, mode, uid, gid, times, inline=target)
-        return self._make(parent, name, mode, uid, gid, times, data=target)
+            return self._make(parent, name, mode, uid, gid, times, inline=target, xattrs=xattrs)
+        return self._make(parent, name, mode, uid, gid, times, data=target, xattrs=xattrs)
 
     def mknod(
-        self, parent: int, name: Name, mode: int, rdev: int = 0, uid: int = 0, gid: int = 0, times: Any = None
+        self,
+        parent: int,
+        name: Name,
+        mode: int,
+        rdev: int = 0,
+        uid: int = 0,
+        gid: int = 0,
+        times: Any = None,
+        *,
+        xattrs: dict[bytes, bytes] | None = None,
     ) -> int:
         """Create a device node, FIFO or socket; ``rdev`` in media encoding (major << 32 | minor)."""
         if mode & fmt.S_IFMT not in (fmt.S_IFCHR, fmt.S_IFBLK, fmt.S_IFIFO, fmt.S_IFSOCK):
             raise InvalidArgumentError(f"mknod cannot make mode 0o{mode:o}")
         if mode & fmt.S_IFMT in (fmt.S_IFIFO, fmt.S_IFSOCK):
             rdev = 0
-        return self._make(parent, name, mode, uid, gid, times, rdev=rdev)
+        return self._make(parent, name, mode, uid, gid, times, rdev=rdev, xattrs=xattrs)
 
     def _make(
         self,
@@ -524,8 +555,10 @@ class Volume:
         data: bytes | None = None,
         inline: bytes | None = None,
         rdev: int = 0,
+        xattrs: dict[bytes, bytes] | None = None,
     ) -> int:
         name, d = self._check_new_name(parent, name)
+        xblock = xa.build_block({_name(k): bytes(v) for k, v in xattrs.items()}, self.block_size) if xattrs else None
         directory = is_dir(mode)
         t = _times(times)
         pgroup = (parent - 1) // self._ipg
@@ -533,9 +566,11 @@ class Volume:
             goal = 0 if parent == fmt.ROOT_INO and name == fmt.LOST_FOUND_NAME else None
         else:
             goal = pgroup
+        need = 1 if xblock is not None else 0
         if data:
             n = -(-len(data) // self.block_size)
-            need = n + filemap.indirect_blocks_needed(n, self.block_size)
+            need += n + filemap.indirect_blocks_needed(n, self.block_size)
+        if need:
             if need > self.alloc.sb_free_blocks:
                 raise NoSpaceError(
                     f"no space left: {need * self.block_size} bytes needed, "
@@ -556,6 +591,10 @@ class Volume:
             if data:
                 ptrs, nblocks = self._write_new_file(ino, data)
                 extra.update(block=ptrs, size=len(data), blocks=nblocks)
+            if xblock is not None:
+                blk = self.alloc.allocate_blocks(1, self._block_goal(ino))[0]
+                self.write_block(blk, xblock)
+                extra.update(xattr_block=blk, blocks=extra.get("blocks", 0) + 1)
             self.dev.write(self.inode_offset(ino), self._inode_image(mode, uid, gid, 2 if directory else 1, t, **extra))
 
         ino = self.alloc.allocate_inode(directory, goal, write_inode)
@@ -566,17 +605,20 @@ class Volume:
                 linked = True
             d.add(name, ino, fmt.MODE_TO_DT[mode & fmt.S_IFMT])
         except NvfsError:
-            self._undo_make(ino, directory, extra.get("block"), parent if linked else 0)
+            self._undo_make(ino, directory, extra.get("block"), extra.get("xattr_block", 0), parent if linked else 0)
             raise
         nblocks = extra.get("blocks", 0)
         if self.quota is not None:
             self.quota.charge(uid, gid, nblocks * self.block_size, 1)
         return ino
 
-    def _undo_make(self, ino: int, directory: bool, ptrs: list[int] | None, parent: int) -> None:
+    def _undo_make(self, ino: int, directory: bool, ptrs: list[int] | None, xblock: int, parent: int) -> None:
         """Give back what a failed creation took (the inode was never linked)."""
-        if ptrs:
-            self.alloc.free_block_list(filemap.all_blocks(self, ptrs))
+        blocks = filemap.all_blocks(self, ptrs) if ptrs else []
+        if xblock:
+            blocks.append(xblock)
+        if blocks:
+            self.alloc.free_block_list(blocks)
         if parent:
             self._adjust_links(parent, -1)
         self.dev.write(self.inode_offset(ino), bytes(fmt.INODE_SIZE))

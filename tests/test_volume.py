@@ -494,3 +494,22 @@ def test_exchange(image):
     with Volume.open(image) as vol:
         assert {e.name: e.file_type for e in vol.listdir(a)} == {b"sub": fmt.DT_LNK}
         assert {e.name: e.file_type for e in vol.listdir(ROOT)}[b"s"] == fmt.DT_REG
+
+
+def test_create_with_xattrs(image):
+    attrs = {b"user.a": b"1", b"security.selinux": b"ctx", b"system.posix_acl_access": b"\x02\0\0\0"}
+    with rw(image) as vol:
+        f = vol.create(ROOT, "f", 0o644, data=b"x" * 5000, xattrs=attrs)
+        d = vol.mkdir(ROOT, "d", xattrs={b"trusted.t": b"v"})
+        s = vol.symlink(d, "s", "t", xattrs={b"user.l": b""})
+        n = vol.mknod(d, "n", fmt.S_IFIFO | 0o600, xattrs={b"user.n": b"z"})
+        with pytest.raises(InvalidArgumentError):
+            vol.create(ROOT, "bad", 0o644, xattrs={b"nope.x": b""})
+    with Volume.open(image) as vol:
+        assert {k: vol.getxattr(f, k) for k in vol.listxattr(f)} == attrs
+        assert vol.read_inode(f).blocks == 3 and vol.read(f) == b"x" * 5000
+        assert vol.getxattr(d, "trusted.t") == b"v" and vol.getxattr(s, "user.l") == b""
+        assert vol.getxattr(n, "user.n") == b"z"
+        with pytest.raises(NoSuchFileError):
+            vol.lookup("/bad")
+    assert_clean(image)
