@@ -95,6 +95,29 @@ def copy_image(src: str, dst: str) -> None:
             offset = end
 
 
+def digest(path: str) -> str:
+    """SHA-256 of every data extent with its offset (holes read as zeros and cannot change unseen)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # no data after offset
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            h.update(start.to_bytes(8, "little"))
+            f.seek(start)
+            h.update(f.read(end - start))
+            offset = end
+        h.update(size.to_bytes(8, "little"))
+    return h.hexdigest()
+
+
 def read_back(path: str, files: dict[str, bytes], skip: set[str]) -> list[str]:
     """Paths (not in ``skip``) whose content differs from ``files`` through the library; [] when all match."""
     bad: list[str] = []
