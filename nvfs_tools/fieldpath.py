@@ -18,6 +18,20 @@ integer, so they mean the same thing for integers and byte strings:
 bit, ``middlebit`` the bit in the middle, ``lastbit`` the least significant
 bit, ``add`` / ``sub`` add or subtract a small amount (default 1) modulo the
 field width, ``random`` stores random bytes that differ from the old ones.
+
+A field-fuzzing campaign needs three calls::
+
+    for inst in annotate.structures(dev, geo):            # every structure on the image
+        for field in leaves(inst.type_name, geo.block_size):  # every field of it
+            for verb in FUZZ_VERBS:
+                field, old, new = fuzz_field(dev, geo, inst.type_name, inst.addr, field.path, verb,
+                                             rng=random.Random(seed))
+                ...  # run fsck, then put ``old`` back with store_field(...) or use a fresh copy
+
+``fuzz_field`` recomputes the checksums that cover the field (static
+superblock, xattr block, journal slot) unless ``fix_checksums=False``, so the
+damage reaches the checks behind the checksum, as xfs_db's fuzz does.  The
+same case replays in debugfs.nvfs as ``fuzz -s SEED TYPE @ADDR FIELD VERB``.
 """
 
 from __future__ import annotations
@@ -261,6 +275,8 @@ def struct_size(type_name: str, block_size: int = fmt.DEFAULT_BLOCK_SIZE) -> int
 def _normalise(path: str) -> str:
     """Accept ``a.b[3]``, ``a.b.3`` and ``a/b`` spellings alike."""
     path = path.strip().replace("/", ".")
+    for k, level in enumerate(("IND", "DIND", "TIND", "QIND", "5IND")):  # debugfs' block[IND] spelling
+        path = path.replace(f"[{level}]", f"[{fmt.N_DIRECT + k}]")
     path = re.sub(r"\.(\d+)(?=\.|\[|$)", r"[\1]", path)
     return path
 

@@ -60,6 +60,8 @@ def test_path_spellings_and_ranges():
     base = fmt.field_offset(fmt.Inode, "block")
     assert fp.resolve_one("inode", "block[3]").offset == base + 24
     assert fp.resolve_one("inode", "block.3") == fp.resolve_one("inode", "block[3]")
+    assert fp.resolve_one("inode", "block[IND]").offset == base + 8 * fmt.N_DIRECT
+    assert fp.resolve_one("inode", "block[5IND]").offset == base + 8 * (fmt.N_BLOCK_POINTERS - 1)
     assert [f.path for f in fp.resolve("inode", "block[2-4]")] == ["block[2]", "block[3]", "block[4]"]
     assert len(fp.resolve("inode", "block")) == fmt.N_BLOCK_POINTERS
     e = fp.resolve_one("journal_slot", "entries[2].value")
