@@ -119,6 +119,13 @@ _EXPECTED_ORDER = (
     "atime_nsec mtime_nsec ctime_nsec btime_nsec parent xattr_block next_orphan rdev dir_bank"
 ).split()
 _U64 = struct.Struct("<Q")
+
+
+def _owner_and_blocks(raw: bytes) -> tuple[int, int, int]:
+    fields = INODE_STRUCT.unpack(raw)
+    return fields[_FIELD_INDEX["uid"]], fields[_FIELD_INDEX["gid"]], fields[_FIELD_INDEX["blocks"]]
+
+
 _NOT_FULL = re.compile(rb"[^\xff]")
 _NOT_ZERO = re.compile(rb"[^\x00]")
 #: What bulk inode allocation uses of :class:`nvfs_tools.alloc.Allocator`.
@@ -459,6 +466,7 @@ class _Writer:
         usable = not getattr(vol.dev, "dax", False) and not getattr(vol.dev, "badblocks", None)
         self.direct_fd = fd if usable and hasattr(vol.dev, "pwrite") else -1
         self.pending: list[tuple[int, bytes]] = []
+        self.usage: dict[tuple[int, int], list[int]] | None = {} if getattr(vol, "quota", None) is not None else None
         self.q_bufs: list[bytes | memoryview] = []
         self.q_start = 0
         self.q_end = -1
@@ -547,7 +555,21 @@ class _Writer:
         return (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, self.now)
 
     def _write_inode(self, ino: int, raw: bytes) -> None:
+        """Queue a new inode's image; with quota on, its usage is added up per (uid, gid)."""
         self.pending.append((ino, raw))
+        if self.usage is not None:
+            uid, gid, blocks = _owner_and_blocks(raw)
+            use = self.usage.setdefault((uid, gid), [0, 0])
+            use[0] += blocks * self.bs
+            use[1] += 1
+
+    def charge_quota(self) -> None:
+        """Charge what the raw inode writes used (directory pages are charged by Directory itself)."""
+        if self.usage is None:
+            return
+        for (uid, gid), (nbytes, inodes) in sorted(self.usage.items()):
+            self.vol.quota.charge(uid, gid, nbytes, inodes)
+        self.usage = {}
 
     def _flush_inodes(self) -> None:
         """Write the queued inode images, consecutive inode numbers in one store."""
@@ -974,6 +996,7 @@ def _write(
         if writer.reproducible:
             _sort_entries(d)
         writer.write_dir(d)
+    writer.charge_quota()
     if progress is not None:
         progress(plan.entries, plan.entries)
 
