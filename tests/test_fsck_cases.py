@@ -112,7 +112,7 @@ def test_fast_path_never_passes_damage(base_image, name, tmp_path):
         assert not proven
 
 
-@pytest.mark.parametrize("name", ["f_dup_block", "f_bad_tree", "f_orphan_delete", "f_multi_damage"])
+@pytest.mark.parametrize("name", ["f_clean", "f_dup_block", "f_bad_tree", "f_orphan_delete", "f_multi_damage"])
 def test_case_pure_subprocess(base_image, name, tmp_path):
     """The same cases through the console script with the pure-Python scan backend."""
     case, img, files = make_case(base_image, name, tmp_path)
@@ -123,4 +123,5 @@ def test_case_pure_subprocess(base_image, name, tmp_path):
     assert filtered(run.stdout.replace(img, DEV)) + f"Exit status is {run.returncode}\n" == expect, run.stderr
     again = subprocess.run([sys.executable, "-m", "nvfs_tools.fsck", "-fn", img], capture_output=True, env=env)
     assert again.returncode == 0
+    assert b"Pass 5" in again.stdout
     assert not base.read_back(img, files, set(getattr(case, "TOUCHED", ())))

@@ -72,6 +72,7 @@ def _run(chk: Checker, dev: Any) -> None:
     from nvfs_tools.check import pass0_super
     from nvfs_tools.check.image import Image
 
+    _preload_numpy()
     static, raw, reason, offset = pass0_super.load_superblock(dev, chk.opt.use_backup)
     unknown_ro = static.feature_ro_compat & ~fmt.FEATURE_RO_COMPAT_KNOWN
     if unknown_ro and chk.writable:
@@ -93,6 +94,19 @@ def _run(chk: Checker, dev: Any) -> None:
     if not chk.opt.force:
         chk.say(f"{chk.device}: {forced}.")
     _full_check(chk)
+
+
+def _preload_numpy() -> None:
+    """Import numpy (for the bulk fast path) on a thread while pass 0 reads the superblock."""
+    import threading
+
+    def load() -> None:
+        try:
+            import numpy  # noqa: F401
+        except ImportError:
+            pass
+
+    threading.Thread(target=load, name="preload-numpy", daemon=True).start()
 
 
 def _forced_reason(chk: Checker, state: int) -> str | None:
