@@ -1187,7 +1187,10 @@ class Session:
 
     @command("write_file", usage="write_file HOSTFILE NAME  (also: write HOSTFILE NAME)", writes=True)
     def do_write_file(self, args: list[str]) -> None:
-        """Copy a host file into the image as NAME (holes kept where the host file has zero blocks)."""
+        """Copy a host file into the image as NAME (holes kept where the host file has zero blocks).
+
+        As in debugfs, the new file takes the host file's permission bits and is owned by 0:0.
+        """
         self.need(args, 2, 2, "write HOSTFILE NAME")
         st = os.stat(args[0])
         if not statmod.S_ISREG(st.st_mode):
@@ -1196,7 +1199,8 @@ class Session:
         if self.child(parent, name) is not None:
             raise RequestError(f"{args[1]}: file exists")
         vol = self.vol
-        ino = vol.create(parent, name, fmt.S_IFREG | (st.st_mode & 0o7777), uid=st.st_uid, gid=st.st_gid)
+        # like debugfs: permission bits from the host file, owner root (set it with sif if needed)
+        ino = vol.create(parent, name, fmt.S_IFREG | (st.st_mode & 0o7777))
         chunk = max(self.bs, 1 << 20)
         with open(args[0], "rb") as f:
             offset = 0

@@ -78,12 +78,14 @@ def host_files(root: Path) -> dict[str, Path]:
     out = {}
     for name, data in files.items():
         (root / name).write_bytes(data)
+        (root / name).chmod(0o644)  # the image copies permission bits: keep goldens umask-proof
         out[name] = root / name
     sparse = root / "sparse"
     with open(sparse, "wb") as f:
         f.write(b"head")
         f.seek(40 * 4096)
         f.write(b"tail")
+    sparse.chmod(0o644)
     out["sparse"] = sparse
     (root / "attrval").write_bytes(b"\x00\x01binary\xff")
     out["attrval"] = root / "attrval"
