@@ -724,6 +724,19 @@ class Volume:
         self.barrier()
         self._destroy(ino)
 
+    def orphans(self) -> list[int]:
+        """Inodes on the orphan list, head first (deletes a crash interrupted; fsck completes them)."""
+        out: list[int] = []
+        seen: set[int] = set()
+        ino = self._dyn_get("orphan_head")
+        while ino:
+            if ino in seen or not 1 <= ino <= self.geo.inodes_count:
+                raise CorruptError(f"orphan list broken at inode {ino}")
+            seen.add(ino)
+            out.append(ino)
+            ino = self._get(ino, "next_orphan")
+        return out
+
     def _orphan_push(self, ino: int) -> None:
         base = self.inode_offset(ino)
         self.dev.write(base + _INODE_OFF["next_orphan"], _U64.pack(self._dyn_get("orphan_head")))

@@ -513,3 +513,17 @@ def test_create_with_xattrs(image):
         with pytest.raises(NoSuchFileError):
             vol.lookup("/bad")
     assert_clean(image)
+
+
+def test_orphan_list_left_by_interrupted_unlink(image):
+    with rw(image) as vol:
+        f = vol.create(ROOT, "f", 0o644, data=b"x")
+        g = vol.create(ROOT, "g", 0o644)
+        assert vol.orphans() == []
+        vol._orphan_push(f)  # what a crash right after the push leaves
+        vol._orphan_push(g)
+        assert vol.orphans() == [g, f]
+        vol.set_inode_fields(f, next_orphan=g)  # a loop
+    with Volume.open(image) as vol:
+        with pytest.raises(CorruptError):
+            vol.orphans()
