@@ -139,6 +139,7 @@ class Pass1:
                     stats.inodes += 1
             chk.progress(1)
         stats.blocks = self.blocks_seen
+        chk.shared_blocks = set(self.dup_blocks)
         if self.dup_blocks:
             self.resolve_dups()
         stats.extra["shared_blocks"] = len(self.dup_blocks)
