@@ -233,6 +233,23 @@ class Allocator:
             pos = base + (rel // nb + 1) * nb
         return -1
 
+    def aligned_goal(self, goal: int | None) -> int | None:
+        """First block of a free 2 MiB-aligned run at or after ``goal`` (any group), or None."""
+        if self.huge_blocks < 8:
+            return None
+        start = self.block_cursor if goal is None else goal
+        if not 0 <= start < self.geo.blocks_count:
+            start = 0
+        bpg = self.geo.blocks_per_group
+        g0 = start // bpg
+        for g in self._groups_from(start):
+            if self.free_blocks[g] < self.huge_blocks:
+                continue
+            bit = self._find_aligned(g, start - g * bpg if g == g0 else 0)
+            if bit >= 0:
+                return g * bpg + bit
+        return None
+
     def _take_aligned(self, chunks: int, goal: int | None) -> list[int]:
         got: list[int] = []
         align = self.huge_blocks

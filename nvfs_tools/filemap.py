@@ -153,12 +153,44 @@ class TreeUpdate:
     root_changes: dict[int, int] = field(default_factory=dict)
 
 
+def missing_nodes(vol: Volume, ptrs: list[int], fblocks: list[int]) -> int:
+    """How many indirect blocks mapping ``fblocks`` would have to allocate."""
+    bs = vol.block_size
+    view = vol.dev.view
+    seen: set[tuple] = set()
+    count = 0
+    for fb in fblocks:
+        index, path = fmt.block_path(fb, bs)
+        if not path:
+            continue
+        key: tuple = (index,)
+        blk = ptrs[index]
+        if key not in seen:
+            seen.add(key)
+            count += blk == 0
+        for slot in path[:-1]:
+            key = key + (slot,)
+            child = _U64.unpack_from(view, blk * bs + slot * 8)[0] if blk else 0
+            if key not in seen:
+                seen.add(key)
+                count += child == 0
+            blk = child
+    return count
+
+
 def link_blocks(
-    vol: Volume, ptrs: list[int], items: list[tuple[int, int]], goal: int | None, *, reachable: bool
+    vol: Volume,
+    ptrs: list[int],
+    items: list[tuple[int, int]],
+    goal: int | None,
+    *,
+    reachable: bool,
+    node_blocks: list[int] | None = None,
 ) -> TreeUpdate:
     """Plan linking ``(file block, device block)`` pairs into the tree rooted at ``ptrs``.
 
-    Missing indirect blocks are allocated (near ``goal``).  When the inode is
+    Missing indirect blocks come from ``node_blocks`` (set aside by the caller)
+    or are allocated (near ``goal``).  When the inode is
     ``reachable`` (a live file) stores into existing blocks are deferred to
     ``late_stores``; root pointer changes always go to ``root_changes`` for the
     caller to store after the barrier (or to put into a new inode image).
@@ -166,6 +198,12 @@ def link_blocks(
     bs = vol.block_size
     view = vol.dev.view
     upd = TreeUpdate()
+    spare = iter(node_blocks or ())
+
+    def new_node() -> int:
+        """A block for a new indirect node: one set aside by the caller, else allocated now."""
+        return next(spare, None) or vol.allocate_block(goal)
+
     # node key (root index, path prefix) -> (block, new contents or None if existing)
     nodes: dict[tuple, tuple[int, bytearray | None]] = {}
     roots = list(ptrs)
@@ -183,7 +221,7 @@ def link_blocks(
                 vol.check_data_block(blk)
                 node = (blk, None)
             else:
-                blk = vol.allocate_block(goal)
+                blk = new_node()
                 node = (blk, bytearray(bs))
                 upd.new_nodes[blk] = node[1]
                 roots[index] = blk
@@ -208,7 +246,7 @@ def link_blocks(
                     vol.check_data_block(cur)
                     child = (cur, None)
                 else:
-                    nb = vol.allocate_block(goal)
+                    nb = new_node()
                     child = (nb, bytearray(bs))
                     upd.new_nodes[nb] = child[1]
                     if content is not None:

@@ -149,3 +149,18 @@ def test_no_space_leaves_counters(shm_tmp):
             vol.allocate_block()
         vol.free_blocks(got)
         counters_match_bitmaps(vol)
+
+
+def test_appends_past_2mib_land_in_aligned_runs(image):
+    chunk = b"a" * (1 << 20)
+    with Volume.open(image, writable=True) as vol:
+        vol.create(ROOT, "small", 0o644, data=b"s" * 5000)  # the cursor is now unaligned
+        ino = vol.create(ROOT, "log", 0o644)
+        for i in range(8):
+            vol.write(ino, i * len(chunk), chunk)
+        mapped = dict(vol.file_blocks(ino))
+        for first in (512, 1024, 1536):  # every whole 2 MiB of the file after the first
+            assert mapped[first] % 512 == 0
+            assert [mapped[first + k] for k in range(512)] == list(range(mapped[first], mapped[first] + 512))
+        assert vol.read(ino) == chunk * 8
+    assert_clean(image)
