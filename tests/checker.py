@@ -184,10 +184,10 @@ class _Checker:
             for b, _ino in self.owner.items():
                 if start <= b < end:
                     expected |= 1 << (b - start)
-            if bits != expected:
-                diff = bits ^ expected
-                examples = [start + i for i in range(geo.blocks_per_group) if diff >> i & 1][:8]
-                self.bad(f"group {g}: block bitmap differs from ownership at blocks {examples}")
+            for diff, what in ((expected & ~bits, "in use but marked free"), (bits & ~expected, "leaked")):
+                if diff:
+                    examples = [start + i for i in range(geo.blocks_per_group) if diff >> i & 1][:8]
+                    self.bad(f"group {g}: block bitmap: blocks {what}: {examples}")
             free = (end - start) - (bits & ((1 << (end - start)) - 1)).bit_count()
             total_free += free
             counter = _U64.unpack_from(self.view, geo.counters_block(g) * bs + GC_FREE_BLOCKS)[0]
