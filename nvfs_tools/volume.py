@@ -72,6 +72,11 @@ _INODE_FIELD = {
 _INODE_OFF = {name: info.offset for name, info in INODE_LAYOUT.items()}
 _BLOCK_OFF = _INODE_OFF["block"]
 _PTRS = struct.Struct(f"<{fmt.N_BLOCK_POINTERS}Q")
+#: the whole inode in one struct; "block" is the last field and expands to 16 values
+_INODE_STRUCT = struct.Struct("<" + "".join(_struct_code(sub) for sub in fmt.Inode.subcons))
+_INODE_NAMES = [sub.name for sub in fmt.Inode.subcons if sub.name != "block"]
+_N_SCALAR = len(_INODE_NAMES)
+assert fmt.Inode.subcons[-1].name == "block" and _INODE_STRUCT.size == fmt.INODE_SIZE
 _U64 = struct.Struct("<Q")
 _U16 = struct.Struct("<H")
 _DYN_LAYOUT = fmt.field_layout(fmt.SuperblockDynamic)
@@ -313,8 +318,15 @@ class Volume:
         return self._itable[g] + index * fmt.INODE_SIZE
 
     def read_inode(self, ino: int) -> Container:
-        """The parsed inode (a :data:`format.Inode` container)."""
-        return fmt.Inode.parse(self.dev.read(self.inode_offset(ino), fmt.INODE_SIZE))
+        """The parsed inode: a Container with the fields of :data:`format.Inode` (block as a list).
+
+        Decoded with one :mod:`struct` call rather than construct (fsck and
+        debugfs read inodes by the million).
+        """
+        values = _INODE_STRUCT.unpack_from(self.dev.view, self.inode_offset(ino))
+        c = Container(zip(_INODE_NAMES, values[:_N_SCALAR], strict=True))
+        c["block"] = list(values[_N_SCALAR:])
+        return c
 
     def inode_raw(self, ino: int) -> bytes:
         return self.dev.read(self.inode_offset(ino), fmt.INODE_SIZE)
