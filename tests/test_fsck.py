@@ -285,6 +285,32 @@ def test_n_never_writes_even_with_journal_and_orphans(image):
     assert base.digest(image) == before
 
 
+def test_quota_usage_agrees_with_the_library(tmp_path):
+    """Usage the library charged is what fsck counts; a damaged record is rewritten."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fsfactory import make_image
+
+    from nvfs_tools.quota import read_usage
+    from nvfs_tools.volume import Volume
+
+    path = make_image(tmp_path / "q.img", 32 << 20, quota=True)
+    with Volume.open(path, writable=True) as vol:
+        d = vol.mkdir(fmt.ROOT_INO, b"d", 0o755, uid=1000, gid=100)
+        for i in range(6):
+            vol.create(d, b"f%d" % i, 0o644, uid=1000 + i % 2, gid=100, data=b"x" * (5000 * i))
+        vol.symlink(fmt.ROOT_INO, b"s", b"t" * 200, uid=7)
+        vol.unlink(d, b"f3")
+        before = read_usage(vol, fmt.USR_QUOTA_INO, 1001)
+    assert check(path, Options(mode="n", force=True), out=io.StringIO()).exit_code() == 0
+    with Volume.open(path, writable=True) as vol:
+        vol.write(fmt.USR_QUOTA_INO, 1001 * fmt.QUOTA_RECORD_SIZE, (12345).to_bytes(8, "little"), charge=False)
+    rep = check(path, Options(mode="y", force=True), out=io.StringIO())
+    assert [f.code for f in rep.findings] == ["QUOTA_USAGE"] and rep.exit_code() == 1
+    with Volume.open(path) as vol:
+        assert read_usage(vol, fmt.USR_QUOTA_INO, 1001) == before
+    assert check(path, Options(mode="n", force=True), out=io.StringIO()).exit_code() == 0
+
+
 # -- the documented table ------------------------------------------------------------------------
 def test_doc_table_matches_problem_table():
     from nvfs_tools.check import doc

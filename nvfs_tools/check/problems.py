@@ -341,6 +341,14 @@ _ROWS: tuple[ProblemDef, ...] = (
         "rewrite the group's counters",
     ),
     ProblemDef(
+        "QUOTA_USAGE",
+        5,
+        "{kind} quota (file inode {ino}): {count} usage records wrong ({sample})",
+        "notice",
+        True,
+        "rewrite the records from the usage counted over all inodes",
+    ),
+    ProblemDef(
         "SB_FREE_COUNTS",
         5,
         "superblock free counts wrong ({diffs})",

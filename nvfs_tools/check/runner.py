@@ -140,7 +140,8 @@ def _summary_clean(chk: Checker) -> None:
 def _full_check(chk: Checker) -> None:
     from nvfs_tools.check import pass1_inodes, pass2_dirs, pass3_connect, pass4_links, pass5_bitmaps
 
-    if not chk.report.findings and _fast(chk):
+    quota = chk.image.static.feature_ro_compat & fmt.FEATURE_RO_COMPAT_QUOTA
+    if not chk.report.findings and not quota and _fast(chk):
         _finish(chk)
         return
     pass1_inodes.run(chk)
@@ -148,6 +149,9 @@ def _full_check(chk: Checker) -> None:
     pass3_connect.run(chk)
     pass4_links.run(chk)
     pass5_bitmaps.run(chk)
+    from nvfs_tools.check import pass5_quota
+
+    pass5_quota.run(chk)
     _finish(chk)
 
 
@@ -185,6 +189,9 @@ def _finish(chk: Checker) -> None:
         img.set_dyn("last_check_time", int(time.time()))
         img.set_dyn("check_count", img.dyn_field("check_count") + 1)
         img.barrier()
+        if rep.modified and not rep.unfixed:  # repairs after pass 5 (quota files) may have allocated
+            rep.files_used = rep.files_total - img.dyn_field("free_inodes")
+            rep.blocks_used = rep.blocks_total - img.dyn_field("free_blocks")
     if rep.modified:
         chk.say(f"\n{chk.device}: ***** FILE SYSTEM WAS MODIFIED *****")
     chk.say(f"{chk.device}: {rep.files_used}/{rep.files_total} files, {rep.blocks_used}/{rep.blocks_total} blocks")
