@@ -107,16 +107,12 @@ def _remover(img: Any, e: Any) -> Any:
 def rebuild_directory(chk: Any, ino: int, entries: list[tuple[bytes, int, int]]) -> None:
     """Write a fresh tree for ``entries`` and switch directory ``ino`` to it with its bank flag."""
     from nvfs_tools.check.repairvol import RepairVolume
-    from nvfs_tools.directory import Directory, _Builder
-    from nvfs_tools.namehash import name_hash
+    from nvfs_tools.directory import write_tree
 
     img = chk.image
     info = chk.inodes[ino]
     vol = RepairVolume(img, chk.allocator)
-    d = Directory(vol, ino)
-    seed = img.hash_seed
-    recs = sorted((name_hash(seed, name), name, child, ft) for name, child, ft in entries)
-    root = _Builder(d, recs, img.bs).run() if recs else 0
+    root, _written = write_tree(vol, ino, entries)
     img.barrier()
     bank = img.inode(ino).dir_bank
     bank = bank if bank in (0, 1) else 0
