@@ -868,12 +868,13 @@ class Volume:
                 goal = before[0] + 1 if before else None
             if goal is None:
                 goal = self._block_goal(ino)
-            # indirect blocks first, at the goal: the data then continues right behind them,
-            # or (see below) in an aligned run they do not cut into
-            nodes = self.alloc.allocate_blocks(filemap.missing_nodes(self, ptrs, new), goal)
-            if nodes:
-                goal = nodes[-1] + 1
+            nodes: list[int] = []
             hb = self.alloc.huge_blocks
+            if end > HUGE_BYTES:
+                # big files: indirect blocks first, so that they never cut into a data run
+                nodes = self.alloc.allocate_blocks(filemap.missing_nodes(self, ptrs, new), goal)
+                if nodes:
+                    goal = nodes[-1] + 1
             if end > HUGE_BYTES and new[0] % hb == 0 and (goal is None or goal % hb):
                 # a big file reaching a 2 MiB boundary of its own: start a fresh aligned run,
                 # so that appends (each continuing at the previous block) fill aligned chunks
@@ -883,7 +884,8 @@ class Volume:
             upd = filemap.link_blocks(
                 self, ptrs, list(zip(new, dblocks, strict=True)), None, reachable=True, node_blocks=nodes
             )
-            assert len(upd.new_nodes) == len(nodes)
+            if nodes and len(upd.new_nodes) != len(nodes):  # the tree changed under us
+                raise CorruptError(f"inode {ino}: indirect tree inconsistent while writing")
             for blk, content in upd.new_nodes.items():
                 self.dev.write(blk * bs, content)
             self.barrier()
