@@ -692,7 +692,11 @@ class Volume:
             raise IsADirectoryError_("hard links to directories are not allowed")
         name, d = self._check_new_name(parent, name)
         self._adjust_links(ino, +1)
-        d.add(name, ino, fmt.MODE_TO_DT[mode & fmt.S_IFMT])
+        try:
+            d.add(name, ino, fmt.MODE_TO_DT[mode & fmt.S_IFMT])
+        except NvfsError:
+            self._adjust_links(ino, -1)
+            raise
 
     # ------------------------------------------------------------------ removal
     def unlink(self, parent: int, name: Name) -> None:
