@@ -302,10 +302,11 @@ def compare(vol: Volume, model: Model) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(ops, min_size=1, max_size=25), st.booleans())
-def test_random_operations_match_model(seq, quota):
+@given(st.lists(ops, min_size=1, max_size=25), st.booleans(), st.booleans())
+def test_random_operations_match_model(seq, quota, two_groups):
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
-        path = make_image(os.path.join(tmp, "fs.img"), 8 << 20, quota=quota)
+        size, inodes = ((160 << 20), 512) if two_groups else ((8 << 20), None)
+        path = make_image(os.path.join(tmp, "fs.img"), size, quota=quota, inode_count=inodes)
         model = Model(fmt.ROOT_INO)
         for op in PRELUDE + seq:
             with Volume.open(path, writable=True) as vol:
