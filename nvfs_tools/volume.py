@@ -76,6 +76,7 @@ _PTRS = struct.Struct(f"<{fmt.N_BLOCK_POINTERS}Q")
 _INODE_STRUCT = struct.Struct("<" + "".join(_struct_code(sub) for sub in fmt.Inode.subcons))
 _INODE_NAMES = [sub.name for sub in fmt.Inode.subcons if sub.name != "block"]
 _N_SCALAR = len(_INODE_NAMES)
+_FIELD_MAX = {name: (1 << (8 * INODE_LAYOUT[name].size)) - 1 for name in ("uid", "gid", "mode")}
 assert fmt.Inode.subcons[-1].name == "block" and _INODE_STRUCT.size == fmt.INODE_SIZE
 _U64 = struct.Struct("<Q")
 _U16 = struct.Struct("<H")
@@ -384,6 +385,16 @@ class Volume:
         self.dev.write(self.inode_offset(ino), self._inode_image(mode, 0, 0, 1, t))
 
     @staticmethod
+    def _validate(mode: int, uid: int, gid: int, times: dict[str, tuple[int, int]]) -> None:
+        """Reject values the inode cannot hold before anything is allocated."""
+        for field, value in (("uid", uid), ("gid", gid), ("mode", mode)):
+            if not 0 <= value <= _FIELD_MAX[field]:
+                raise InvalidArgumentError(f"{field} {value} out of range")
+        for f, (sec, nsec) in times.items():
+            if not -(1 << 63) <= sec < 1 << 63 or not 0 <= nsec < 1_000_000_000:
+                raise InvalidArgumentError(f"{f} ({sec}, {nsec}) out of range")
+
+    @staticmethod
     def _inode_image(
         mode: int, uid: int, gid: int, links: int, times: dict[str, tuple[int, int]], **extra: Any
     ) -> bytearray:
@@ -573,6 +584,7 @@ class Volume:
         xblock = xa.build_block({_name(k): bytes(v) for k, v in xattrs.items()}, self.block_size) if xattrs else None
         directory = is_dir(mode)
         t = _times(times)
+        self._validate(mode, uid, gid, t)
         pgroup = (parent - 1) // self._ipg
         if directory:
             goal = 0 if parent == fmt.ROOT_INO and name == fmt.LOST_FOUND_NAME else None
@@ -981,7 +993,10 @@ class Volume:
 
     @staticmethod
     def _img_set(img: bytearray, field: str, value: int) -> None:
-        _INODE_FIELD[field].pack_into(img, _INODE_OFF[field], value)
+        try:
+            _INODE_FIELD[field].pack_into(img, _INODE_OFF[field], value)
+        except struct.error:
+            raise InvalidArgumentError(f"{field} value {value!r} does not fit the inode field") from None
 
     def setattr(
         self,
@@ -1011,6 +1026,8 @@ class Volume:
             self._img_set(img, "gid", gid)
         for f, value in (("atime", atime), ("mtime", mtime), ("ctime", ctime), ("btime", btime)):
             if value is not None:
+                if not 0 <= value[1] < 1_000_000_000:
+                    raise InvalidArgumentError(f"{f} nanoseconds {value[1]} out of range")
                 self._img_set(img, f, value[0])
                 self._img_set(img, f + "_nsec", value[1])
         self._journal_images(images, [])

@@ -527,3 +527,20 @@ def test_orphan_list_left_by_interrupted_unlink(image):
     with Volume.open(image) as vol:
         with pytest.raises(CorruptError):
             vol.orphans()
+
+
+def test_values_out_of_range_refused(image):
+    with rw(image) as vol:
+        free = (vol.dyn.free_blocks, vol.dyn.free_inodes)
+        with pytest.raises(InvalidArgumentError):
+            vol.create(ROOT, "f", 0o644, uid=1 << 32, data=b"x" * 9000)
+        with pytest.raises(InvalidArgumentError):
+            vol.mkdir(ROOT, "d", times=(0, 1_000_000_000))
+        assert (vol.dyn.free_blocks, vol.dyn.free_inodes) == free
+        f = vol.create(ROOT, "g", 0o644)
+        with pytest.raises(InvalidArgumentError):
+            vol.setattr(f, gid=-1)
+        with pytest.raises(InvalidArgumentError):
+            vol.setattr(f, mtime=(1, -5))
+        assert vol.read_inode(f).gid == 0
+    assert_clean(image)
