@@ -301,7 +301,11 @@ def compare(vol: Volume, model: Model) -> None:
         assert {n: vol.getxattr(f.ino, n) for n in vol.listxattr(f.ino)} == f.xattrs
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: NVFS_VOLUME_EXAMPLES=2000 turns this into a long campaign (the default keeps CI fast)
+EXAMPLES = int(os.environ.get("NVFS_VOLUME_EXAMPLES", "40"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=1, max_size=25), st.booleans(), st.booleans())
 def test_random_operations_match_model(seq, quota, two_groups):
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
