@@ -94,6 +94,8 @@ def replay(dev: Device, journal_block: int, block_size: int, slots: int) -> tupl
             discarded += 1
         dev.write(slot_offset(journal_block, block_size, st.slot) + COMMIT_OFF, _U64.pack(0))
         dev.barrier()
+        if good and st.sequence > _U64.unpack_from(dev.view, _DYN_SEQ)[0]:
+            dev.write(_DYN_SEQ, _U64.pack(st.sequence))  # later transactions keep counting up
     return applied, discarded
 
 

@@ -74,6 +74,7 @@ def test_committed_slot_applied_at_open(image):
     with Volume.open(image, writable=True) as vol:
         node = vol.read_inode(f)
         assert (node.uid, node.gid) == (55, 66)
+        assert vol.dyn.journal_seq == 7  # the sequence continues after the replayed transaction
     assert_clean(image)  # the slot was cleared
 
 
