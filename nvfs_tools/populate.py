@@ -119,6 +119,7 @@ _EXPECTED_ORDER = (
     "atime_nsec mtime_nsec ctime_nsec btime_nsec parent xattr_block next_orphan rdev dir_bank"
 ).split()
 _U64 = struct.Struct("<Q")
+_ZERO_PTRS = (0,) * fmt.N_BLOCK_POINTERS
 
 
 def _owner_and_blocks(raw: bytes) -> tuple[int, int, int]:
@@ -797,7 +798,22 @@ class _Writer:
         bs = self.bs
         ptrs: list[int] | tuple[int, ...] = (0,) * fmt.N_BLOCK_POINTERS
         owned = 0
-        if size:
+        n = -(-size // bs)
+        if 0 < n <= fmt.N_DIRECT and len(pool) >= n and pool[-n] == pool[-1] + n - 1 and st.st_blocks * 512 >= size:
+            # the common case: a small dense file in consecutive pool blocks: one read, direct pointers only
+            first = pool[-1]
+            del pool[-n:]
+            fd = _open_file(name, dfd, path)
+            try:
+                data = os.pread(fd, size, 0)
+            except OSError as exc:
+                raise SourceError(f"{os.fsdecode(path)}: read error: {exc.strerror}") from None
+            finally:
+                os.close(fd)
+            self._put(first * bs, data, n * bs)
+            ptrs = [*range(first, first + n), *_ZERO_PTRS[n:]]
+            owned = n
+        elif size:
             key = (st.st_dev, st.st_ino)
             sparse = self.plan.sparse.get(key)
             fblocks: list[int] | range = sparse if sparse is not None else range(-(-size // bs))
