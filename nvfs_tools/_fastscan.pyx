@@ -1145,11 +1145,15 @@ cdef class _IScanJob:
                          &self.xattrs, self.inuse, self.max_size)
 
 
-def scan_inodes(buf, geo, *, use_bitmap=False, int threads=0):
+def scan_inodes(buf, geo, *, use_bitmap=False, groups=None, int threads=0):
     """Every in-use inode of the inode tables, as compact arrays (see scan_pure.scan_inodes)."""
     cdef const uint8_t[::1] mv = _ro(buf)
     cdef nv_map m = _map(mv, geo)
-    cdef int nt = _threads(threads, m.groups)
+    cdef uint64_t first = 0, last = m.groups
+    if groups is not None:
+        first, last = max(0, groups[0]), min(groups[1], m.groups)
+        last = max(first, last)
+    cdef int nt = _threads(threads, last - first)
     inuse = _zero_map((m.inodes_count + 7) // 8)
     cdef uint8_t[::1] inuse_mv = inuse
     cdef list jobs = []
@@ -1159,8 +1163,8 @@ def scan_inodes(buf, geo, *, use_bitmap=False, int threads=0):
     for t in range(<uint64_t>nt):
         job = _IScanJob()
         job.m = m
-        job.g0 = m.groups * t // nt
-        job.g1 = m.groups * (t + 1) // nt
+        job.g0 = first + (last - first) * t // nt
+        job.g1 = first + (last - first) * (t + 1) // nt
         job.use_bitmap = bool(use_bitmap)
         job.max_size = max_size
         job.inuse = &inuse_mv[0]

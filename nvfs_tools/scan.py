@@ -11,7 +11,7 @@ Both backends provide the same functions with the same signatures and results
 * bitmaps: ``popcount(buf, offset, nbytes, kernel=None)``,
   ``find_free(buf, offset, nbits, start, count, align=1)``,
   ``diff(buf_a, off_a, buf_b, off_b, nbits) -> array('Q')``;
-* ``scan_inodes(buf, geo, *, use_bitmap=False, threads=0) -> dict``;
+* ``scan_inodes(buf, geo, *, use_bitmap=False, groups=None, threads=0) -> dict``;
 * ``walk_blockmaps(buf, geo, inos, *, mark_metadata=True, threads=0) -> dict``;
 * ``walk_directories(buf, geo, seed, dir_inos, owned=None, *, threads=0) -> dict``;
 * ``link_counts(children, n_inodes) -> memoryview('I')``;

@@ -189,7 +189,9 @@ def _inode_problems(ino: int, addr: int, raw: bytes, geo: F.Geometry, max_size: 
     return found
 
 
-def scan_inodes(buf: Any, geo: F.Geometry, *, use_bitmap: bool = False, threads: int = 0) -> dict[str, Any]:
+def scan_inodes(
+    buf: Any, geo: F.Geometry, *, use_bitmap: bool = False, groups: tuple[int, int] | None = None, threads: int = 0
+) -> dict[str, Any]:
     """Every in-use inode (mode != 0) of the inode tables, as compact arrays.
 
     Returns ``ino`` (Q), ``mode`` (H), ``flags`` (I), ``links`` (I), ``size``
@@ -199,7 +201,10 @@ def scan_inodes(buf: Any, geo: F.Geometry, *, use_bitmap: bool = False, threads:
     with bit ino-1 set for each in-use inode; and the problem arrays.  With
     ``use_bitmap`` only inodes whose on-media inode-bitmap bit is set are read
     (cost grows with what is used, but in-use inodes with a clear bit are
-    missed).  Inodes whose bytes lie outside the mapping are skipped.
+    missed).  ``groups=(first, end)`` scans only those groups (the buffer
+    must then hold at least their bitmaps and tables at their device offsets,
+    e.g. a sparse anonymous map filled by O_DIRECT reads); ``inuse`` still
+    covers every inode.  Inodes whose bytes lie outside the mapping are skipped.
     """
     view = memoryview(buf).cast("B")
     size = len(view)
@@ -221,7 +226,8 @@ def scan_inodes(buf: Any, geo: F.Geometry, *, use_bitmap: bool = False, threads:
     inuse = out["inuse"]
     max_size = _max_file_bytes(geo.block_size)
     ipg = geo.inodes_per_group
-    for group in range(geo.group_count):
+    first, end = (0, geo.group_count) if groups is None else (max(0, groups[0]), min(groups[1], geo.group_count))
+    for group in range(first, end):
         table = _itable_offset(geo, group)
         if table >= size:
             break  # later groups lie further out

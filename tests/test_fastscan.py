@@ -306,6 +306,25 @@ def test_clean_image_scans_agree_and_match_library(populated):
                 assert inodes["links"][i] == counts[ino]
 
 
+def test_group_ranges_partition_the_scan(tmp_path):
+    path = make_image(tmp_path / "groups.img", 300 << 20, inode_count=2000)
+    with open(path, "r+b") as handle:  # one raw in-use inode per group (scan_inodes needs no more)
+        geo = F.compute_geometry(300 << 20, inode_count=2000)
+        for g in range(geo.group_count):
+            handle.seek(geo.inode_offset(g * geo.inodes_per_group + 5) + INODE["mode"].offset)
+            handle.write((F.S_IFREG | 0o600).to_bytes(2, "little"))
+    with Volume.open(path) as vol:
+        geo = vol.geo
+        assert geo.group_count >= 2
+        for mod in MODS:
+            whole = mod.scan_inodes(vol.dev.view, geo)
+            parts = [mod.scan_inodes(vol.dev.view, geo, groups=(g, g + 1)) for g in range(geo.group_count)]
+            joined = [ino for part in parts for ino in part["ino"]]
+            assert joined == list(whole["ino"])
+            assert {geo.group_of_inode(i) for i in joined} == set(range(geo.group_count))
+            assert list(mod.scan_inodes(vol.dev.view, geo, groups=(1, 0))["ino"]) == []
+
+
 def test_use_bitmap_scan_agrees_on_clean_image(populated):
     with Volume.open(populated) as vol:
         full = B.scan_inodes(vol.dev.view, vol.geo)

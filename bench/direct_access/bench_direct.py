@@ -12,7 +12,9 @@ every byte is really consumed and every method is checked to see the same data:
   the same with madvise hints (POPULATE = MADV_POPULATE_READ, Linux 5.14);
 * ``odirect CHUNK``: O_DIRECT ``preadv`` of CHUNK-sized aligned pieces into one
   page-aligned anonymous buffer (mmap.mmap(-1, n)), scanned after each read;
-* ``buffered CHUNK``: plain ``preadv`` (through the page cache), for reference.
+* ``buffered CHUNK``: plain ``preadv`` (through the page cache), for reference;
+* ``backing-file mmap``: the /dev/shm file itself mapped (no block layer): the
+  memory-bandwidth ceiling, what a devdax mapping would give.
 
 Needs root (losetup).  Run:  python bench/direct_access/bench_direct.py [--size-gib 4] [--runs 3]
 """
@@ -44,7 +46,8 @@ def make_backing(path: str, size: int) -> None:
 def drop_cache(dev: str) -> None:
     fd = os.open(dev, os.O_RDONLY)
     try:
-        fcntl.ioctl(fd, BLKFLSBUF, 0)
+        if dev.startswith("/dev/loop"):
+            fcntl.ioctl(fd, BLKFLSBUF, 0)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
@@ -91,6 +94,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backing", default="/dev/shm/nvfs-direct-access.img")
     parser.add_argument("--keep", action="store_true", help="keep the backing file")
+    parser.add_argument("--only", nargs="*", help="run only these methods")
     args = parser.parse_args()
     from nvfs_tools import _fastscan as C
 
@@ -100,6 +104,8 @@ def main() -> None:
     dev = dev.stdout.strip()
     print(f"{size >> 20} MiB on {dev} (backing {args.backing}), runs={args.runs}, kernel {os.uname().release}")
     methods = {
+        # Reference, not a block device: the backing memory mapped directly (what devdax gives).
+        "backing-file mmap": lambda: via_mmap(args.backing, size, None, C.popcount),
         "mmap": lambda: via_mmap(dev, size, None, C.popcount),
         "mmap+SEQUENTIAL": lambda: via_mmap(dev, size, mmap.MADV_SEQUENTIAL, C.popcount),
         "mmap+HUGEPAGE": lambda: via_mmap(dev, size, mmap.MADV_HUGEPAGE, C.popcount),
@@ -110,6 +116,8 @@ def main() -> None:
         chunk = chunk_mib << 20
         methods[f"odirect {chunk_mib} MiB"] = lambda c=chunk: via_read(dev, size, c, True, C.popcount)
     methods["buffered 4 MiB"] = lambda: via_read(dev, size, 4 << 20, False, C.popcount)
+    if args.only:
+        methods = {k: v for k, v in methods.items() if k in args.only}
     try:
         expected = None
         print(f"{'method':<22} {'cold median':>12} {'cold GiB/s':>10} {'warm median':>12} {'warm GiB/s':>10}")
