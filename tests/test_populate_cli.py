@@ -1,0 +1,82 @@
+"""mkfs.nvfs -d end to end: success round trip, and failures that must exit non-zero."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import shutil
+import tempfile
+
+import pytest
+from checker import check_image
+from treecompare import compare_trees
+
+from nvfs_tools import mkfs
+from nvfs_tools import populate as pop
+from nvfs_tools.errors import NvfsError
+from nvfs_tools.extract import extract
+from nvfs_tools.hosttree import make_full_tree
+from nvfs_tools.volume import Volume
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    if not os.path.isdir("/dev/shm"):
+        yield tmp_path
+        return
+    path = tempfile.mkdtemp(prefix="nvfs-test-", dir="/dev/shm")
+    try:
+        yield pathlib.Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_mkfs(*args: str) -> int:
+    with pytest.raises(SystemExit) as info:
+        mkfs.main(list(args))
+    return info.value.code
+
+
+def test_mkfs_d_round_trip(tmp_path, capsys):
+    src = tmp_path / "src"
+    make_full_tree(src)
+    img = str(tmp_path / "img")
+    assert run_mkfs("-q", "-F", "-d", str(src), img, "64M") == 0
+    assert check_image(img) == []
+    out = tmp_path / "out"
+    with Volume.open(img) as vol:
+        extract(vol, "/", out)
+    assert compare_trees(src, out, ignore=(b"lost+found",)) == []
+
+
+def test_mkfs_d_unreadable_file_fails_and_names_it(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "broken").write_bytes(b"z" * 100)
+    real_pread = os.pread
+
+    def failing_pread(fd, n, off):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/broken"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_pread(fd, n, off)
+
+    monkeypatch.setattr(pop.os, "pread", failing_pread)
+    img = tmp_path / "img"
+    img.write_bytes(b"")
+    os.truncate(img, 64 << 20)
+    assert run_mkfs("-q", "-F", "-d", str(src), str(img)) != 0
+    err = capsys.readouterr().err
+    assert "sub/broken" in err and "Input/output error" in err
+    with pytest.raises(NvfsError):  # the half-populated image must not look like a filesystem
+        Volume.open(str(img)).close()
+
+
+def test_mkfs_d_too_small_says_how_much_is_needed(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(3 << 20))
+    img = str(tmp_path / "img")
+    assert run_mkfs("-q", "-F", "-d", str(src), img, "2M") != 0
+    err = capsys.readouterr().err
+    assert "needs" in err and "blocks" in err and "device has" in err
