@@ -69,6 +69,7 @@ class Checker:
         self.inodes: dict[int, Any] = {}
         self.dirs: dict[int, Any] = {}
         self.orphans_cleared: set[int] = set()
+        self.orphans_listed: set[int] = set()
         self.allocator: Any = None
 
     @property

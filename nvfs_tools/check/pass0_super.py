@@ -149,14 +149,14 @@ def load_superblock(dev: Any, use_backup: bool) -> tuple[Any, bytes, str | None,
     return found[0], found[1], reason, found[2]
 
 
-def run(chk: Any, primary_reason: str | None, source_offset: int) -> None:
+def run(chk: Any, primary_reason: str | None, source_offset: int, state: int) -> None:
     """Pass 0 proper (the image is open and a static superblock chosen)."""
     img: Image = chk.image
     geo = img.geo
     stats = chk.start_pass(0, 3)
     _static_copies(chk, img, primary_reason, source_offset)
     chk.progress(1)
-    _dynamic(chk, img)
+    _dynamic(chk, img, state)
     _journal(chk, img)
     chk.progress(1)
     _orphans(chk, img)
@@ -209,11 +209,29 @@ def _write_static(img: Image, offset: int) -> None:
     img.barrier()
 
 
-def _dynamic(chk: Any, img: Image) -> None:
-    state = img.dyn_field("state")
+def _dynamic(chk: Any, img: Image, state: int) -> None:
+    """``state`` is the word as found, before this run's own CHECKING mark."""
     unknown = state & ~fmt.STATE_KNOWN
     if unknown:
-        chk.fix("SB_DYN_STATE", {"value": unknown}, lambda: img.set_dyn("state", state & fmt.STATE_KNOWN))
+        chk.fix(
+            "SB_DYN_STATE",
+            {"value": unknown},
+            lambda: (img.set_dyn("state", img.dyn_field("state") & fmt.STATE_KNOWN), img.barrier()),
+        )
+        state &= fmt.STATE_KNOWN
+    if state & fmt.STATE_CHECKING:
+        chk.fix("SB_STATE_FLAGGED", {"what": "a repair was interrupted (CHECKING)"})
+    elif state & fmt.STATE_ERRORS:
+        both = " and also CLEAN" if state & fmt.STATE_CLEAN else ""
+        chk.fix("SB_STATE_FLAGGED", {"what": f"errors were found and not repaired (ERRORS{both})"})
+    info = fmt.field_layout(fmt.SuperblockDynamic)["reserved"]
+    off = fmt.SB_DYNAMIC_OFFSET + info.offset
+    if any(img.dev.view[off : off + info.size]):
+        chk.fix(
+            "RESERVED_NONZERO",
+            {"what": "dynamic superblock", "block": 0},
+            lambda: (img.write_bytes(off, bytes(info.size)), img.barrier()),
+        )
 
 
 def _journal(chk: Any, img: Image) -> None:
@@ -264,13 +282,35 @@ def _journal(chk: Any, img: Image) -> None:
             chk.fix("JOURNAL_DISCARD", {"slot": slot, "reason": reason}, discard)
 
 
+def _named_inodes(img: Image) -> set[int]:
+    """Every inode some live directory entry names (only needed when the orphan list is not empty)."""
+    from nvfs_tools.check.blockmap import bad_block_reason
+    from nvfs_tools.check.dirtree import scan_directory
+
+    geo = img.geo
+    named: set[int] = set()
+    ipg = geo.inodes_per_group
+    for g in range(geo.group_count):
+        start = geo.inode_table_block(g) * img.bs
+        modes = img.dev.view[start : start + ipg * fmt.INODE_SIZE].cast("H")[:: fmt.INODE_SIZE // 2]
+        for index, mode in enumerate(modes):
+            if mode & fmt.S_IFMT == fmt.S_IFDIR:
+                inode = img.inode(g * ipg + index + 1)
+                bank = inode.dir_bank if inode.dir_bank in (0, 1) else 0
+                scan = scan_directory(img, inode.ino, inode.block[bank], lambda b: bad_block_reason(geo, b))
+                named.update(e.ino for e in scan.entries)
+    return named
+
+
 def _orphans(chk: Any, img: Image) -> None:
-    """Complete the deletes that the orphan list records as started."""
+    """The orphan list (spec/checking.md 6): complete interrupted deletes, keep inodes still named."""
     from nvfs_tools.check.blockmap import owned_blocks_simple
 
     geo = img.geo
-    head_addr_name = "orphan_head"
-    ino = img.dyn_field(head_addr_name)
+    ino = img.dyn_field("orphan_head")
+    if not ino:
+        return
+    named = _named_inodes(img)
     prev: int | None = None
     seen: set[int] = set()
     while ino:
@@ -279,7 +319,7 @@ def _orphans(chk: Any, img: Image) -> None:
 
             def cut(prev: int | None = prev) -> None:
                 if prev is None:
-                    img.set_dyn(head_addr_name, 0)
+                    img.set_dyn("orphan_head", 0)
                 else:
                     img.set_inode(prev, next_orphan=0)
                 img.barrier()
@@ -289,32 +329,41 @@ def _orphans(chk: Any, img: Image) -> None:
         seen.add(ino)
         inode = img.inode(ino)
         nxt = inode.next_orphan
-        details = {"ino": ino, "kind": kind_name(inode.mode) if inode.mode else "already freed", "size": inode.size}
+        kind = kind_name(inode.mode) if inode.mode else "already freed"
+        details = {"ino": ino, "kind": kind, "size": inode.size}
+        if inode.mode and ino in named:
 
-        def complete(ino: int = ino, inode: Any = inode, nxt: int = nxt) -> None:
-            if inode.mode:
-                for block in owned_blocks_simple(img, inode):
-                    if img.set_block_bit(block, False):
-                        img.add_counter(geo.group_of_block(block), "free_blocks", 1)
-                        img.add_dyn("free_blocks", 1)
-                if inode.ftype == fmt.S_IFDIR:
-                    img.add_counter(geo.group_of_inode(ino), "used_dirs", -1)
-                img.barrier()
-                img.clear_inode(ino)
-                if img.set_inode_bit(ino, False):
-                    img.add_counter(geo.group_of_inode(ino), "free_inodes", 1)
-                    img.add_dyn("free_inodes", 1)
-            else:
+            def keep(ino: int = ino, nxt: int = nxt) -> None:
                 img.set_inode(ino, next_orphan=0)
-            img.barrier()
-            img.set_dyn(head_addr_name, nxt)
-            img.barrier()
+                img.barrier()
+                img.set_dyn("orphan_head", nxt)
+                img.barrier()
 
-        if chk.fix("ORPHAN_DELETE", details, complete):
-            chk.orphans_cleared.add(ino)
-            prev = None
+            done = chk.fix("ORPHAN_NAMED", details, keep)
         else:
-            prev = ino
-            if not chk.writable:
+
+            def complete(ino: int = ino, inode: Any = inode, nxt: int = nxt) -> None:
+                if inode.mode:
+                    for block in owned_blocks_simple(img, inode):
+                        if img.set_block_bit(block, False):
+                            img.add_counter(geo.group_of_block(block), "free_blocks", 1)
+                            img.add_dyn("free_blocks", 1)
+                    if inode.ftype == fmt.S_IFDIR:
+                        img.add_counter(geo.group_of_inode(ino), "used_dirs", -1)
+                    img.barrier()
+                    img.clear_inode(ino)
+                    if img.set_inode_bit(ino, False):
+                        img.add_counter(geo.group_of_inode(ino), "free_inodes", 1)
+                        img.add_dyn("free_inodes", 1)
+                else:
+                    img.set_inode(ino, next_orphan=0)
+                img.barrier()
+                img.set_dyn("orphan_head", nxt)
+                img.barrier()
+
+            done = chk.fix("ORPHAN_DELETE", details, complete)
+            if done or not chk.writable:
                 chk.orphans_cleared.add(ino)
+        chk.orphans_listed.add(ino)
+        prev = None if done else ino
         ino = nxt

@@ -164,7 +164,7 @@ class Pass1:
             chk.fix("INODE_BAD_MODE", {"ino": ino, "mode": inode.mode}, lambda: img.clear_inode(ino))
             return
         self.check_flags(inode)
-        if inode.next_orphan:
+        if inode.next_orphan and not (ino in chk.orphans_listed and not chk.writable):
             chk.fix(
                 "INODE_STALE_ORPHAN",
                 {"ino": ino, "value": inode.next_orphan},

@@ -64,6 +64,22 @@ _ROWS: tuple[ProblemDef, ...] = (
         "clear the unknown bits",
     ),
     ProblemDef(
+        "SB_STATE_FLAGGED",
+        0,
+        "filesystem state: {what}",
+        "error",
+        True,
+        "check fully; the state becomes CLEAN at the end when nothing is left to fix",
+    ),
+    ProblemDef(
+        "RESERVED_NONZERO",
+        0,
+        "{what}: reserved or unused bytes are not zero (block {block})",
+        "error",
+        True,
+        "zero them",
+    ),
+    ProblemDef(
         "SB_ORPHAN_HEAD",
         0,
         "orphan list: {reason} (inode {ino})",
@@ -94,6 +110,14 @@ _ROWS: tuple[ProblemDef, ...] = (
         "notice",
         True,
         "complete the delete: free its blocks and the inode, pop it from the list",
+    ),
+    ProblemDef(
+        "ORPHAN_NAMED",
+        0,
+        "inode {ino} on the orphan list ({kind}, {size} bytes) is still named: unlink was interrupted early",
+        "notice",
+        True,
+        "keep the inode (clear its orphan link) and take it off the list",
     ),
     # -- pass 1: inodes and block maps -----------------------------------------------------------
     ProblemDef(

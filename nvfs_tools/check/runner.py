@@ -81,7 +81,7 @@ def _run(chk: Checker, dev: Any) -> None:
         )
     chk.image = Image(dev, static, raw)
     state = chk.image.dyn_field("state")
-    pass0_super.run(chk, reason, offset)
+    pass0_super.run(chk, reason, offset, state)
     forced = _forced_reason(chk, state)
     if forced is None:
         from nvfs_tools.check.pass5_bitmaps import counters_consistent
@@ -112,12 +112,12 @@ def _preload_numpy() -> None:
 def _forced_reason(chk: Checker, state: int) -> str | None:
     if chk.opt.force:
         return "check forced (-f)"
-    if chk.report.findings:
-        return "problems found in the superblock, check forced"
     if state & fmt.STATE_CHECKING:
         return "a previous check was interrupted while repairing, check forced"
     if state & fmt.STATE_ERRORS:
         return "contains a file system with errors, check forced"
+    if chk.report.findings:
+        return "problems found in the superblock, check forced"
     if not state & fmt.STATE_CLEAN:
         return "was not cleanly unmounted, check forced"
     return None
