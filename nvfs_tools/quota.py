@@ -4,9 +4,9 @@ Inodes 3, 4 and 5 (user, group, project) are regular files holding a sparse
 array of :data:`format.QuotaRecord` indexed by id (record ``id`` at byte
 ``id * 64``).  Usage is counted in bytes of allocated blocks (every block the
 inode owns: data, indirect, directory pages and radix nodes, xattr block) and
-in inodes, for ordinary inodes only (``ino >= first_ino``: the root directory
-and the quota files themselves are not charged).  NVFS inodes carry no project
-id, so every inode belongs to project 0.
+in inodes, for the inodes spec/format.md counts: the root (2) and every
+ordinary inode (``>= first_ino``); the bad-blocks, quota and reserved inodes do
+not count.  NVFS inodes carry no project id, so every inode belongs to project 0.
 
 Records are updated with plain stores and no ordering: usage is advisory and
 fsck recomputes it from the inodes.
@@ -28,6 +28,11 @@ INODES_OFF = _QR["inodes_used"].offset
 _PAIR = struct.Struct("<QQ")
 assert INODES_OFF == BYTES_OFF + 8
 QUOTA_FILE_INOS = (fmt.USR_QUOTA_INO, fmt.GRP_QUOTA_INO, fmt.PRJ_QUOTA_INO)
+
+
+def quota_counted(ino: int) -> bool:
+    """Whether inode ``ino`` is charged to quota (format.md 8: the root and ordinary inodes)."""
+    return ino == fmt.ROOT_INO or ino >= fmt.FIRST_INO
 
 
 def read_usage(vol: Volume, qino: int, qid: int) -> tuple[int, int]:

@@ -48,6 +48,7 @@ from nvfs_tools.errors import (
     ReadOnlyError,
     UnsupportedFeatureError,
 )
+from nvfs_tools.quota import quota_counted
 
 # ---------------------------------------------------------------------------
 # Raw layouts (from format.py, computed once)
@@ -371,7 +372,7 @@ class Volume:
             self.dev.write(base + _INODE_OFF[name], st.pack(value))
 
     def _charge_blocks(self, ino: int, delta: int) -> None:
-        if self.quota is not None and delta and ino >= fmt.FIRST_INO:
+        if self.quota is not None and delta and quota_counted(ino):
             self.quota.charge(self._get(ino, "uid"), self._get(ino, "gid"), delta * self.block_size, 0)
 
     def _add_blocks(self, ino: int, delta: int) -> None:
@@ -819,7 +820,7 @@ class Volume:
         if blocks:
             self.alloc.free_block_list(blocks)
         self.free_inode(ino)
-        if self.quota is not None and ino >= fmt.FIRST_INO:
+        if self.quota is not None and quota_counted(ino):
             self.quota.charge(uid, gid, -owned * self.block_size, -1)
         self.barrier()
         self._orphan_pop(ino, nxt)
@@ -1033,7 +1034,7 @@ class Volume:
         self._journal_images(images, [])
         if (
             self.quota is not None
-            and ino >= fmt.FIRST_INO
+            and quota_counted(ino)
             and ((uid is not None and uid != old_uid) or (gid is not None and gid != old_gid))
         ):
             nbytes = self._img_get(img, "blocks") * self.block_size
@@ -1221,7 +1222,7 @@ class Volume:
         delta = (1 if new else 0) - (1 if old else 0)
         self._img_set(img, "blocks", self._img_get(img, "blocks") + delta)
         self._journal_images(images, [])
-        if delta and self.quota is not None and ino >= fmt.FIRST_INO:
+        if delta and self.quota is not None and quota_counted(ino):
             self.quota.charge(self._img_get(img, "uid"), self._img_get(img, "gid"), delta * self.block_size, 0)
         if old:
             self.alloc.free_block_list([old])

@@ -256,11 +256,11 @@ class _Checker:
         vol = self.vol
         if not vol.static.feature_ro_compat & fmt.FEATURE_RO_COMPAT_QUOTA:
             return
-        from nvfs_tools.quota import read_usage
+        from nvfs_tools.quota import quota_counted, read_usage
 
         usage: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
         for ino in self.used:
-            if ino < fmt.FIRST_INO:
+            if not quota_counted(ino):
                 continue
             node = vol.read_inode(ino)
             for qino, qid in ((fmt.USR_QUOTA_INO, node.uid), (fmt.GRP_QUOTA_INO, node.gid), (fmt.PRJ_QUOTA_INO, 0)):

@@ -48,6 +48,9 @@ def make_image(
             fresh=True,
         )
     with Volume.open(path, writable=True) as vol:
+        if vol.quota is not None:  # the root inode, written by make_filesystem, counts too (as mkfs does)
+            root = vol.read_inode(fmt.ROOT_INO)
+            vol.quota.charge(root.uid, root.gid, root.blocks * vol.block_size, 1)
         vol.mkdir(fmt.ROOT_INO, fmt.LOST_FOUND_NAME, 0o700)
     return path
 
