@@ -295,20 +295,26 @@ def plan_truncate(vol: Volume, ptrs: list[int], keep: int) -> tuple[list[tuple[i
             else:
                 free.extend(b for _, b in _walk(vol, view, unpack, blk, level, start, p, 0, None, True))
             continue
-        _prune(vol, view, unpack, blk, level, start, p, keep, stores, free)
+        if _prune(vol, view, unpack, blk, level, start, p, keep, stores, free):
+            roots[i] = 0  # an indirect block left with no pointer is unlinked too
+            free.append(blk)
+    stores.reverse()  # from the end of the file, as spec/operations.md 7.2 words it
     return stores, roots, free
 
 
-def _prune(vol, view, unpack, blk, level, start, p, keep, stores, free):  # noqa: ANN001
+def _prune(vol, view, unpack, blk, level, start, p, keep, stores, free) -> bool:  # noqa: ANN001
+    """Unlink what lies past ``keep`` below node ``blk``; True when the node is left empty."""
     vol.check_data_block(blk)
     bs = p * 8
     slots = unpack(view, blk * bs)
     child_span = p ** (level - 1)
+    left = 0
     for i, child in enumerate(slots):
         if child == 0:
             continue
         cstart = start + i * child_span
         if cstart + child_span <= keep:
+            left += 1
             continue
         if cstart >= keep:
             stores.append((blk * bs + i * 8, 0))
@@ -317,5 +323,9 @@ def _prune(vol, view, unpack, blk, level, start, p, keep, stores, free):  # noqa
                 free.append(child)
             else:
                 free.extend(b for _, b in _walk(vol, view, unpack, child, level - 1, cstart, p, 0, None, True))
+        elif level > 1 and _prune(vol, view, unpack, child, level - 1, cstart, p, keep, stores, free):
+            stores.append((blk * bs + i * 8, 0))
+            free.append(child)
         else:
-            _prune(vol, view, unpack, child, level - 1, cstart, p, keep, stores, free)
+            left += 1
+    return left == 0

@@ -163,3 +163,22 @@ def test_other_block_sizes(shm_tmp, block_size):
         assert vol.read(g, deep, 4) == b"deep" and vol.read(g, 0, 8) == b"\0\0\0head\0"
         assert vol.read_inode(g).blocks == 2 + 2
     assert_clean(path)
+
+
+def test_truncate_unlinks_indirect_blocks_left_empty(image):
+    with Volume.open(image, writable=True) as vol:
+        ino = vol.create(ROOT, "sparse", 0o644)
+        vol.write(ino, 0, b"a")
+        vol.write(ino, 300 * BS, b"b")  # level-1 tree: block 300 only
+        deep = (FIRST_OF_LEVEL[1] + 2 * P + 7) * BS
+        vol.write(ino, deep, b"c")  # level-2 tree: root + one child
+        assert vol.read_inode(ino).blocks == 3 + 1 + 2
+        vol.truncate(ino, (FIRST_OF_LEVEL[1] + 5) * BS)  # inside the level-2 range, below its only data
+        # the level-2 root and child hold nothing below EOF any more: unlinked and freed
+        node = vol.read_inode(ino)
+        assert node.block[12] == 0 and node.blocks == 2 + 1
+        vol.truncate(ino, 100 * BS)  # inside the level-1 range, below block 300
+        node = vol.read_inode(ino)
+        assert node.block[11] == 0 and node.blocks == 1
+        assert vol.read(ino, 0, 2) == b"a\0"
+    assert_clean(image)
