@@ -104,19 +104,21 @@ cdef extern from *:
     typedef struct {
         const uint8_t *base; uint64_t len;
         uint64_t bs, blocks_count, bpg, ipg, groups, ibm_blocks, itable_blocks, journal_blocks, inodes_count;
+        uint64_t block_limit;  /* min(blocks_count, whole blocks in the mapping) */
+        int bpg_shift;         /* log2(bpg) when a power of two, else -1 */
     } nv_map;
     static inline uint64_t nv_meta_blocks(const nv_map *m, uint64_t g) {
         return 3 + m->ibm_blocks + m->itable_blocks + (g == 0 ? m->journal_blocks : 0);
     }
     static inline int nv_is_meta(const nv_map *m, uint64_t b) {
         if (b == m->blocks_count - 1) return 1;
-        uint64_t g = b / m->bpg;
+        uint64_t g = m->bpg_shift >= 0 ? b >> m->bpg_shift : b / m->bpg;
         if (g >= m->groups) return 1;
         return b < g * m->bpg + nv_meta_blocks(m, g);
     }
     /* 0 = fine, else P_B_RANGE / P_B_META */
     static inline uint64_t nv_block_bad(const nv_map *m, uint64_t b) {
-        if (b >= m->blocks_count || b >= m->len / m->bs) return P_B_RANGE;
+        if (b >= m->block_limit) return P_B_RANGE;
         if (nv_is_meta(m, b)) return P_B_META;
         return 0;
     }
@@ -597,41 +599,30 @@ cdef extern from *:
             i += run;
         }
     }
-    typedef struct { uint64_t h, idx; } nv_hidx;
-    static int nv_hidx_cmp(const void *a, const void *b) {
-        const nv_hidx *x = a, *y = b;
-        if (x->h != y->h) return x->h < y->h ? -1 : 1;
-        return x->idx < y->idx ? -1 : x->idx > y->idx;
-    }
-    static int nv_u64_cmp(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-        return x < y ? -1 : x > y;
-    }
+    /* ENTRY_DUPLICATE for every live entry whose name appeared earlier in this directory (walk order) */
     static void nv_duplicates(nv_dctx *d, uint64_t dir) {
         uint64_t n = d->ents.n - d->ent_start;
         if (n < 2) return;
-        nv_hidx *t = malloc(n * sizeof *t);
-        uint64_t *dups = malloc(n * sizeof *dups), nd = 0;
-        if (!t || !dups) { free(t); free(dups); d->ents.oom = 1; return; }
+        uint64_t size = 16;
+        while (size < 2 * n) size <<= 1;
+        uint64_t *t = calloc(size, sizeof *t);  /* entry index + 1, 0 = empty */
+        if (!t) { d->ents.oom = 1; return; }
         const uint64_t *e = d->ents.d + d->ent_start * 6;
-        for (uint64_t i = 0; i < n; i++) { t[i].h = e[i * 6 + 3]; t[i].idx = i; }
-        qsort(t, n, sizeof *t, nv_hidx_cmp);
         const uint8_t *base = d->c.m->base;
-        for (uint64_t s = 0; s < n;) {
-            uint64_t r = s + 1;
-            while (r < n && t[r].h == t[s].h) r++;
-            for (uint64_t j = s + 1; j < r; j++) {
-                const uint64_t *ej = e + t[j].idx * 6;
-                for (uint64_t i = s; i < j; i++) {
-                    const uint64_t *ei = e + t[i].idx * 6;
-                    if (ei[5] == ej[5] && memcmp(base + ei[4], base + ej[4], ej[5]) == 0) { dups[nd++] = t[j].idx; break; }
+        for (uint64_t j = 0; j < n; j++) {
+            const uint64_t *ej = e + j * 6;
+            uint64_t pos = (ej[3] ^ (ej[3] >> 29)) & (size - 1);
+            for (;;) {
+                if (!t[pos]) { t[pos] = j + 1; break; }
+                const uint64_t *ei = e + (t[pos] - 1) * 6;
+                if (ei[3] == ej[3] && ei[5] == ej[5] && memcmp(base + ei[4], base + ej[4], ej[5]) == 0) {
+                    nv_prob(&d->c.probs, dir, ej[4] - NV_ENTRY_HDR, P_E_DUP);
+                    break;
                 }
+                pos = (pos + 1) & (size - 1);
             }
-            s = r;
         }
-        qsort(dups, nd, sizeof *dups, nv_u64_cmp);
-        for (uint64_t k = 0; k < nd; k++) nv_prob(&d->c.probs, dir, e[dups[k] * 6 + 4] - NV_ENTRY_HDR, P_E_DUP);
-        free(t); free(dups);
+        free(t);
     }
     static uint64_t nv_walk_dir(nv_dctx *d, uint64_t dir) {
         const nv_map *m = d->c.m;
@@ -687,6 +678,8 @@ cdef extern from *:
     ctypedef struct nv_map:
         const uint8_t *base
         uint64_t len, bs, blocks_count, bpg, ipg, groups, ibm_blocks, itable_blocks, journal_blocks, inodes_count
+        uint64_t block_limit
+        int bpg_shift
 
     uint64_t nv_siphash(uint64_t k0, uint64_t k1, const uint8_t *inp, size_t length) nogil
 
@@ -929,12 +922,15 @@ cdef nv_map _map(const uint8_t[::1] mv, geo):
     m.itable_blocks = geo.inode_table_blocks
     m.journal_blocks = geo.journal_blocks
     m.inodes_count = geo.inodes_per_group * geo.group_count
+    m.block_limit = min(m.blocks_count, m.len // m.bs)
+    bpg = geo.blocks_per_group
+    m.bpg_shift = bpg.bit_length() - 1 if bpg & (bpg - 1) == 0 else -1
     return m
 
 
 cdef list _vec_arrays(nv_vec *vecs, int nvec, list typecodes):
     """Concatenate per-thread record vectors into one array per record column."""
-    cdef Py_ssize_t total = 0, k, j, col, w = len(typecodes)
+    cdef Py_ssize_t total = 0, k, j, col, cnt, w = len(typecodes)
     cdef int v
     for v in range(nvec):
         if vecs[v].oom:
@@ -950,16 +946,20 @@ cdef list _vec_arrays(nv_vec *vecs, int nvec, list typecodes):
         k = 0
         for v in range(nvec):
             src = vecs[v].d
-            for j in range(<Py_ssize_t>vecs[v].n):
-                if itemsize == 8:
-                    (<uint64_t*>a.data.as_voidptr)[k] = src[j * w + col]
-                elif itemsize == 4:
-                    (<uint32_t*>a.data.as_voidptr)[k] = <uint32_t>src[j * w + col]
-                elif itemsize == 2:
-                    (<uint16_t*>a.data.as_voidptr)[k] = <uint16_t>src[j * w + col]
-                else:
-                    (<uint8_t*>a.data.as_voidptr)[k] = <uint8_t>src[j * w + col]
-                k += 1
+            cnt = vecs[v].n
+            if itemsize == 8:
+                for j in range(cnt):
+                    (<uint64_t*>a.data.as_voidptr)[k + j] = src[j * w + col]
+            elif itemsize == 4:
+                for j in range(cnt):
+                    (<uint32_t*>a.data.as_voidptr)[k + j] = <uint32_t>src[j * w + col]
+            elif itemsize == 2:
+                for j in range(cnt):
+                    (<uint16_t*>a.data.as_voidptr)[k + j] = <uint16_t>src[j * w + col]
+            else:
+                for j in range(cnt):
+                    (<uint8_t*>a.data.as_voidptr)[k + j] = <uint8_t>src[j * w + col]
+            k += cnt
     return cols
 
 

@@ -620,6 +620,10 @@ def walk_directories(
     view = memoryview(buf).cast("B")
     if owned is None:
         owned = _zero_map(_block_bitmap_bytes(geo))
+    if len(seed) != 16:
+        raise ValueError("SipHash key must be 16 bytes")
+    if len(memoryview(owned).cast("B")) < (geo.blocks_count + 7) // 8:
+        raise ValueError("owned bitmap shorter than the device")
     out: dict[str, Any] = {
         "entry_dir": array("Q"),
         "entry_ino": array("Q"),

@@ -500,12 +500,16 @@ def test_directory_page_header_problems(image):
     assert {Problem.PAGE_BAD_DEPTH, Problem.PAGE_BAD_DIR_INO, Problem.PAGE_BAD_NEXT} <= codes
 
 
-def test_not_a_directory(image):
+def test_not_a_directory_and_bad_arguments(image):
     buf, facts = image
     small = facts["names"]["small"]
     for mod in MODS:
         dirs = mod.walk_directories(buf, facts["geo"], facts["seed"], [small])
         assert problems(dirs) == [(small, facts["geo"].inode_offset(small), Problem.NOT_A_DIRECTORY)]
+        with pytest.raises(ValueError):
+            mod.walk_directories(buf, facts["geo"], facts["seed"], [small], bytearray(8))
+        with pytest.raises(ValueError):
+            mod.walk_directories(buf, facts["geo"], b"short seed", [small])
 
 
 # ---------------------------------------------------------------------------
