@@ -616,6 +616,49 @@ def test_truncated_mapping_is_never_read_past(image):
     }
 
 
+GUARDED_SCAN = """
+import ctypes, mmap, random, sys
+from nvfs_tools import _fastscan as C
+from nvfs_tools.volume import Volume
+
+path, cut, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with Volume.open(path) as vol:
+    geo, hash_seed = vol.geo, vol.hash_seed
+    data = bytearray(vol.dev.view[:cut])
+rng = random.Random(seed)
+for _ in range(200):  # pointers aimed at the last blocks, the guard and beyond
+    addr = rng.randrange(geo.inode_table_block(0) * geo.block_size, cut - 8) & ~7
+    data[addr : addr + 8] = (cut // geo.block_size - rng.randrange(3)).to_bytes(8, "little")
+page = mmap.PAGESIZE
+size = -(-cut // page) * page
+m = mmap.mmap(-1, size + page)
+m[size - cut : size] = data  # the data ends exactly where the guard page starts
+libc = ctypes.CDLL(None, use_errno=True)
+base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+assert libc.mprotect(ctypes.c_void_p(base + size), page, 0) == 0  # PROT_NONE: any read past the data faults
+view = memoryview(m)[size - cut : size]
+for threads in (1, 2):
+    s = C.scan_inodes(view, geo, threads=threads)
+    C.scan_inodes(view, geo, use_bitmap=True, threads=threads)
+    w = C.walk_blockmaps(view, geo, s["ino"], threads=threads)
+    C.walk_directories(view, geo, hash_seed, s["dir_ino"], w["owned"], threads=threads)
+print("ok")
+"""
+
+
+@needs_compiled
+@pytest.mark.parametrize("cut_blocks, extra", [(60, 0), (200, 1000), (1000, 8)])
+def test_compiled_core_never_reads_past_the_mapping(populated, cut_blocks, extra):
+    """The mapping ends at a PROT_NONE page (cut mid-table or mid-block): a single stray read would crash."""
+    with Volume.open(populated) as vol:
+        cut = (vol.geo.inode_table_block(0) + cut_blocks) * vol.geo.block_size + extra
+    for seed in range(3):
+        run = subprocess.run(
+            [sys.executable, "-c", GUARDED_SCAN, populated, str(cut), str(seed)], capture_output=True, text=True
+        )
+        assert run.returncode == 0 and run.stdout.split() == ["ok"], run.stderr[-2000:]
+
+
 # ---------------------------------------------------------------------------
 # Link counts, CPU features and persistence primitives
 # ---------------------------------------------------------------------------
