@@ -582,7 +582,12 @@ class Volume:
         xattrs: dict[bytes, bytes] | None = None,
     ) -> int:
         name, d = self._check_new_name(parent, name)
-        xblock = xa.build_block({_name(k): bytes(v) for k, v in xattrs.items()}, self.block_size) if xattrs else None
+        xblock = None
+        if xattrs:
+            xattrs = {_name(k): bytes(v) for k, v in xattrs.items()}
+            for k, v in xattrs.items():
+                xa.check_value(k, v, is_dir=is_dir(mode))
+            xblock = xa.build_block(xattrs, self.block_size)
         directory = is_dir(mode)
         t = _times(times)
         self._validate(mode, uid, gid, t)
@@ -1189,6 +1194,7 @@ class Volume:
         self._w()
         name = _name(name)
         xa.split_name(name)
+        xa.check_value(name, bytes(value), is_dir=is_dir(self.inode_mode(ino)))
         attrs = self._xattrs(ino)
         attrs[name] = bytes(value)
         self._replace_xattrs(ino, attrs)
@@ -1205,7 +1211,10 @@ class Volume:
     def set_all_xattrs(self, ino: int, attrs: dict[bytes, bytes]) -> None:
         """Replace the whole attribute set at once (populate: one block write, one transaction)."""
         self._w()
-        self._replace_xattrs(ino, {_name(k): bytes(v) for k, v in attrs.items()})
+        attrs = {_name(k): bytes(v) for k, v in attrs.items()}
+        for k, v in attrs.items():
+            xa.check_value(k, v, is_dir=is_dir(self.inode_mode(ino)))
+        self._replace_xattrs(ino, attrs)
 
     def _replace_xattrs(self, ino: int, attrs: dict[bytes, bytes]) -> None:
         """Copy-on-write: new block, barrier, pointer (and block count) swapped in a transaction, old freed."""

@@ -43,8 +43,63 @@ def split_name(name: bytes) -> tuple[int, bytes]:
                 return index, b""
             continue
         if name.startswith(prefix) and len(name) > len(prefix):
+            if b"\0" in name:
+                raise InvalidArgumentError(f"attribute name {name!r} contains a NUL byte")
             return index, name[len(prefix) :]
     raise InvalidArgumentError(f"unsupported attribute namespace: {name!r}")
+
+
+#: Largest attribute value (format.md 7), as Linux's XATTR_SIZE_MAX.
+XATTR_VALUE_MAX = fmt.XATTR_VALUE_MAX
+ACL_NAMES = (
+    fmt.XATTR_PREFIXES[fmt.XATTR_INDEX_POSIX_ACL_ACCESS],
+    fmt.XATTR_PREFIXES[fmt.XATTR_INDEX_POSIX_ACL_DEFAULT],
+)
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = 1, 2, 4, 8, 0x10, 0x20
+
+
+def acl_problem(value: bytes) -> str | None:
+    """Why ``value`` is not a valid POSIX ACL in Linux's xattr form (the kernel's posix_acl_valid), or None."""
+    if len(value) < 4 or (len(value) - 4) % 8:
+        return f"ACL of {len(value)} bytes is not 4 + 8*n"
+    if struct.unpack_from("<I", value, 0)[0] != 2:
+        return "ACL version is not 2"
+    entries = [struct.unpack_from("<HHI", value, off) for off in range(4, len(value), 8)]
+    seen: dict[int, int] = {}
+    ids: dict[int, set[int]] = {_ACL_USER: set(), _ACL_GROUP: set()}
+    last = (0, -1)
+    for tag, perm, qid in entries:
+        if tag not in (_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER):
+            return f"ACL tag 0x{tag:x} unknown"
+        if perm > 7:
+            return f"ACL permission {perm} > 7"
+        key = (tag, qid if tag in ids else 0)
+        if key < last:
+            return "ACL entries not sorted by tag and id"
+        last = key
+        if tag in ids:
+            if qid in ids[tag]:
+                return f"ACL names id {qid} twice"
+            ids[tag].add(qid)
+        seen[tag] = seen.get(tag, 0) + 1
+    for tag in (_ACL_USER_OBJ, _ACL_GROUP_OBJ, _ACL_OTHER):
+        if seen.get(tag) != 1:
+            return "ACL needs exactly one user::, group:: and other:: entry"
+    if seen.get(_ACL_MASK, 0) > 1 or ((ids[_ACL_USER] or ids[_ACL_GROUP]) and not seen.get(_ACL_MASK)):
+        return "ACL with named users or groups needs exactly one mask entry"
+    return None
+
+
+def check_value(name: bytes, value: bytes, *, is_dir: bool) -> None:
+    """Reject values format.md 7 does not allow (size, ACL form, default ACL on a non-directory)."""
+    if len(value) > XATTR_VALUE_MAX:
+        raise InvalidArgumentError(f"attribute value of {len(value)} bytes is over {XATTR_VALUE_MAX}")
+    if name in ACL_NAMES:
+        why = acl_problem(value)
+        if why is not None:
+            raise InvalidArgumentError(f"{name.decode()}: {why}")
+        if name == ACL_NAMES[1] and not is_dir:
+            raise InvalidArgumentError("a default ACL can only be set on a directory")
 
 
 def join_name(index: int, suffix: bytes) -> bytes:

@@ -387,20 +387,20 @@ def test_xattrs_and_acls(image):
         vol.setxattr(f, b"trusted.t", b"")
         vol.setxattr(f, b"security.selinux", b"ctx\0")
         vol.setxattr(f, b"system.posix_acl_access", acl)
-        vol.setxattr(f, b"system.posix_acl_default", acl)
+        with pytest.raises(InvalidArgumentError):
+            vol.setxattr(f, b"system.posix_acl_default", acl)  # only directories have default ACLs
+        with pytest.raises(InvalidArgumentError):
+            vol.setxattr(f, b"system.posix_acl_access", acl[:-8])  # no other:: entry
+        vol.setxattr(ROOT, b"system.posix_acl_default", acl)
         vol.setxattr(f, b"user.a", b"2" * 100)  # replacement
-        assert vol.dyn.free_blocks == free - 1
+        assert vol.dyn.free_blocks == free - 2  # the file's xattr block and the root's
     assert_clean(image)
     with rw(image) as vol:
         assert vol.getxattr(f, "user.a") == b"2" * 100
         assert vol.getxattr(f, "system.posix_acl_access") == acl
-        assert set(vol.listxattr(f)) == {
-            b"user.a",
-            b"trusted.t",
-            b"security.selinux",
-            b"system.posix_acl_access",
-            b"system.posix_acl_default",
-        }
+        assert set(vol.listxattr(f)) == {b"user.a", b"trusted.t", b"security.selinux", b"system.posix_acl_access"}
+        assert vol.getxattr(ROOT, b"system.posix_acl_default") == acl
+        vol.removexattr(ROOT, b"system.posix_acl_default")
         with pytest.raises(InvalidArgumentError):
             vol.setxattr(f, b"bogus.x", b"")
         with pytest.raises(NoSpaceError):
@@ -497,7 +497,8 @@ def test_exchange(image):
 
 
 def test_create_with_xattrs(image):
-    attrs = {b"user.a": b"1", b"security.selinux": b"ctx", b"system.posix_acl_access": b"\x02\0\0\0"}
+    acl = bytes.fromhex("02000000010006000000000004000400000000002000040000000000")
+    attrs = {b"user.a": b"1", b"security.selinux": b"ctx", b"system.posix_acl_access": acl}
     with rw(image) as vol:
         f = vol.create(ROOT, "f", 0o644, data=b"x" * 5000, xattrs=attrs)
         d = vol.mkdir(ROOT, "d", xattrs={b"trusted.t": b"v"})
