@@ -146,6 +146,14 @@ class _Checker:
                 attrs = xa.parse_block(raw, node.xattr_block)
                 if not attrs:
                     self.bad(f"inode {ino}: empty xattr block kept")
+                used = struct.unpack_from("<I", raw, 12)[0]
+                if any(raw[used:]):
+                    self.bad(f"inode {ino}: xattr block not zero past its used area")
+                for name, value in attrs.items():
+                    try:
+                        xa.check_value(name, value, is_dir=is_dir(mode))
+                    except NvfsError as exc:
+                        self.bad(f"inode {ino}: attribute {name!r}: {exc}")
             except NvfsError as exc:
                 self.bad(f"inode {ino}: {exc}")
         ftype = mode & fmt.S_IFMT
