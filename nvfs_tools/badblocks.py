@@ -184,57 +184,101 @@ def metadata_kind(geo: fmt.Geometry, block: int) -> tuple[str, int] | None:
     return None
 
 
+class _Reader:
+    """Raw, defensive reads of one image: geometry from the trusted static superblock, nothing else trusted.
+
+    The library's Volume cannot be used here: opening one reads the group
+    counters, which may be the bad block itself.
+    """
+
+    def __init__(self, dev: Any, static: Any, bad: set[int]) -> None:
+        self.dev = dev
+        self.geo = fmt.geometry_from_static(static)
+        self.bs = self.geo.block_size
+        self.bad = bad
+        self.root = getattr(static, "root_ino", fmt.ROOT_INO)
+
+    def readable(self, block: int) -> bool:
+        return 0 <= block < self.geo.blocks_count and block not in self.bad
+
+    def inode(self, ino: int) -> Any | None:
+        off = self.geo.inode_offset(ino)
+        if not self.readable(off // self.bs):
+            return None
+        return fmt.Inode.parse(self.dev.read(off, fmt.INODE_SIZE))
+
+    def u64(self, addr: int) -> int:
+        return int.from_bytes(self.dev.read(addr, 8), "little")
+
+
 def describe(vol: Any, ranges: list[Range]) -> list[Hit]:
+    """:func:`describe_device` for an open :class:`~nvfs_tools.volume.Volume`."""
+    return describe_device(vol.dev, ranges, vol.static)
+
+
+def describe_device(dev: Any, ranges: list[Range] | None = None, static: Any = None) -> list[Hit]:
     """Every block in ``ranges`` with what it holds, found without reading any bad block.
 
-    ``vol`` is an open :class:`~nvfs_tools.volume.Volume` (read-only is enough)
-    whose device already lists the bad ranges (:func:`apply`).  Inodes stored
-    in a bad inode-table block cannot be read: their files are reported as
-    lost metadata, and their blocks as owned by nobody known.
+    ``ranges`` default to the device's own list; ``static`` is the parsed
+    static superblock the tool trusts (default: block 0's).  Inodes stored in
+    a bad inode-table block cannot be read: the hit lists their numbers, and
+    blocks only they own show as "free space" (nobody known owns them).
+    Nothing is written; reads go through ``dev.read`` and never into a bad block.
     """
-    geo, bs = vol.geo, vol.block_size
+    if ranges is None:
+        ranges = list(dev.badblocks)
+    if not ranges:
+        return []
+    if static is None:
+        from nvfs_tools.volume import Volume
+
+        static = Volume._load_static(dev, False)
+    geo = fmt.geometry_from_static(static)
+    bs = geo.block_size
     bad = bad_blocks(ranges, bs)
+    rd = _Reader(dev, static, bad)
     hits: dict[int, Hit] = {}
     for b in sorted(bad):
         kind = metadata_kind(geo, b)
         if kind is not None:
             h = Hit(b, kind[0], kind[1])
             if kind[0] == "inode table":
-                first = kind[1] * geo.inodes_per_group + (b - geo.inode_table_block(kind[1])) * (bs // 256) + 1
-                h.inodes = list(range(first, first + bs // fmt.INODE_SIZE))
+                per = bs // fmt.INODE_SIZE
+                first = kind[1] * geo.inodes_per_group + (b - geo.inode_table_block(kind[1])) * per + 1
+                h.inodes = list(range(first, first + per))
             hits[b] = h
     data_bad = {b for b in bad if b not in hits}
     if data_bad:
-        owners = _owners(vol, data_bad, bad)
+        owners = _owners(rd, data_bad)
         for b in sorted(data_bad):
             what, ino = owners.get(b, ("free space", 0))
             hits[b] = Hit(b, what, inodes=[ino] if ino else [])
-        _name_inodes(vol, [h for h in hits.values() if h.inodes and h.what != "inode table"], bad)
+        bad_dirs = {h.inodes[0] for h in hits.values() if h.what in ("directory page", "radix node") and h.inodes}
+        _name_inodes(rd, [h for h in hits.values() if h.inodes and h.what != "inode table"], bad_dirs)
     return [hits[b] for b in sorted(hits)]
 
 
-def _readable_inode(vol: Any, ino: int, bad: set[int]) -> bool:
-    return vol.inode_offset(ino) // vol.block_size not in bad
+def report_lines(hits: list[Hit]) -> list[str]:
+    """One line per bad block, for a tool's output ("bad block 123: file data of inode 14 (/docs/big.bin)")."""
+    return [f"bad {h.describe()}" for h in hits]
 
 
-def _owners(vol: Any, targets: set[int], bad: set[int]) -> dict[int, tuple[str, int]]:
-    """Owner of each target block: walk every readable in-use inode's map, never entering a bad block."""
-    geo = vol.geo
+def _owners(rd: _Reader, targets: set[int]) -> dict[int, tuple[str, int]]:
+    """Owner of each target block: every readable in-use inode's map, never entering a bad block."""
     out: dict[int, tuple[str, int]] = {}
-    for ino in range(1, geo.inodes_count + 1):
-        if not _readable_inode(vol, ino, bad):
+    for ino in range(1, rd.geo.inodes_count + 1):
+        i = rd.inode(ino)
+        if i is None or i.mode == 0:
             continue
-        mode = vol.inode_mode(ino)
-        if mode == 0:
-            continue
-        i = vol.read_inode(ino)
         if i.xattr_block in targets:
             out[i.xattr_block] = ("xattr block", ino)
-        kind = mode & fmt.S_IFMT
+        kind = i.mode & fmt.S_IFMT
         if kind == fmt.S_IFDIR:
-            _dir_owners(vol, ino, i, targets, bad, out)
+            for blk, what in _dir_blocks(rd, i.block[i.dir_bank & 1]):
+                if blk in targets:
+                    out[blk] = (what, ino)
         elif kind in (fmt.S_IFREG, fmt.S_IFLNK) and not i.flags & fmt.INODE_FLAG_INLINE:
-            for blk, is_indirect in _map_blocks(vol, list(i.block), bad):
+            for blk, is_indirect in _map_blocks(rd, list(i.block)):
                 if blk in targets:
                     out[blk] = ("indirect block" if is_indirect else "file data", ino)
         if len(out) == len(targets):
@@ -242,84 +286,98 @@ def _owners(vol: Any, targets: set[int], bad: set[int]) -> dict[int, tuple[str, 
     return out
 
 
-def _map_blocks(vol: Any, ptrs: list[int], bad: set[int]):
-    """(block, is_indirect) of a block map; indirect blocks in ``bad`` are reported, not read."""
-    bs = vol.block_size
-    per = bs // 8
+def _map_blocks(rd: _Reader, ptrs: list[int]):
+    """(block, is_indirect) of a block map; a bad indirect block is reported, not read."""
+    per = rd.bs // 8
     for i, p in enumerate(ptrs):
         if not p:
             continue
-        depth = 0 if i < fmt.N_DIRECT else i - fmt.N_DIRECT + 1
-        stack = [(p, depth)]
+        stack = [(p, 0 if i < fmt.N_DIRECT else i - fmt.N_DIRECT + 1)]
         while stack:
-            blk, d = stack.pop()
-            if blk >= vol.geo.blocks_count:
+            blk, depth = stack.pop()
+            if blk >= rd.geo.blocks_count:
                 continue
-            yield blk, d > 0
-            if d == 0 or blk in bad:
+            yield blk, depth > 0
+            if depth == 0 or not rd.readable(blk):
                 continue
-            raw = vol.dev.read(blk * bs, bs)
+            raw = rd.dev.read(blk * rd.bs, rd.bs)
             for k in range(per):
                 q = int.from_bytes(raw[8 * k : 8 * k + 8], "little")
                 if q:
-                    stack.append((q, d - 1))
+                    stack.append((q, depth - 1))
 
 
-def _dir_owners(vol: Any, ino: int, inode: Any, targets: set[int], bad: set[int], out: dict) -> None:
-    bs = vol.block_size
-    root = inode.block[inode.dir_bank & 1]
+_NEXT_OFF = fmt.field_offset(fmt.DirPageHeader, "next")
+
+
+def _dir_blocks(rd: _Reader, root: int):
+    """(block, "directory page" | "radix node") of a directory's live tree, bad blocks not entered."""
     stack = [(root, 0)]
     seen: set[int] = set()
     while stack:
         word, level = stack.pop()
-        if not word:
-            continue
         blk = word & fmt.RADIX_BLOCK_MASK
-        if blk in seen or blk >= vol.geo.blocks_count:
+        if not word or blk in seen or blk >= rd.geo.blocks_count or len(seen) > rd.geo.blocks_count:
             continue
         seen.add(blk)
         if word & fmt.RADIX_PAGE_BIT:
-            if blk in targets:
-                out[blk] = ("directory page", ino)
-            if blk not in bad:  # overflow chain
-                nxt = int.from_bytes(vol.dev.read(blk * bs + fmt.field_offset(fmt.DirPageHeader, "next"), 8), "little")
+            yield blk, "directory page"
+            if rd.readable(blk):
+                nxt = rd.u64(blk * rd.bs + _NEXT_OFF)
                 if nxt:
                     stack.append((nxt | fmt.RADIX_PAGE_BIT, level))
             continue
-        if blk in targets:
-            out[blk] = ("radix node", ino)
-        if blk in bad or level > 8:
+        yield blk, "radix node"
+        if not rd.readable(blk) or level > 8:
             continue
-        raw = vol.dev.read(blk * bs, bs)
-        for k in range(bs // 8):
+        raw = rd.dev.read(blk * rd.bs, rd.bs)
+        for k in range(rd.bs // 8):
             w = int.from_bytes(raw[8 * k : 8 * k + 8], "little")
             if w:
                 stack.append((w, level + 1))
 
 
-def _name_inodes(vol: Any, hits: list[Hit], bad: set[int]) -> None:
-    """Paths of the inodes in ``hits``, from a walk of the directories that skips bad pages."""
+def _entries(rd: _Reader, page: int):
+    """(name, ino, file_type) of the live records of one readable page."""
+    raw = rd.dev.read(page * rd.bs, rd.bs)
+    if raw[:4] != fmt.DIR_PAGE_MAGIC:
+        return
+    off = fmt.DIR_PAGE_HEADER_SIZE
+    while off + fmt.DIR_ENTRY_HEADER_SIZE <= rd.bs:
+        ino = int.from_bytes(raw[off : off + 8], "little")
+        name_len, file_type = raw[off + 16], raw[off + 17]
+        rec_len = int.from_bytes(raw[off + 18 : off + 20], "little")
+        if rec_len == 0 or rec_len % 8 or off + rec_len > rd.bs or name_len == 0:
+            return
+        if ino:
+            yield raw[off + 20 : off + 20 + name_len], ino, file_type
+        off += rec_len
+
+
+def _name_inodes(rd: _Reader, hits: list[Hit], bad_dirs: set[int]) -> None:
+    """Paths of the inodes in ``hits``, from a walk that skips directories with a bad page or node."""
     wanted = {ino for h in hits for ino in h.inodes}
     names: dict[int, list[bytes]] = {}
-    from nvfs_tools.directory import Directory
-
-    stack = [(b"", fmt.ROOT_INO)]
+    dt_dir = fmt.MODE_TO_DT[fmt.S_IFDIR]
+    stack = [(b"", rd.root)]
     visited: set[int] = set()
     while stack and wanted - set(names):
         prefix, dino = stack.pop()
-        if dino in visited or not _readable_inode(vol, dino, bad):
+        if dino in visited or dino in bad_dirs or not 1 <= dino <= rd.geo.inodes_count:
             continue
         visited.add(dino)
-        try:
-            entries = list(Directory(vol, dino))
-        except NvfsError:  # a bad page on the way: its names stay unknown
+        i = rd.inode(dino)
+        if i is None or i.mode & fmt.S_IFMT != fmt.S_IFDIR:
             continue
-        for e in entries:
-            path = prefix + b"/" + e.name
-            if e.ino in wanted:
-                names.setdefault(e.ino, []).append(path)
-            if e.file_type == fmt.MODE_TO_DT[fmt.S_IFDIR]:
-                stack.append((path, e.ino))
+        for blk, what in _dir_blocks(rd, i.block[i.dir_bank & 1]):
+            if what != "directory page" or not rd.readable(blk):
+                continue
+            for name, ino, ftype in _entries(rd, blk):
+                path = prefix + b"/" + name
+                if ino in wanted:
+                    names.setdefault(ino, []).append(path)
+                if ftype == dt_dir:
+                    stack.append((path, ino))
     for h in hits:
         h.paths = [p for ino in h.inodes for p in names.get(ino, [])]
 

@@ -111,3 +111,25 @@ def test_fsck_over_bad_range(pristine, tmp_path, kind):
     case = next(c for c in cases if c.kind == kind)
     why = ME.run_case(case, img, tree, str(tmp_path))
     assert why is None, why
+
+
+def test_describe_never_touches_the_bad_range(pristine):
+    """describe_device() on a poisoned device (a child process: a touch would kill it) for every kind."""
+    img, _tree, cases = pristine
+    blocks = [c.block for c in cases if c.kind not in ("backup superblock", "inode table")]
+    itable = next(c.block for c in cases if c.kind == "inode table")
+    code = (
+        "import sys; from nvfs_tools.device import Device; from nvfs_tools import badblocks as BB\n"
+        f"dev = Device({img!r}); ranges = [(b * 4096 + 64, 8) for b in {blocks!r}]\n"
+        "BB.poison(dev, ranges)\n"
+        "hits = BB.describe_device(dev)\n"
+        "print('\\n'.join(BB.report_lines(hits)))\n"
+        f"print(BB.report_lines(BB.describe_device(dev, [({itable} * 4096, 4096)]))[0])\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
+    assert out.count("bad block ") == len(set(blocks)) + 1
+    # /docs has a bad page too: big.bin (inode 14) is found as an owner, its name cannot be
+    for word in ("inode table", "inode 14 (no name found)", "/xattr-file", "directory page", "radix node", "free"):
+        assert word in out, out
