@@ -399,21 +399,24 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
                 plan.dirs.append(sub)
                 extra = sub
             else:
-                key = (st.st_dev, st.st_ino)
-                seen = links.get(key)
-                links[key] = (seen or 0) + 1
-                if seen is None:
-                    plan.inodes += 1
-                    plan.blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
-                    xattrs = _checked_xattrs(path, bs)
-                    if xattrs:
-                        plan.xattrs[key] = xattrs
-                        plan.blocks += 1
                 if stat.S_ISLNK(mode):
                     try:
                         extra = os.readlink(name, dir_fd=dfd)
                     except OSError as exc:
                         raise SourceError(f"{os.fsdecode(path)}: cannot read link: {exc.strerror}") from None
+                key = (st.st_dev, st.st_ino)
+                seen = links.get(key)
+                links[key] = (seen or 0) + 1
+                if seen is None:
+                    plan.inodes += 1
+                    if extra is not None:
+                        plan.blocks += _symlink_blocks(extra, bs)
+                    else:
+                        plan.blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
+                    xattrs = _checked_xattrs(path, bs)
+                    if xattrs:
+                        plan.xattrs[key] = xattrs
+                        plan.blocks += 1
             d.names.append(name)
             d.stats.append(st)
             d.extra.append(extra)
@@ -434,9 +437,12 @@ def _entry_blocks(name: bytes, dfd: int, path: bytes, st: os.stat_result, bs: in
         fblocks = _extent_blocks(_data_extents(name, dfd, path, size), bs)
         plan.sparse[(st.st_dev, st.st_ino)] = fblocks
         return len(fblocks) + indirect_blocks_sparse(fblocks, p)
-    if stat.S_ISLNK(mode):
-        return 0 if size <= fmt.INLINE_SYMLINK_MAX else -(-size // bs)
     return 0
+
+
+def _symlink_blocks(target: bytes, bs: int) -> int:
+    """Data blocks of a symlink: none when the target fits inline in the inode."""
+    return 0 if len(target) <= fmt.INLINE_SYMLINK_MAX else -(-len(target) // bs)
 
 
 # ---------------------------------------------------------------------------
@@ -724,15 +730,15 @@ class _Writer:
     def _pool_for(self, d: _Dir, new: list[bool]) -> list[int]:
         """One allocation for the data and indirect blocks of every small new file of ``d``."""
         need = 0
-        for st, is_new in zip(d.stats, new, strict=True):
+        for st, extra, is_new in zip(d.stats, d.extra, new, strict=True):
             if not is_new:
                 continue
             if (st.st_dev, st.st_ino) in self.plan.xattrs:
                 need += 1
             if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= _HUGE_BYTES:
                 need += self._file_blocks(st)
-            elif stat.S_ISLNK(st.st_mode) and st.st_size > fmt.INLINE_SYMLINK_MAX:
-                need += -(-st.st_size // self.bs)
+            elif stat.S_ISLNK(st.st_mode):
+                need += _symlink_blocks(extra, self.bs)
         pool = self._blocks(need)
         pool.reverse()  # pop() hands them out in ascending order
         return pool
