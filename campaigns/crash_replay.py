@@ -365,7 +365,10 @@ def campaign(args: argparse.Namespace) -> C.Summary:
 
                 src = os.path.join(work_dir, "src")
                 shutil.rmtree(src, ignore_errors=True)
-                hosttree.make_small_files_tree(src, 30 + seed % 20, 4)
+                if seed % 2:
+                    hosttree.make_small_files_tree(src, 30 + seed % 20, 4)
+                else:  # every kind of object: symlinks, devices, hard links, holes, xattrs
+                    hosttree.make_full_tree(src)
                 C.make_fs(work)
                 rec = record_populate(work, src)
             else:
