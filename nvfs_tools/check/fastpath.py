@@ -74,7 +74,7 @@ def _verify(img: Any, quota: bool, np: Any, core: Any) -> FastResult | None:
     dir_parent = np.frombuffer(S["dir_parent"], dtype=np.uint64)
     if not _reserved_ok(ino, mode, quota, np) or not len(dir_ino) or dir_ino[0] != fmt.ROOT_INO:
         return None
-    if not _orphan_links_clear(img, ino, np):
+    if not _inode_columns_ok(img, ino, mode, np) or not _reserved_slots_ok(img, quota):
         return None
     if not _specials_and_links_ok(img, S, ino, mode):
         return None
@@ -163,26 +163,67 @@ def _reserved_ok(ino: Any, mode: Any, quota: bool, np: Any) -> bool:
     return True
 
 
-def _orphan_links_clear(img: Any, ino: Any, np: Any) -> bool:
-    """``next_orphan`` of every in-use inode is 0 (the orphan list is empty after pass 0)."""
+def _inode_columns_ok(img: Any, ino: Any, mode: Any, np: Any) -> bool:
+    """Per-type fixed fields of every in-use inode, gathered as columns (spec/checking.md 6.3, 7.2, 7.3).
+
+    ``next_orphan`` is 0 (the list is empty after pass 0); nanoseconds below 10**9; ``parent``,
+    ``dir_bank`` and ``rdev`` 0 where the type has none; device numbers in range; directories
+    use only ``block[0..1]``.
+    """
     geo = img.geo
     ipg = geo.inodes_per_group
-    column = _INODE["next_orphan"].offset // 8
     words = fmt.INODE_SIZE // 8
+    first = _INODE["atime_nsec"].offset // 8
+    last = _INODE["dir_bank"].offset // 8 + 1
+    col = {name: _INODE[name].offset // 8 - first for name in ("parent", "next_orphan", "rdev", "dir_bank")}
+    blk = _INODE["block"].offset // 8
     bounds = np.searchsorted(ino, np.arange(geo.group_count + 1, dtype=np.uint64) * np.uint64(ipg) + np.uint64(1))
+    ftype = mode >> np.uint16(12)
     for g in range(geo.group_count):
         lo, hi = int(bounds[g]), int(bounds[g + 1])
         if lo == hi:
             continue
         start = geo.inode_table_block(g) * img.bs
         table = np.frombuffer(img.dev.view, dtype=np.uint64, count=ipg * words, offset=start).reshape(ipg, words)
-        if table[ino[lo:hi] - np.uint64(g * ipg + 1), column].any():
+        rows = ino[lo:hi] - np.uint64(g * ipg + 1)
+        cols = table[rows, first:last]
+        t = ftype[lo:hi]
+        is_dir = t == fmt.S_IFDIR >> 12
+        is_dev = (t == fmt.S_IFCHR >> 12) | (t == fmt.S_IFBLK >> 12)
+        if cols[:, col["next_orphan"]].any():
+            return False
+        if (cols[:, : col["parent"]].view(np.uint32) >= np.uint32(10**9)).any():
+            return False
+        if cols[~is_dir, col["parent"]].any() or cols[~is_dir, col["dir_bank"]].any():
+            return False
+        rdev = cols[:, col["rdev"]]
+        if rdev[~is_dev].any():
+            return False
+        if ((rdev[is_dev] >> np.uint64(32)) >= np.uint64(1 << 12)).any():
+            return False
+        if ((rdev[is_dev] & np.uint64(0xFFFFFFFF)) >= np.uint64(1 << 20)).any():
+            return False
+        if is_dir.any() and table[rows[is_dir], blk + 2 : blk + fmt.N_BLOCK_POINTERS].any():
+            return False
+    return True
+
+
+def _reserved_slots_ok(img: Any, quota: bool) -> bool:
+    """Reserved inodes not in use are all zero (spec/checking.md 5)."""
+    for number in range(1, fmt.FIRST_INO):
+        if number == fmt.ROOT_INO or (quota and number in fmt.QUOTA_INODES.values()):
+            continue
+        off = img.geo.inode_offset(number)
+        raw = img.dev.view[off : off + fmt.INODE_SIZE]
+        if raw[0] == 0 and raw[1] == 0 and any(raw):
             return False
     return True
 
 
 def _specials_and_links_ok(img: Any, S: Any, ino: Any, mode: Any) -> bool:
     """Symbolic links and special files, found by their mode's type nibble (few of them)."""
+    from nvfs_tools.check.pass1_inodes import symlink_reason
+
     high = S["mode"].tobytes()[1::2]
     for match in _SPECIAL_OR_LINK.finditer(high):
         pos = match.start()
@@ -190,10 +231,7 @@ def _specials_and_links_ok(img: Any, S: Any, ino: Any, mode: Any) -> bool:
         inode = img.inode(number)
         ft = inode.ftype
         if ft == fmt.S_IFLNK:
-            if inode.flags & fmt.INODE_FLAG_INLINE:
-                if not 1 <= inode.size <= fmt.INLINE_SYMLINK_MAX:
-                    return False
-            elif not 1 <= inode.size <= max(4096, img.bs) or inode.block[0] == 0:
+            if symlink_reason(img, inode) is not None:
                 return False
         else:
             if any(inode.block) or inode.size or inode.dir_bank:

@@ -101,6 +101,33 @@ def xattr_reason(img: Image, block: int) -> str | None:
     return None
 
 
+def symlink_reason(img: Any, inode: Any) -> str | None:
+    """Why a symbolic link is invalid (spec/checking.md 7.5), or None."""
+    size = inode.size
+    if inode.flags & fmt.INODE_FLAG_INLINE:
+        if not 1 <= size <= fmt.INLINE_SYMLINK_MAX:
+            return f"inline target of {size} bytes"
+        raw = b"".join(p.to_bytes(8, "little") for p in inode.block)
+        if b"\0" in raw[:size]:
+            return "NUL byte in the inline target"
+        if any(raw[size:]):
+            return "bytes after the inline target are not zero"
+        return None
+    if not fmt.INLINE_SYMLINK_MAX < size < 4096 or size > img.bs:
+        return f"target of {size} bytes"
+    if any(inode.block[1:]):
+        return "more than one block pointer"
+    block = inode.block[0]
+    if block == 0 or bm.bad_block_reason(img.geo, block):
+        return "no valid data block"
+    data = img.block_view(block)
+    if 0 in bytes(data[:size]):
+        return "NUL byte in the target"
+    if any(data[size:]):
+        return "bytes after the target are not zero"
+    return None
+
+
 class Pass1:
     def __init__(self, chk: Any) -> None:
         self.chk = chk
@@ -125,6 +152,7 @@ class Pass1:
         chk, geo, img = self.chk, self.geo, self.img
         stats = chk.start_pass(1, geo.group_count)
         ipg = geo.inodes_per_group
+        self.check_reserved_slots()
         for g in range(geo.group_count):
             start = geo.inode_table_block(g) * img.bs
             table = img.dev.view[start : start + ipg * fmt.INODE_SIZE]
@@ -151,6 +179,8 @@ class Pass1:
         ft = inode.ftype
         if ino < fmt.FIRST_INO and ino != fmt.ROOT_INO:
             if not (self.quota and ino in fmt.QUOTA_INODES.values() and ft == fmt.S_IFREG):
+                if not inode.mode:
+                    return  # a reserved inode with leftovers: see check_reserved_slots
                 chk.fix("INODE_RESERVED", {"ino": ino, "mode": inode.mode}, lambda: img.clear_inode(ino))
                 return
         if ino == fmt.ROOT_INO and ft != fmt.S_IFDIR:
@@ -164,6 +194,7 @@ class Pass1:
             chk.fix("INODE_BAD_MODE", {"ino": ino, "mode": inode.mode}, lambda: img.clear_inode(ino))
             return
         self.check_flags(inode)
+        self.check_fields(inode)
         if inode.next_orphan and not (ino in chk.orphans_listed and not chk.writable):
             chk.fix(
                 "INODE_STALE_ORPHAN",
@@ -201,6 +232,74 @@ class Pass1:
             )
         chk.inodes[ino] = info
 
+    def check_reserved_slots(self) -> None:
+        """Reserved inodes 1 and 6..10 (and 3..5 without QUOTA) are all zero when not in use (spec 5)."""
+        img = self.img
+        for ino in range(1, fmt.FIRST_INO):
+            if ino == fmt.ROOT_INO or (self.quota and ino in fmt.QUOTA_INODES.values()):
+                continue
+            off = img.geo.inode_offset(ino)
+            raw = img.dev.view[off : off + fmt.INODE_SIZE]
+            if raw[0] == 0 and raw[1] == 0 and any(raw):
+                self.chk.fix(
+                    "RESERVED_NONZERO",
+                    {"what": f"reserved inode {ino}", "block": off // img.bs},
+                    lambda off=off: (img.write_bytes(off, bytes(fmt.INODE_SIZE)), img.barrier()),
+                )
+
+    def check_fields(self, inode: Any) -> None:
+        """Fields with a fixed value per type (spec/checking.md 7.1-7.3): repaired in place."""
+        ft = inode.ftype
+        ino = inode.ino
+        wrong: list[tuple[str, int, str, int]] = []
+        if inode.reserved0:
+            wrong.append(("reserved0", inode.reserved0, "must be zero", 0))
+        for name in ("atime_nsec", "mtime_nsec", "ctime_nsec", "btime_nsec"):
+            value = getattr(inode, name)
+            if value >= 10**9:
+                wrong.append((name, value, "nanoseconds must be below 10**9", 0))
+        if ft != fmt.S_IFDIR:
+            if inode.parent:
+                wrong.append(("parent", inode.parent, "only directories have a parent pointer", 0))
+            if inode.dir_bank:
+                wrong.append(("dir_bank", inode.dir_bank, "only directories have a bank flag", 0))
+        if ft in (fmt.S_IFCHR, fmt.S_IFBLK):
+            major, minor = fmt.decode_rdev(inode.rdev)
+            if major >= 1 << 12 or minor >= 1 << 20:
+                wrong.append(("rdev", inode.rdev, "device number out of range", 0))
+        elif inode.rdev:
+            wrong.append(("rdev", inode.rdev, "only devices have a device number", 0))
+        for name, value, reason, fixed in wrong:
+
+            def store(name: str = name, fixed: int = fixed) -> None:
+                self.img.set_inode(ino, **{name: fixed})
+                self.img.barrier()
+
+            self.chk.fix(
+                "INODE_BAD_FIELD",
+                {"ino": ino, "field": name, "value": value, "reason": reason, "fixed": fixed},
+                store,
+            )
+        if ft == fmt.S_IFDIR:
+            for i in range(2, fmt.N_BLOCK_POINTERS):
+                if inode.block[i]:
+
+                    def clear(i: int = i) -> None:
+                        self.img.set_inode(ino, block=(i, 0))
+                        self.img.barrier()
+
+                    self.chk.fix(
+                        "INODE_BAD_FIELD",
+                        {
+                            "ino": ino,
+                            "field": f"block[{i}]",
+                            "value": inode.block[i],
+                            "reason": "a directory uses only block[0] and block[1]",
+                            "fixed": 0,
+                        },
+                        clear,
+                    )
+
     def check_flags(self, inode: Any) -> None:
         flags = inode.flags
         bad = flags & ~fmt.INODE_FLAGS_KNOWN
@@ -218,14 +317,7 @@ class Pass1:
 
     def check_symlink(self, inode: Any) -> bool:
         """Validate a symbolic link; False when it was cleared (or should be)."""
-        reason = None
-        if inode.flags & fmt.INODE_FLAG_INLINE:
-            if not 1 <= inode.size <= fmt.INLINE_SYMLINK_MAX:
-                reason = f"inline target of {inode.size} bytes"
-        elif not 1 <= inode.size <= max(4096, self.img.bs):
-            reason = f"target of {inode.size} bytes"
-        elif inode.block[0] == 0:
-            reason = "no data block"
+        reason = symlink_reason(self.img, inode)
         if reason is None:
             return True
         ino = inode.ino
@@ -233,16 +325,11 @@ class Pass1:
         return False
 
     def check_special(self, inode: Any) -> None:
-        ft = inode.ftype
         reasons = []
         if any(inode.block):
             reasons.append("block pointers")
         if inode.size:
             reasons.append(f"size {inode.size}")
-        if ft in (fmt.S_IFIFO, fmt.S_IFSOCK) and inode.rdev:
-            reasons.append(f"device number {inode.rdev:#x}")
-        if inode.dir_bank:
-            reasons.append(f"directory bank {inode.dir_bank}")
         if not reasons:
             return
         ino = inode.ino
@@ -251,9 +338,8 @@ class Pass1:
             for i in range(fmt.N_BLOCK_POINTERS):
                 if inode.block[i]:
                     self.img.set_inode(ino, block=(i, 0))
-            self.img.set_inode(ino, size=0, dir_bank=0)
-            if ft in (fmt.S_IFIFO, fmt.S_IFSOCK):
-                self.img.set_inode(ino, rdev=0)
+            self.img.set_inode(ino, size=0)
+            self.img.barrier()
 
         self.chk.fix(
             "INODE_BAD_SPECIAL", {"ino": ino, "kind": kind_name(inode.mode), "reason": ", ".join(reasons)}, clear

@@ -1,7 +1,7 @@
 """Pass 5 (end): quota usage records, when the ro_compat QUOTA feature is set.
 
 Usage is advisory in NVFS (the library updates records without ordering) and
-fsck recomputes it: for every ordinary inode (``ino >= first_ino``), the bytes
+fsck recomputes it: for the root and every ordinary inode (``quota.quota_counted``), the bytes
 of the blocks it owns and one inode, charged to its uid (file 3), its gid
 (file 4) and project 0 (file 5; NVFS inodes carry no project id).  Records are
 read and written through the library's file code, after the bitmaps have been
@@ -27,8 +27,10 @@ def computed_usage(chk: Any) -> dict[int, dict[int, tuple[int, int]]]:
     uid_off = fmt.field_offset(fmt.Inode, "uid")
     gid_off = fmt.field_offset(fmt.Inode, "gid")
     view = img.dev.view
+    from nvfs_tools.quota import quota_counted
+
     for ino, info in chk.inodes.items():
-        if ino < fmt.FIRST_INO:
+        if not quota_counted(ino):
             continue
         base = img.geo.inode_offset(ino)
         uid = int.from_bytes(view[base + uid_off : base + uid_off + 4], "little")

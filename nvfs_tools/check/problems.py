@@ -137,6 +137,14 @@ _ROWS: tuple[ProblemDef, ...] = (
         "clear the inode",
     ),
     ProblemDef(
+        "INODE_BAD_FIELD",
+        1,
+        "inode {ino}: {field} is {value} ({reason})",
+        "error",
+        True,
+        "set {field} to {fixed}",
+    ),
+    ProblemDef(
         "INODE_BAD_FLAGS",
         1,
         "inode {ino}: bad flags {flags:#x} ({reason})",
