@@ -307,7 +307,9 @@ def _bitmaps_ok(img: Any, owned: Any, inuse: Any, dir_ino: Any, np: Any) -> tupl
         counters = fmt.GroupCounters.build(
             {"group": g, "free_blocks": free_b, "free_inodes": free_i, "used_dirs": int(dirs_per_group[g])}
         )
-        if img.dev.view[caddr : caddr + len(counters)] != counters:
+        if img.dev.view[caddr : caddr + len(counters)] != counters or any(
+            img.dev.view[caddr + len(counters) : caddr + bs]
+        ):
             return None
         total_b += free_b
         total_i += free_i

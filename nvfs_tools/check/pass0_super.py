@@ -17,6 +17,7 @@ from nvfs_tools.check.image import Image, kind_name
 from nvfs_tools.errors import NotNvfsError, UnsupportedFeatureError
 
 _STATIC = fmt.field_layout(fmt.SuperblockStatic)
+_RESERVED_SIZE = fmt.SB_STATIC_SIZE - 4 - sum(sub.sizeof() for sub in fmt.SuperblockStatic.subcons[:-2])
 
 
 class BadStatic(Exception):
@@ -36,6 +37,9 @@ def validate_static(raw: bytes, device_size: int) -> Any:
     if stored != fmt.sb_static_checksum(raw):
         raise BadStatic("checksum mismatch")
     static = fmt.SuperblockStatic.parse(raw)
+    pad_start = fmt.SuperblockStatic.sizeof() - 4 - _RESERVED_SIZE
+    if any(raw[pad_start : fmt.SB_STATIC_SIZE - 4]):
+        raise BadStatic("reserved bytes are not zero")
     if static.version != fmt.FORMAT_VERSION:
         raise BadStatic(f"unsupported format version {static.version}")
     unknown = static.feature_incompat & ~fmt.FEATURE_INCOMPAT_KNOWN
@@ -70,7 +74,8 @@ def _check_geometry(static: Any) -> None:
         (static.journal_blocks == -(-static.journal_slots * fmt.JOURNAL_SLOT_SIZE // bs), "journal size"),
         (static.root_ino == fmt.ROOT_INO, "root inode"),
         (static.first_ino == fmt.FIRST_INO, "first inode"),
-        (static.lost_found_ino in (0, fmt.FIRST_INO), "lost+found inode"),
+        (static.lost_found_ino == fmt.FIRST_INO, "lost+found inode"),
+        (static.mkfs_time_nsec < 10**9, "mkfs time nanoseconds"),
         (static.hash_version == fmt.HASH_SIPHASH24, "hash version"),
         ((static.group_count - 1) * static.blocks_per_group < static.blocks_count, "group count vs size"),
     ]
@@ -80,6 +85,17 @@ def _check_geometry(static: Any) -> None:
     geo = fmt.geometry_from_static(static)
     if static.journal_block != geo.journal_block:
         raise BadStatic("inconsistent geometry: journal block")
+    try:
+        made = fmt.compute_geometry(
+            static.blocks_count * bs, bs, inode_count=static.inodes_count, journal_slots=static.journal_slots
+        )
+    except fmt.GeometryError:
+        made = None
+    if made != geo:
+        raise BadStatic("geometry is not the one mkfs computes for this size")
+    label = bytes(static.label)
+    if b"\0" in label and any(label[label.index(b"\0") :]):
+        raise BadStatic("label has bytes after its NUL")
     for g in range(static.group_count):
         if geo.first_data_block(g) >= geo.group_end(g):
             raise BadStatic(f"inconsistent geometry: group {g} has no room for data")
@@ -124,6 +140,26 @@ def find_backup(dev: Any, primary_raw: bytes) -> tuple[Any, bytes, int] | None:
     return None
 
 
+def _copies_overrule(dev: Any, static: Any, primary_raw: bytes) -> tuple[Any, bytes, str, int] | None:
+    """Two valid copies identical to each other but not to a valid primary win (spec/checking.md 1.7)."""
+    geo = fmt.geometry_from_static(static)
+    bs = geo.block_size
+    offsets = [geo.backup_block * bs] + [geo.group_start(g) * bs for g in range(1, geo.group_count)]
+    seen: dict[bytes, int] = {}
+    for off in offsets:
+        raw = dev.read(off, fmt.SB_STATIC_SIZE)
+        if raw == primary_raw:
+            continue
+        try:
+            copy = validate_static(raw, dev.size)
+        except (BadStatic, NotNvfsError):
+            continue
+        if raw in seen:
+            return copy, raw, "two identical copies disagree with it", seen[raw]
+        seen[raw] = off
+    return None
+
+
 def load_superblock(dev: Any, use_backup: bool) -> tuple[Any, bytes, str | None, int]:
     """Choose the static superblock to trust.
 
@@ -138,9 +174,13 @@ def load_superblock(dev: Any, use_backup: bool) -> tuple[Any, bytes, str | None,
         return found[0], found[1], "-b given", found[2]
     try:
         static = validate_static(primary_raw, dev.size)
-        return static, primary_raw, None, 0
     except BadStatic as exc:
         reason = str(exc)
+    else:
+        overruled = _copies_overrule(dev, static, primary_raw)
+        if overruled is None:
+            return static, primary_raw, None, 0
+        return overruled
     found = find_backup(dev, primary_raw)
     if found is None:
         if primary_raw[:8] != fmt.MAGIC:
@@ -186,8 +226,8 @@ def _static_copies(chk: Any, img: Image, primary_reason: str | None, source_offs
                 lambda: _write_static(img, 0),
             )
     backup_off = geo.backup_block * bs
-    current = img.dev.read(backup_off, fmt.SB_STATIC_SIZE)
-    if current != raw:
+    current = img.dev.read(backup_off, bs)
+    if current[: fmt.SB_STATIC_SIZE] != raw or any(current[fmt.SB_STATIC_SIZE :]):
         reason = "bad magic" if current[:8] != fmt.MAGIC else "contents differ"
         chk.fix(
             "SB_BACKUP_BAD",
@@ -196,16 +236,25 @@ def _static_copies(chk: Any, img: Image, primary_reason: str | None, source_offs
         )
     for g in range(1, geo.group_count):
         off = geo.group_start(g) * bs
-        if img.dev.view[off : off + fmt.SB_STATIC_SIZE] != raw:
+        block = img.dev.view[off : off + bs]
+        if block[: fmt.SB_STATIC_SIZE] != raw or any(block[fmt.SB_STATIC_SIZE :]):
             chk.fix(
                 "SB_GROUP_COPY_BAD",
                 {"group": g, "block": geo.group_start(g)},
                 lambda off=off: _write_static(img, off),
             )
+    if bs > 4096 and any(img.dev.view[4096:bs]):
+        chk.fix(
+            "RESERVED_NONZERO",
+            {"what": "block 0 past its first 4096 bytes", "block": 0},
+            lambda: (img.write_bytes(4096, bytes(bs - 4096)), img.barrier()),
+        )
 
 
 def _write_static(img: Image, offset: int) -> None:
-    img.write_bytes(offset, img.static_raw)
+    """A static copy: the 2048 bytes, and zeros for the rest of a copy block (not block 0's dynamic half)."""
+    data = img.static_raw if offset == 0 else img.static_raw + bytes(img.bs - fmt.SB_STATIC_SIZE)
+    img.write_bytes(offset, data)
     img.barrier()
 
 
@@ -239,10 +288,23 @@ def _journal(chk: Any, img: Image) -> None:
     base = geo.journal_block * img.bs
     limit = geo.blocks_count * img.bs
     entry = fmt.JournalEntry.sizeof()
+    hdr_reserved = fmt.field_layout(fmt.JournalSlotHeader)["reserved"]
+    slot_reserved = fmt.JOURNAL_SLOT_HEADER_SIZE + entry * fmt.JOURNAL_ENTRIES
+    pending: list[tuple[int, int, int, int, list[tuple[int, int]]]] = []
     for slot in range(geo.journal_slots):
         off = base + slot * fmt.JOURNAL_SLOT_SIZE
         commit = img.u64(off)
         if commit == 0:
+            hdr = img.dev.view[off + hdr_reserved.offset : off + hdr_reserved.offset + hdr_reserved.size]
+            tail = img.dev.view[off + slot_reserved : off + fmt.JOURNAL_SLOT_SIZE]
+            if any(hdr) or any(tail):
+
+                def zero(off: int = off) -> None:
+                    img.write_bytes(off + hdr_reserved.offset, bytes(hdr_reserved.size))
+                    img.write_bytes(off + slot_reserved, bytes(fmt.JOURNAL_SLOT_SIZE - slot_reserved))
+                    img.barrier()
+
+                chk.fix("RESERVED_NONZERO", {"what": f"microjournal slot {slot}", "block": off // img.bs}, zero)
             continue
         count, seq = commit & 0xFF, commit >> 8
         hdr = fmt.JournalSlotHeader.parse(img.dev.read(off, fmt.JOURNAL_SLOT_HEADER_SIZE))
@@ -264,15 +326,7 @@ def _journal(chk: Any, img: Image) -> None:
                         break
                     stores.append((addr, value))
         if reason is None:
-
-            def replay(off: int = off, stores: list[tuple[int, int]] = stores) -> None:
-                for addr, value in stores:
-                    img.store(addr, value)
-                img.barrier()
-                img.store(off, 0)
-                img.barrier()
-
-            chk.fix("JOURNAL_REPLAY", {"slot": slot, "seq": seq, "count": count}, replay)
+            pending.append((seq, slot, off, count, stores))
         else:
 
             def discard(off: int = off) -> None:
@@ -280,6 +334,24 @@ def _journal(chk: Any, img: Image) -> None:
                 img.barrier()
 
             chk.fix("JOURNAL_DISCARD", {"slot": slot, "reason": reason}, discard)
+    for seq, slot, off, count, stores in sorted(pending):  # replayed in transaction order
+
+        def replay(off: int = off, stores: list[tuple[int, int]] = stores) -> None:
+            for addr, value in stores:
+                img.store(addr, value)
+            img.barrier()
+            img.store(off, 0)
+            img.barrier()
+
+        chk.fix("JOURNAL_REPLAY", {"slot": slot, "seq": seq, "count": count}, replay)
+    end = base + geo.journal_slots * fmt.JOURNAL_SLOT_SIZE
+    stop = (geo.journal_block + geo.journal_blocks) * img.bs
+    if end < stop and any(img.dev.view[end:stop]):
+        chk.fix(
+            "RESERVED_NONZERO",
+            {"what": "microjournal space past the last slot", "block": end // img.bs},
+            lambda: (img.write_bytes(end, bytes(stop - end)), img.barrier()),
+        )
 
 
 def _named_inodes(img: Image) -> set[int]:

@@ -145,10 +145,11 @@ def _write(img: Any, addr: int, data: bytes) -> None:
 def _check_counters(chk: Any, g: int, free_blocks: int, free_inodes: int, used_dirs: int) -> None:
     img = chk.image
     addr = img.geo.counters_block(g) * img.bs
-    raw = img.dev.read(addr, fmt.GroupCounters.sizeof())
+    raw = img.dev.read(addr, img.bs)
     want = fmt.GroupCounters.build(
         {"group": g, "free_blocks": free_blocks, "free_inodes": free_inodes, "used_dirs": used_dirs}
     )
+    want += bytes(img.bs - len(want))
     if raw == want:
         return
     diffs = []
@@ -161,6 +162,8 @@ def _check_counters(chk: Any, g: int, free_blocks: int, free_inodes: int, used_d
                 diffs.append("bad magic")
             else:
                 diffs.append(f"{name} {int.from_bytes(a, 'little')}, counted {int.from_bytes(b, 'little')}")
+    if any(raw[fmt.GroupCounters.sizeof() :]):
+        diffs.append("unused bytes not zero")
     chk.fix("GROUP_COUNTERS", {"group": g, "diffs": ", ".join(diffs)}, lambda: _write(img, addr, want))
 
 
@@ -177,6 +180,8 @@ def counters_consistent(img: Any) -> str | None:
             return f"group {g}: counters block damaged"
         if c.group != g:
             return f"group {g}: counters block names group {c.group}"
+        if any(img.dev.view[addr + fmt.GroupCounters.sizeof() : addr + bs]):
+            return f"group {g}: counters block has stray bytes"
         baddr = geo.block_bitmap_block(g) * bs
         bmap = bytearray(img.dev.view[baddr : baddr + bs])
         valid = geo.group_end(g) - geo.group_start(g)
