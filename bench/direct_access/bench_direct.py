@@ -112,9 +112,8 @@ def main() -> None:
         "mmap+WILLNEED": lambda: via_mmap(dev, size, mmap.MADV_WILLNEED, C.popcount),
         "mmap+POPULATE_READ": lambda: via_mmap(dev, size, MADV_POPULATE_READ, C.popcount),
     }
-    for chunk_mib in (1, 4, 16, 64):
-        chunk = chunk_mib << 20
-        methods[f"odirect {chunk_mib} MiB"] = lambda c=chunk: via_read(dev, size, c, True, C.popcount)
+    for chunk_kib in (256, 1024, 4096, 16384, 65536):
+        methods[f"odirect {chunk_kib} KiB"] = lambda c=chunk_kib << 10: via_read(dev, size, c, True, C.popcount)
     methods["buffered 4 MiB"] = lambda: via_read(dev, size, 4 << 20, False, C.popcount)
     if args.only:
         methods = {k: v for k, v in methods.items() if k in args.only}
