@@ -188,6 +188,7 @@ class Outcome:
     detected: bool = False
     repaired: bool = False
     survivor: bool = False
+    noop: bool = False
     failure: str | None = None
 
 
@@ -200,7 +201,7 @@ def run_case(p: Pristine, t: Target, f: fp.Field, verb: str, image: str, rows: l
         field_, old, new = fp.fuzz_field(dev, geo, t.type_name, t.addr, f.path, verb, rng=case_rng(case_id))
         area_new = dev.read(t.addr + fmt.field_offset(fmt.Inode, "block"), 128) if t.type_name == "inode" else b""
     if old == new:
-        return Outcome(survivor=True)  # e.g. zeroes of a zero field: nothing changed, nothing to find
+        return Outcome(noop=True)  # e.g. zeroes of a zero field: nothing changed, nothing to find
     t.state.extra.update(area_old=area_old, area_new=area_new)
     row = U.unjudged(rows, t.state, f.path, old, new)
     out = Outcome()
@@ -275,6 +276,7 @@ def campaign(args: argparse.Namespace) -> C.Summary:
             summary.detections += out.detected
             summary.repairs += out.repaired
             summary.survivors += out.survivor
+            summary.extra["no-ops"] = summary.extra.get("no-ops", 0) + out.noop
             if out.failure:
                 summary.fail(case_id, out.failure)
                 if args.verbose:

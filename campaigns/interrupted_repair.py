@@ -11,8 +11,10 @@ power cut) is rebuilt.  On each:
 * ``fsck -fn`` then exits 0 with no finding;
 * files the damage did not touch read back identical to the pristine image.
 
-``--kill N`` also runs ``fsck.nvfs -fy`` as a real process N times per seed,
-SIGKILLed after a random delay, then checks the same three things.
+``--raise-at N`` stops N in-process runs with an exception at a random
+write (nvfs_tools.crashsim ``fail_after``).  ``--kill N`` also runs
+``fsck.nvfs -fy`` as a real process N times per seed, SIGKILLed after a
+random delay.  Both then get the same three checks.
 
     python -m campaigns.interrupted_repair [--seeds N] [--damages K] [--kill N]
     python -m campaigns.interrupted_repair --seed S --case CUT -v
@@ -101,6 +103,22 @@ def kill_runs(p: FZ.Pristine, damaged: str, work: str, n: int, rng: random.Rando
     return out
 
 
+def raise_runs(damaged: str, work: str, writes: int, n: int, rng: random.Random) -> list[tuple[str, str]]:
+    """fsck -fy stopped in-process by an exception at its N-th device write (N random)."""
+    out = []
+    for _ in range(n):
+        stop = rng.randint(1, max(writes, 1))
+        image = os.path.join(work, "raise.img")
+        C.copy_image(damaged, image)
+        try:
+            with crashsim.recording(fail_after=stop - 1):
+                C.fsck(image, "y", force=True)
+        except crashsim.SimulatedCrash:
+            pass
+        out.append((f"raise@write{stop}", image))
+    return out
+
+
 def campaign(args: argparse.Namespace) -> C.Summary:
     summary = C.Summary("interrupted_repair")
     work = C.scratch_dir("irepair-")
@@ -144,7 +162,9 @@ def campaign(args: argparse.Namespace) -> C.Summary:
                         print(f"  cut {cut.case_id}: {why}")
                 else:
                     summary.repairs += 1
-            for case_id, image in kill_runs(p, damaged, work, args.kill, random.Random(seed)):
+            rng = random.Random(seed)
+            stops = raise_runs(damaged, work, log.writes, args.raise_at, rng)
+            for case_id, image in stops + kill_runs(p, damaged, work, args.kill, rng):
                 summary.cases += 1
                 why = check_state(p, image, touched, inos, damaged_bytes)
                 if why:
@@ -166,6 +186,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--randoms", type=int, default=2, help="random reorder/drop states per epoch")
     ap.add_argument("--max-cuts", type=int, default=0, help="sample at most N cuts per seed")
     ap.add_argument("--kill", type=int, default=2, help="real SIGKILLed fsck processes per seed")
+    ap.add_argument("--raise-at", type=int, default=2, help="in-process stops at a random N-th write per seed")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap
 
