@@ -244,7 +244,11 @@ def _specials_and_links_ok(img: Any, S: Any, ino: Any, mode: Any) -> bool:
 def _xattrs_ok(img: Any, S: Any) -> bool:
     from nvfs_tools.check.pass1_inodes import xattr_reason
 
-    return all(xattr_reason(img, block) is None for block in S["xattr_block"])
+    for number, block in zip(S["xattr_ino"], S["xattr_block"], strict=True):
+        is_dir = img.inode(number).ftype == fmt.S_IFDIR
+        if xattr_reason(img, block, is_dir) is not None:
+            return False
+    return True
 
 
 def _all_reach_root(parent_of: dict[int, int]) -> bool:

@@ -69,8 +69,8 @@ def _set_range(bits: bytearray, start: int, end: int) -> None:
         block += 1
 
 
-def xattr_reason(img: Image, block: int) -> str | None:
-    """Why an extended attribute block is unusable, or None."""
+def xattr_reason(img: Image, block: int, is_dir: bool = True) -> str | None:
+    """Why an extended attribute block is unusable (spec/checking.md 10), or None."""
     why = bm.bad_block_reason(img.geo, block)
     if why:
         return why
@@ -84,20 +84,55 @@ def xattr_reason(img: Image, block: int) -> str | None:
         return "checksum mismatch"
     count = int.from_bytes(data[_XH["count"].offset :][:4], "little")
     used = int.from_bytes(data[_XH["used"].offset :][:4], "little")
+    if count < 1:
+        return "no attributes in the block"
     if not fmt.XATTR_HEADER_SIZE <= used <= img.bs:
         return f"used size {used}"
+    if any(data[used:]):
+        return "bytes after the used area are not zero"
+    from nvfs_tools import xattr as xa
+
     off = fmt.XATTR_HEADER_SIZE
+    names: set[bytes] = set()
     for _ in range(count):
         if off + fmt.XATTR_ENTRY_HEADER_SIZE > used:
             return "entries overrun the used area"
         index = data[off + _XE["name_index"].offset]
         nlen = data[off + _XE["name_len"].offset]
+        reserved = int.from_bytes(data[off + _XE["reserved"].offset :][:2], "little")
         vlen = int.from_bytes(data[off + _XE["value_len"].offset :][:4], "little")
         if index not in fmt.XATTR_PREFIXES:
             return f"unknown name index {index}"
-        off += fmt.xattr_entry_len(nlen, vlen)
-        if off > used:
+        if reserved:
+            return "entry reserved field not zero"
+        acl = index in (fmt.XATTR_INDEX_POSIX_ACL_ACCESS, fmt.XATTR_INDEX_POSIX_ACL_DEFAULT)
+        if (nlen != 0) if acl else (nlen == 0 or len(fmt.XATTR_PREFIXES[index]) + nlen > 255):
+            return f"bad name length {nlen}"
+        if vlen > getattr(xa, "XATTR_VALUE_MAX", 65536):
+            return f"value of {vlen} bytes"
+        start = off + fmt.XATTR_ENTRY_HEADER_SIZE
+        end = off + fmt.xattr_entry_len(nlen, vlen)
+        if end > used:
             return "entries overrun the used area"
+        suffix = bytes(data[start : start + nlen])
+        value = bytes(data[start + nlen : start + nlen + vlen])
+        if b"\0" in suffix:
+            return "NUL in an attribute name"
+        if any(data[start + nlen + vlen : end]):
+            return "entry padding not zero"
+        full = fmt.XATTR_PREFIXES[index] + suffix
+        if full in names:
+            return f"attribute {full.decode('utf-8', 'backslashreplace')} twice"
+        names.add(full)
+        if acl:
+            bad = xa.acl_problem(value)
+            if bad:
+                return bad
+            if index == fmt.XATTR_INDEX_POSIX_ACL_DEFAULT and not is_dir:
+                return "default ACL on a non-directory"
+        off = end
+    if off != used:
+        return "entries do not end at the used size"
     return None
 
 
@@ -212,7 +247,7 @@ class Pass1:
         elif ft != fmt.S_IFLNK:
             self.check_special(inode)
         if inode.xattr_block:
-            why = xattr_reason(img, inode.xattr_block)
+            why = xattr_reason(img, inode.xattr_block, ft == fmt.S_IFDIR)
             if why:
                 chk.fix(
                     "INODE_BAD_XATTR",

@@ -18,6 +18,7 @@ from nvfs_tools import format as fmt
 _QR = fmt.field_layout(fmt.QuotaRecord)
 _BYTES = _QR["bytes_used"].offset
 _PAIR = struct.Struct("<QQ")
+_FLAGS = _QR["flags"].offset
 _KINDS = {fmt.USR_QUOTA_INO: "user", fmt.GRP_QUOTA_INO: "group", fmt.PRJ_QUOTA_INO: "project"}
 
 
@@ -57,11 +58,14 @@ def run(chk: Any) -> None:
         info = chk.inodes.get(qino)
         if info is None or info.ftype != fmt.S_IFREG:
             found: dict[int, tuple[int, int]] = {}
+            flagged: set[int] = set()
             missing = True
         else:
-            found = _records(vol, img, qino)
+            found, flagged = _records(vol, img, qino)
             missing = False
-        ids = sorted(i for i in set(found) | set(want) if found.get(i, (0, 0)) != want.get(i, (0, 0)))
+        ids = sorted(
+            i for i in set(found) | set(want) | flagged if found.get(i, (0, 0)) != want.get(i, (0, 0)) or i in flagged
+        )
         if not ids and not missing:
             continue
         sample = ", ".join(
@@ -77,15 +81,20 @@ def run(chk: Any) -> None:
                 vol.init_reserved_file(qino, fmt.S_IFREG | 0o600)
                 img.barrier()
             for qid in ids:
-                vol.write(qino, qid * fmt.QUOTA_RECORD_SIZE + _BYTES, _PAIR.pack(*want.get(qid, (0, 0))), charge=False)
+                base = qid * fmt.QUOTA_RECORD_SIZE
+                vol.write(qino, base + _BYTES, _PAIR.pack(*want.get(qid, (0, 0))), charge=False)
+                if qid in flagged:
+                    vol.write(qino, base + _FLAGS, bytes(8), charge=False)
             img.barrier()
 
         chk.fix("QUOTA_USAGE", details, repair)
 
 
-def _records(vol: Any, img: Any, qino: int) -> dict[int, tuple[int, int]]:
+def _records(vol: Any, img: Any, qino: int) -> tuple[dict[int, tuple[int, int]], set[int]]:
+    """Usage recorded per id, and the ids whose ``flags`` are not 0."""
     per_block = img.bs // fmt.QUOTA_RECORD_SIZE
     found: dict[int, tuple[int, int]] = {}
+    flagged: set[int] = set()
     size = img.inode(qino).size
     for fblock, dblock in vol.file_blocks(qino):
         data = img.read_block(dblock)
@@ -96,4 +105,6 @@ def _records(vol: Any, img: Any, qino: int) -> dict[int, tuple[int, int]]:
             b, i = _PAIR.unpack_from(data, k * fmt.QUOTA_RECORD_SIZE + _BYTES)
             if b or i:
                 found[qid] = (b, i)
-    return found
+            if int.from_bytes(data[k * fmt.QUOTA_RECORD_SIZE + _FLAGS :][:8], "little"):
+                flagged.add(qid)
+    return found, flagged
