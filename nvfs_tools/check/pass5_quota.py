@@ -75,7 +75,9 @@ def run(chk: Any) -> None:
         )
         details = {"kind": kind, "ino": qino, "count": len(ids), "sample": sample or "quota file missing"}
 
-        def repair(qino: int = qino, ids: list[int] = ids, want: dict = want, missing: bool = missing) -> None:
+        def repair(
+            qino: int = qino, ids: list[int] = ids, want: dict = want, missing: bool = missing, flagged: set = flagged
+        ) -> None:
             if missing:
                 img.clear_inode(qino) if img.inode(qino).mode else None
                 vol.init_reserved_file(qino, fmt.S_IFREG | 0o600)
