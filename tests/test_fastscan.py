@@ -616,6 +616,75 @@ def test_truncated_mapping_is_never_read_past(image):
     }
 
 
+def plausible_garbage(rng: random.Random, geo, size: int) -> bytearray:
+    """Random words that look like pointers, slots, modes and pages often enough to be followed."""
+    nb = geo.blocks_count
+    words = []
+    for _ in range(size // 8):
+        r = rng.random()
+        if r < 0.45:
+            words.append(0)
+        elif r < 0.7:
+            words.append(rng.randrange(nb + 4))
+        elif r < 0.8:
+            words.append(F.RADIX_PAGE_BIT | rng.randrange(nb + 4))
+        elif r < 0.9:
+            words.append(rng.randrange(1 << 64))
+        else:
+            words.append(rng.randrange(300))
+    buf = bytearray(b"".join(w.to_bytes(8, "little") for w in words))
+    bs = geo.block_size
+    types = [F.S_IFREG, F.S_IFDIR, F.S_IFLNK, F.S_IFCHR, F.S_IFIFO]
+    for ino in range(1, geo.inodes_count + 1):
+        if rng.random() < 0.6:
+            base = geo.inode_offset(ino)
+            put(buf, base + INODE["mode"].offset, rng.choice(types) | 0o644, 2)
+            put(buf, base + INODE["size"].offset, rng.randrange(64 * bs))
+            put(buf, base + INODE["dir_bank"].offset, rng.randrange(2))
+    for block in rng.sample(range(geo.first_data_block(0), nb - 1), min(12, nb // 4)):
+        page = block * bs
+        buf[page : page + 4] = F.DIR_PAGE_MAGIC
+        put(buf, page + PAGE["depth"].offset, rng.choice([0, 0, 1, 9, 64]), 2)
+        put(buf, page + PAGE["prefix"].offset, rng.choice([0, 1 << 63]))
+        put(buf, page + PAGE["next"].offset, rng.choice([0, 0, rng.randrange(nb)]))
+        off = F.DIR_PAGE_HEADER_SIZE
+        for _ in range(rng.randrange(6)):  # a few well-formed records with random names and inode numbers
+            name = bytes(rng.choice(b"ab./\0") for _ in range(rng.randrange(1, 4)))
+            rec_len = F.dir_entry_rec_len(len(name))
+            put(buf, page + off, rng.randrange(geo.inodes_count + 3))
+            put(buf, page + off + ENTRY["hash"].offset, rng.randrange(1 << 64))
+            buf[page + off + ENTRY["name_len"].offset] = len(name)
+            put(buf, page + off + ENTRY["rec_len"].offset, rec_len, 2)
+            buf[page + off + F.DIR_ENTRY_HEADER_SIZE : page + off + F.DIR_ENTRY_HEADER_SIZE + len(name)] = name
+            off += rec_len
+        put(buf, page + off + ENTRY["rec_len"].offset, 0, 2)
+    return buf
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32), st.sampled_from([(1 << 20, 4096), (2 << 20, 8192)]))
+def test_plausible_garbage_agrees(seed, shape):
+    """A whole device of pointer-like garbage: both backends report the same, nothing crashes."""
+    size, bs = shape
+    geo = F.compute_geometry(size, bs)
+    rng = random.Random(seed)
+    buf = plausible_garbage(rng, geo, size)
+    inodes = list(range(1, geo.inodes_count + 3))
+    rng.shuffle(inodes)
+    for mod in MODS:
+        s = mod.scan_inodes(buf, geo)
+        assert set(s["ino"]) <= set(range(1, geo.inodes_count + 1))
+    ref = (P.walk_blockmaps(buf, geo, inodes), P.walk_directories(buf, geo, bytes(16), inodes))
+    for threads in (1, 2) if C is not None else ():
+        got = (
+            C.walk_blockmaps(buf, geo, inodes, threads=threads),
+            C.walk_directories(buf, geo, bytes(16), inodes, threads=threads),
+        )
+        for a, b in zip(ref, got, strict=True):
+            same(a, b)
+    same(P.scan_inodes(buf, geo), B.scan_inodes(buf, geo))
+
+
 GUARDED_SCAN = """
 import ctypes, mmap, random, sys
 from nvfs_tools import _fastscan as C
