@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvfs_tools import format as fmt
-from nvfs_tools import layout
-from nvfs_tools.device import Device
 from nvfs_tools.volume import Volume
 
 SEED = bytes(range(16))
@@ -38,20 +36,27 @@ def scratch_dir(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir=base)
 
 
-def make_fs(path: str, size: int = IMAGE_SIZE, *, block_size: int = 4096, quota: bool = False, **geo_opts: Any) -> str:
-    """A freshly formatted image (as mkfs makes it, lost+found included), deterministic except the uuid."""
+def make_fs(path: str, size: int = IMAGE_SIZE, *, block_size: int = 4096, quota: bool = False) -> str:
+    """A fresh image made by mkfs.nvfs itself (in process), reproducible: fixed time, clear UUID, fixed seed."""
+    from nvfs_tools import mkfs
+
     if os.path.exists(path):
         os.unlink(path)
-    with open(path, "wb") as f:
-        f.truncate(size)
-    geo = fmt.compute_geometry(size, block_size, **geo_opts)
-    features = layout.Features(ro_compat=fmt.FEATURE_RO_COMPAT_QUOTA if quota else 0)
-    with Device(path, writable=True) as dev:
-        layout.make_filesystem(
-            dev, geo, uuid=bytes(16), hash_seed=SEED, mkfs_time=MKFS_TIME, features=features, fresh=True
-        )
-    with Volume.open(path, writable=True) as vol:
-        vol.mkdir(fmt.ROOT_INO, fmt.LOST_FOUND_NAME, 0o700, times=MKFS_TIME)
+    argv = ["-q", "-b", str(block_size), "-U", "clear", "-E", f"hash_seed={SEED.hex()}"]
+    if quota:
+        argv += ["-O", "quota"]
+    old = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = str(MKFS_TIME[0])
+    try:
+        mkfs.main([*argv, path, str(size)])
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise RuntimeError(f"mkfs.nvfs {' '.join(argv)} {path} failed with exit {exc.code}") from None
+    finally:
+        if old is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = old
     return path
 
 
