@@ -202,7 +202,7 @@ class _Walker:
             if rec_len == 0:
                 return True
             name_len = view[off + _DE_NLEN]
-            if rec_len % fmt.DIR_ENTRY_ALIGN or rec_len < fmt.dir_entry_rec_len(name_len) or off + rec_len > bs:
+            if name_len == 0 or rec_len != fmt.dir_entry_rec_len(name_len) or off + rec_len > bs:
                 self.fault(block, f"bad record length {rec_len} at offset {off}")
                 return False
             ino = int.from_bytes(view[off + _DE_INO : off + _DE_INO + 8], "little")
