@@ -289,6 +289,11 @@ class Pass1:
         wrong: list[tuple[str, int, str, int]] = []
         if inode.reserved0:
             wrong.append(("reserved0", inode.reserved0, "must be zero", 0))
+        if ino in fmt.QUOTA_INODES.values():  # spec/checking.md 5.3
+            if inode.mode != fmt.S_IFREG | 0o600:
+                wrong.append(("mode", inode.mode, "a quota file is S_IFREG | 0600", fmt.S_IFREG | 0o600))
+            if inode.links_count != 1:
+                wrong.append(("links_count", inode.links_count, "a quota file has one link", 1))
         for name in ("atime_nsec", "mtime_nsec", "ctime_nsec", "btime_nsec"):
             value = getattr(inode, name)
             if value >= 10**9:
