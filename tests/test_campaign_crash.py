@@ -125,3 +125,26 @@ def test_populate_crash_states(tmp_path):
     assert summary.cases >= 10 and not summary.failures, summary.table()
     with Volume.open(work) as vol:  # the recorded run itself produced the whole tree
         assert len(list(vol.listdir(fmt.ROOT_INO))) > 1
+
+
+def test_cut_ids_round_trip_and_cover_every_barrier(recorded):
+    _d, _work, rec = recorded
+    cuts = crashsim.cut_points(rec.log, seed=3)
+    assert {c.epoch for c in cuts if c.kind == "barrier"} == set(range(len(rec.log.epochs) + 1))
+    assert any(c.kind == "random" for c in cuts) and any(c.kind == "prefix" for c in cuts)
+    for c in cuts:
+        assert crashsim.Cut.parse(c.case_id) == c
+
+
+def test_recording_patches_fsck_and_restores(tmp_path):
+    from nvfs_tools.check import runner
+
+    img = C.make_fs(str(tmp_path / "r.img"))
+    original = runner._open
+    with crashsim.recording() as opened:
+        run = C.fsck(img, "y", force=True)
+    assert runner._open is original
+    assert run.code == 0 and len(opened) == 1
+    # a clean filesystem: fsck -fy writes only its end-of-check superblock fields
+    assert opened[0].log.writes >= 1
+    assert crashsim.verify_log(opened[0].log, C.read_image(img)) is None
