@@ -63,19 +63,30 @@ class RawInode:
 
     def __init__(self, ino: int, raw: bytes | memoryview) -> None:
         self.ino = ino
-        values = _INODE_STRUCT.unpack(raw)
-        pos = 0
-        for name, count in _INODE_NAMES:
-            if count:
-                setattr(self, name, values[pos : pos + count])
-                pos += count
-            else:
-                setattr(self, name, values[pos])
-                pos += 1
+        _fill_inode(self, _INODE_STRUCT.unpack(raw))
 
     @property
     def ftype(self) -> int:
         return self.mode & fmt.S_IFMT
+
+
+def _make_filler() -> Any:
+    """Generated ``obj.field = values[i]`` assignments (no per-field loop in the hot path)."""
+    lines = ["def fill(obj, v):"]
+    pos = 0
+    for name, count in _INODE_NAMES:
+        if count:
+            lines.append(f"    obj.{name} = v[{pos}:{pos + count}]")
+            pos += count
+        else:
+            lines.append(f"    obj.{name} = v[{pos}]")
+            pos += 1
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), namespace)  # noqa: S102 - code built from the format's own field names
+    return namespace["fill"]
+
+
+_fill_inode = _make_filler()
 
 
 KIND_NAMES = {

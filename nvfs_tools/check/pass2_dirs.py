@@ -44,7 +44,7 @@ def run(chk: Any) -> None:
         live: list[Any] = []
         names: set[bytes] = set()
         for e in scan.entries:
-            path = namer.child(ino, e.name)
+            path = _LazyPath(namer, ino, e.name)
             name_ok = 1 <= len(e.name) <= fmt.MAX_NAME_LEN and b"/" not in e.name and b"\0" not in e.name
             if not name_ok or e.name in (b".", b".."):
                 reason = f"illegal name {show(e.name)!r}"
@@ -57,7 +57,9 @@ def run(chk: Any) -> None:
             why = _entry_problem(chk, e.ino)
             if why:
                 chk.fix(
-                    "DIR_ENTRY_BAD_INO", {"path": path, "reason": why, "child": e.ino, "ino": ino}, _remover(img, e)
+                    "DIR_ENTRY_BAD_INO",
+                    {"path": str(path), "reason": why, "child": e.ino, "ino": ino},
+                    _remover(img, e),
                 )
                 continue
             if e.name in names:
@@ -78,12 +80,14 @@ def run(chk: Any) -> None:
 
                 chk.fix(
                     "DIR_FILE_TYPE",
-                    {"path": path, "found": e.file_type, "expected": expected, "ino": ino, "child": e.ino},
+                    {"path": str(path), "found": e.file_type, "expected": expected, "ino": ino, "child": e.ino},
                     set_type,
                 )
                 e.file_type = expected
             if e.misplaced and not rebuild:
-                rebuild = chk.fix("DIR_MISPLACED", {"path": path, "child": e.ino, "reason": e.misplaced, "ino": ino})
+                rebuild = chk.fix(
+                    "DIR_MISPLACED", {"path": str(path), "child": e.ino, "reason": e.misplaced, "ino": ino}
+                )
             live.append(e)
         if rebuild and chk.writable:
             chk.checkpoint()
@@ -94,6 +98,18 @@ def run(chk: Any) -> None:
         chk.progress(1)
     stats.extra["entries"] = sum(len(c) for c in chk.children.values())
     chk.end_pass(stats)
+
+
+class _LazyPath:
+    """An entry's path, computed only when a message needs it (most entries never do)."""
+
+    __slots__ = ("namer", "dino", "name")
+
+    def __init__(self, namer: Any, dino: int, name: bytes) -> None:
+        self.namer, self.dino, self.name = namer, dino, name
+
+    def __str__(self) -> str:
+        return self.namer.child(self.dino, self.name)
 
 
 def _remover(img: Any, e: Any) -> Any:
