@@ -59,7 +59,10 @@ from dataclasses import dataclass, field
 
 import construct
 
+from nvfs_tools import directory as _directory
+from nvfs_tools import dirwalk as _dirwalk
 from nvfs_tools import format as fmt
+from nvfs_tools import namehash
 from nvfs_tools import xattr as xa
 from nvfs_tools.errors import FileExistsError_, NoSpaceError, NvfsError
 
@@ -120,6 +123,14 @@ _EXPECTED_ORDER = (
 ).split()
 _U64 = struct.Struct("<Q")
 _ZERO_PTRS = (0,) * fmt.N_BLOCK_POINTERS
+#: rec_len(n) == (_REC_FIXED + n) & ~7; checked against format.dir_entry_rec_len below.
+_REC_FIXED = fmt.DIR_ENTRY_HEADER_SIZE + fmt.DIR_ENTRY_ALIGN - 1
+_MAX_REC = fmt.dir_entry_rec_len(fmt.MAX_NAME_LEN)
+assert all((_REC_FIXED + n) & ~7 == fmt.dir_entry_rec_len(n) for n in range(1, 256))
+
+
+def _hash_names(seed: bytes, names: list[bytes]) -> list[int]:
+    return [namehash.name_hash(seed, n) for n in names]
 
 
 def _owner_and_blocks(raw: bytes) -> tuple[int, int, int]:
@@ -473,6 +484,8 @@ class _Writer:
         usable = not getattr(vol.dev, "dax", False) and not getattr(vol.dev, "badblocks", None)
         self.direct_fd = fd if usable and hasattr(vol.dev, "pwrite") else -1
         self.pending: list[tuple[int, bytes]] = []
+        self.room = self.bs - fmt.DIR_PAGE_HEADER_SIZE
+        self.hash_names = getattr(_directory, "hash_names", None) or _hash_names
         self.usage: dict[tuple[int, int], list[int]] | None = {} if getattr(vol, "quota", None) is not None else None
         self.q_bufs: list[bytes | memoryview] = []
         self.q_start = 0
@@ -739,12 +752,30 @@ class _Writer:
                 need += self._file_blocks(st)
             elif stat.S_ISLNK(st.st_mode):
                 need += _symlink_blocks(extra, self.bs)
+        if not d.merge:
+            need += 1 if d.xattrs.get(b"") else 0
+            need += 1 if self._single_page(d.names) else 0
         pool = self._blocks(need)
         pool.reverse()  # pop() hands them out in ascending order
         return pool
 
+    def _single_page(self, names: list[bytes]) -> bool:
+        """True when a non-empty directory's records fit one page (written here, not by Directory.build)."""
+        if not names:
+            return False
+        if len(names) * _MAX_REC <= self.room:
+            return True
+        total = 0
+        for n in names:
+            total += (_REC_FIXED + len(n)) & ~7
+            if total > self.room:
+                return False
+        return True
+
     def write_dir(self, d: _Dir) -> None:
         """Write every child of ``d`` (files completely, subdirectory inodes) and build ``d``."""
+        if d.merge and d.ino != fmt.ROOT_INO:
+            self._merge_dir_inode(d, d.st.st_uid, d.st.st_gid)
         inos, new = self._child_inos(d)
         pool = self._pool_for(d, new)
         entries: list[tuple[bytes, int, int]] = []
@@ -759,13 +790,9 @@ class _Writer:
                 self._write_child(d, dfd, name, st, ino, extra, pool)
         finally:
             os.close(dfd)
-        if pool:
-            raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
-        for sub in d.subdirs:
-            self._write_dir_inode(sub, sub.st.st_uid, sub.st.st_gid)
         self._flush_data()
+        self._build(d, entries, pool)
         self._flush_inodes()
-        self._build(d, entries)
         self.done += len(d.names)
         if self.progress is not None and self.done >= self.next_report:
             self.progress(self.done, self.plan.entries)
@@ -876,34 +903,69 @@ class _Writer:
         _U64.pack_into(img, _BLOCKS_OFF, _U64.unpack_from(img, _BLOCKS_OFF)[0] + 1)
         return bytes(img)
 
-    def _write_dir_inode(self, d: _Dir, uid: int | None, gid: int | None) -> None:
+    def _merge_dir_inode(self, d: _Dir, uid: int | None, gid: int | None) -> None:
+        """Root or lost+found: made by mkfs; keep its blocks, take the source's metadata."""
         st = d.st
-        if d.merge:  # root or lost+found: made by mkfs, keep its blocks, take the source's metadata
-            a, an = divmod(st.st_atime_ns, _NS)
-            m, mn = divmod(st.st_mtime_ns, _NS)
-            c, cn = divmod(st.st_ctime_ns, _NS)
-            self.vol.set_inode_fields(d.ino, mode=st.st_mode, atime=a, atime_nsec=an)
-            if uid is not None and gid is not None:
-                self.vol.set_inode_fields(d.ino, uid=uid, gid=gid)
-            self.vol.set_inode_fields(d.ino, mtime=m, mtime_nsec=mn, ctime=c, ctime_nsec=cn)
-            xattrs = d.xattrs.get(b"")
-            if xattrs:
-                self.vol.set_all_xattrs(d.ino, dict(xattrs))
-                self.stats.xattrs += len(xattrs)
-        else:
-            links = 2 + len(d.subdirs)
-            gen = self.rng.getrandbits(32)
-            raw = pack_inode(st.st_mode, uid, gid, links, gen, 0, 0, self._times(st), parent=d.parent_ino)
-            xattrs = d.xattrs.get(b"")
-            if xattrs:
-                raw = self._with_xattrs(raw, xattrs, self._blocks(1)[0])
-            self._write_inode(d.ino, raw)
+        a, an = divmod(st.st_atime_ns, _NS)
+        m, mn = divmod(st.st_mtime_ns, _NS)
+        c, cn = divmod(st.st_ctime_ns, _NS)
+        self.vol.set_inode_fields(d.ino, mode=st.st_mode, atime=a, atime_nsec=an)
+        if uid is not None and gid is not None:
+            self.vol.set_inode_fields(d.ino, uid=uid, gid=gid)
+        self.vol.set_inode_fields(d.ino, mtime=m, mtime_nsec=mn, ctime=c, ctime_nsec=cn)
+        xattrs = d.xattrs.get(b"")
+        if xattrs:
+            self.vol.set_all_xattrs(d.ino, dict(xattrs))
+            self.stats.xattrs += len(xattrs)
         self.stats.directories += 1
 
-    def _build(self, d: _Dir, entries: list[tuple[bytes, int, int]]) -> None:
-        if not d.merge:
-            self.Directory.build(self.vol, d.ino, entries)
+    def _build(self, d: _Dir, entries: list[tuple[bytes, int, int]], pool: list[int]) -> None:
+        """Write directory ``d``: its inode and, now that its children are known, its pages."""
+        if d.merge:
+            self._merge_entries(d, entries)
             return
+        st = d.st
+        gen = self.rng.getrandbits(32)
+        ptrs: list[int] | tuple[int, ...] = _ZERO_PTRS
+        size = owned = 0
+        if self._single_page(d.names):
+            page = pool.pop()
+            self._write_page(d.ino, entries, page)
+            ptrs = [page | fmt.RADIX_PAGE_BIT, *_ZERO_PTRS[1:]]
+            size, owned = self.bs, 1
+        raw = pack_inode(
+            st.st_mode, st.st_uid, st.st_gid, 2 + len(d.subdirs), gen, size, owned, self._times(st),
+            parent=d.parent_ino, pointers=ptrs,
+        )  # fmt: skip
+        xattrs = d.xattrs.get(b"")
+        if xattrs:
+            raw = self._with_xattrs(raw, xattrs, pool.pop())
+        if pool:
+            raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
+        self._write_inode(d.ino, raw)
+        self.stats.directories += 1
+        if entries and not size:  # several pages: the library's bulk builder cuts them
+            self._flush_inodes()
+            self.Directory.build(self.vol, d.ino, entries)
+
+    def _write_page(self, dir_ino: int, entries: list[tuple[bytes, int, int]], block: int) -> None:
+        """The one page of a small directory (depth 0, directly under the root word), as Directory.build writes it."""
+        names = [e[0] for e in entries]
+        hashes = self.hash_names(self.vol.hash_seed, names)
+        recs = sorted(zip(hashes, names, [e[1] for e in entries], [e[2] for e in entries], strict=True))
+        buf = bytearray(self.bs)
+        _dirwalk.PAGE_HEADER.pack_into(buf, 0, fmt.DIR_PAGE_MAGIC, 0, 0, 0, dir_ino, 0)
+        off = fmt.DIR_PAGE_HEADER_SIZE
+        pack = _dirwalk.ENTRY_HEADER.pack_into
+        for h, name, ino, ft in recs:
+            n = len(name)
+            rl = (_REC_FIXED + n) & ~7
+            pack(buf, off, ino, h, n, ft, rl)
+            buf[off + fmt.DIR_ENTRY_HEADER_SIZE : off + fmt.DIR_ENTRY_HEADER_SIZE + n] = name
+            off += rl
+        self.dev.write(block * self.bs, buf)
+
+    def _merge_entries(self, d: _Dir, entries: list[tuple[bytes, int, int]]) -> None:
         directory = self.Directory(self.vol, d.ino)
         for name, ino, ftype in entries:
             if directory.lookup(name) is not None:
@@ -1013,7 +1075,7 @@ def _write(
     root.ino = root.parent_ino = fmt.ROOT_INO
     root.merge = True
     _prepare_lost_found(vol, root)
-    writer._write_dir_inode(root, uid, gid)
+    writer._merge_dir_inode(root, uid, gid)
     for d in plan.dirs:
         if writer.reproducible:
             _sort_entries(d)
