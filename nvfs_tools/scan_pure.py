@@ -28,6 +28,7 @@ __all__ = [
     "walk_directories",
     "link_counts",
     "cpu_features",
+    "flush_instruction",
     "flush_range",
     "sfence",
     "nt_zero",
@@ -689,6 +690,11 @@ def cpu_features() -> dict[str, bool]:
         "sse2": "sse2",
     }
     return {key: flag in flags for key, flag in names.items()}
+
+
+def flush_instruction() -> str:
+    """The cache write-back instruction flush_range uses: none from pure Python."""
+    return "none"
 
 
 def flush_range(buf: Any, offset: int, length: int) -> None:

@@ -325,6 +325,24 @@ def test_group_ranges_partition_the_scan(tmp_path):
             assert list(mod.scan_inodes(vol.dev.view, geo, groups=(1, 0))["ino"]) == []
 
 
+def test_ownership_without_metadata_bits(populated):
+    with Volume.open(populated) as vol:
+        geo, view = vol.geo, vol.dev.view
+        inos = B.scan_inodes(view, geo)["ino"]
+        results = [mod.walk_blockmaps(view, geo, inos, mark_metadata=False) for mod in MODS]
+        for other in results[1:]:
+            same(results[0], other)
+        bare, marked = results[0]["owned"], B.walk_blockmaps(view, geo, inos)["owned"]
+        metadata = [
+            b
+            for b in range(geo.group_count * geo.blocks_per_group)
+            if b >= geo.blocks_count or geo.is_metadata_block(b)
+        ]
+        assert all(not bare[b // 8] >> (b % 8) & 1 for b in metadata)
+        assert all(marked[b // 8] >> (b % 8) & 1 for b in metadata)
+        assert B.popcount(marked, 0, len(marked)) == B.popcount(bare, 0, len(bare)) + len(metadata)
+
+
 def test_use_bitmap_scan_agrees_on_clean_image(populated):
     with Volume.open(populated) as vol:
         full = B.scan_inodes(vol.dev.view, vol.geo)
@@ -751,6 +769,7 @@ def test_cpu_features_agree_with_proc_cpuinfo():
     assert ("avx512vpopcntdq" in C.popcount_kernels()) == compiled["avx512vpopcntdq"]
     expected = "clwb" if compiled["clwb"] else "clflushopt" if compiled["clflushopt"] else "clflush"
     assert C.flush_instruction() == expected
+    assert P.flush_instruction() == "none"
 
 
 def test_flush_and_nt_zero_on_a_shared_mapping(tmp_path):
