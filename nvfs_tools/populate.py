@@ -206,7 +206,7 @@ class PopulateStats:
 class _Dir:
     """One source directory: its path, its stat and its children."""
 
-    __slots__ = ("path", "st", "names", "stats", "extra", "ino", "subdirs", "xattrs", "parent_ino", "merge")
+    __slots__ = ("path", "st", "names", "stats", "extra", "ino", "subdirs", "xattrs", "parent_ino", "merge", "fresh")
 
     def __init__(self, path: bytes, st: os.stat_result) -> None:
         self.path = path
@@ -220,6 +220,8 @@ class _Dir:
         self.ino = 0
         self.parent_ino = 0
         self.merge = False
+        #: non-directory inodes whose first name (in walk order) is in this directory
+        self.fresh = 0
 
 
 def _open_dir(path: bytes) -> int:
@@ -420,6 +422,7 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
                 links[key] = (seen or 0) + 1
                 if seen is None:
                     plan.inodes += 1
+                    d.fresh += 1
                     if extra is not None:
                         plan.blocks += _symlink_blocks(extra, bs)
                     else:
@@ -708,15 +711,7 @@ class _Writer:
     def _child_inos(self, d: _Dir) -> tuple[list[int], list[bool]]:
         """Inode numbers for every child of ``d``; ``new`` is False for extra hard-link names."""
         group = self.geo.group_of_inode(d.ino)
-        fresh = 0
-        seen: set[tuple[int, int]] = set()
-        for st in d.stats:
-            if not stat.S_ISDIR(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if key not in self.inos and key not in seen:
-                    seen.add(key)
-                    fresh += 1
-        supply = self._inodes(fresh, group)
+        supply = self._inodes(d.fresh, group)  # inodes first met in this directory, counted by the walk
         supply.reverse()
         inos: list[int] = []
         new: list[bool] = []
