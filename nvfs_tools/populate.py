@@ -123,6 +123,18 @@ _EXPECTED_ORDER = (
 ).split()
 _U64 = struct.Struct("<Q")
 _ZERO_PTRS = (0,) * fmt.N_BLOCK_POINTERS
+_S_IFMT, _S_IFDIR, _S_IFREG, _S_IFLNK = fmt.S_IFMT, fmt.S_IFDIR, fmt.S_IFREG, fmt.S_IFLNK
+
+
+class _DirectBytes(dict):
+    """block size -> bytes the direct pointers map (files up to that need no indirect block)."""
+
+    def __missing__(self, bs: int) -> int:
+        self[bs] = value = fmt.N_DIRECT * bs
+        return value
+
+
+_DIRECT_BYTES = _DirectBytes()
 #: rec_len(n) == (_REC_FIXED + n) & ~7; checked against format.dir_entry_rec_len below.
 _REC_FIXED = fmt.DIR_ENTRY_HEADER_SIZE + fmt.DIR_ENTRY_ALIGN - 1
 _MAX_REC = fmt.dir_entry_rec_len(fmt.MAX_NAME_LEN)
@@ -387,6 +399,11 @@ def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int], lost
 
 
 def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
+    """lstat every entry of ``d``, read link targets and xattrs, and add up the space they need.
+
+    This loop runs once per source entry, so the common cases (a dense file of
+    at most 11 blocks, no xattrs) are inlined.
+    """
     try:
         dfd = _open_dir(d.path)
     except OSError as exc:
@@ -397,43 +414,60 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
         except OSError as exc:
             raise SourceError(f"{os.fsdecode(d.path)}: cannot read directory: {exc.strerror}") from None
         links = plan.links
+        names, stats, extras = d.names, d.stats, d.extra
+        prefix = d.path + b"/"
+        listxattr = os.listxattr
+        fsencode = os.fsencode
+        blocks = inodes = fresh = 0
         for entry in entries:
-            name = os.fsencode(entry.name)
-            path = d.path + b"/" + name
+            name = fsencode(entry.name)
+            path = prefix + name
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
                 raise SourceError(f"{os.fsdecode(path)}: cannot stat: {exc.strerror}") from None
-            mode = st.st_mode
+            kind = st.st_mode & _S_IFMT
             extra: object = None
-            if stat.S_ISDIR(mode):
-                sub = _Dir(path, st)
+            if kind == _S_IFDIR:
+                extra = sub = _Dir(path, st)
                 d.subdirs.append(sub)
                 plan.dirs.append(sub)
-                extra = sub
             else:
-                if stat.S_ISLNK(mode):
+                if kind == _S_IFLNK:
                     try:
                         extra = os.readlink(name, dir_fd=dfd)
                     except OSError as exc:
                         raise SourceError(f"{os.fsdecode(path)}: cannot read link: {exc.strerror}") from None
                 key = (st.st_dev, st.st_ino)
                 seen = links.get(key)
-                links[key] = (seen or 0) + 1
                 if seen is None:
-                    plan.inodes += 1
-                    d.fresh += 1
-                    if extra is not None:
-                        plan.blocks += _symlink_blocks(extra, bs)
+                    links[key] = 1
+                    inodes += 1
+                    fresh += 1
+                    size = st.st_size
+                    if kind == _S_IFREG and size <= _DIRECT_BYTES[bs] and st.st_blocks * 512 >= size:
+                        blocks += -(-size // bs)
+                    elif extra is not None:
+                        blocks += _symlink_blocks(extra, bs)
                     else:
-                        plan.blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
-                    xattrs = _checked_xattrs(path, bs)
-                    if xattrs:
-                        plan.xattrs[key] = xattrs
-                        plan.blocks += 1
-            d.names.append(name)
-            d.stats.append(st)
-            d.extra.append(extra)
+                        blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
+                    try:
+                        has_xattrs = bool(listxattr(path, follow_symlinks=False))
+                    except OSError:
+                        has_xattrs = True  # let _checked_xattrs report it (or find ENOTSUP)
+                    if has_xattrs:
+                        xattrs = _checked_xattrs(path, bs)
+                        if xattrs:
+                            plan.xattrs[key] = xattrs
+                            blocks += 1
+                else:
+                    links[key] = seen + 1
+            names.append(name)
+            stats.append(st)
+            extras.append(extra)
+        plan.blocks += blocks
+        plan.inodes += inodes
+        d.fresh += fresh
     finally:
         os.close(dfd)
 
