@@ -34,18 +34,22 @@ def run(chk: Any) -> None:
     if lf and lf not in reached:
         reached[lf] = fmt.ROOT_INO
     chk.progress(1)
+    from nvfs_tools.check.pass4_links import free_unattached, freeable
+
     for ino in sorted(dirs):
-        if ino in reached or ino not in chk.inodes:
-            continue
-        top = _top_of_chain(chk, ino, reached)
-        parent = chk.inodes[top].parent
-        if chk.fix("DIR_UNCONNECTED", {"ino": top, "parent": parent}) and chk.writable:
-            target = ensure_lost_found(chk)
-            reconnect(chk, top, target)
-            reached[top] = target
-        else:
-            reached[top] = parent
-        _walk(chk, top, reached)
+        while ino not in reached and ino in chk.inodes:
+            top = _top_of_chain(chk, ino, reached)
+            info = chk.inodes[top]
+            if freeable(info):  # an interrupted mkdir (operations.md 3.2): free it, look again
+                free_unattached(chk, top, info)
+                continue
+            if chk.fix("DIR_UNCONNECTED", {"ino": top, "parent": info.parent}) and chk.writable:
+                target = ensure_lost_found(chk)
+                reconnect(chk, top, target)
+                reached[top] = target
+            else:
+                reached[top] = info.parent
+            _walk(chk, top, reached)
         chk.progress(1)
     namer = PathNamer(chk)
     for ino in sorted(reached):

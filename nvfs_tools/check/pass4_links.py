@@ -56,21 +56,39 @@ def run(chk: Any) -> None:
     chk.end_pass(stats)
 
 
-def _unattached(chk: Any, ino: int, info: Any) -> bool:
-    """Handle a file nothing names; True when it stays (reconnected), False when cleared."""
+def freeable(info: Any) -> bool:
+    """operations.md rule 7: an unreferenced inode is freed when its link count is 0 or it is
+    zero-length (size 0, no data block, no xattr block: the residue of a create that never committed)."""
+    return info.links == 0 or (info.size == 0 and info.nblocks == 0)
+
+
+def free_unattached(chk: Any, ino: int, info: Any) -> None:
+    """Report and free an unreferenced inode that rule 7 says to free (its blocks fall free in pass 5)."""
     img = chk.image
-    if info.size == 0 and info.nblocks == 0 and info.ftype == fmt.S_IFREG:
 
-        def clear() -> None:
-            img.clear_inode(ino)
-            if img.set_inode_bit(ino, False):
-                group = img.geo.group_of_inode(ino)
-                img.add_counter(group, "free_inodes", 1)
-                img.add_dyn("free_inodes", 1)
-            img.barrier()
+    def clear() -> None:
+        img.clear_inode(ino)
+        group = img.geo.group_of_inode(ino)
+        if img.set_inode_bit(ino, False):
+            img.add_counter(group, "free_inodes", 1)
+            img.add_dyn("free_inodes", 1)
+        if info.is_dir:
+            img.add_counter(group, "used_dirs", -1)
+        img.barrier()
+        for block in info.dirscan.blocks if info.dirscan is not None else ():
+            if block not in chk.shared_blocks:
+                chk.allocator.mark(block, False)
 
-        chk.fix("INODE_UNATTACHED_EMPTY", {"ino": ino, "kind": kind_name(info.mode)}, clear)
-        del chk.inodes[ino]
+    why = "link count 0" if info.links == 0 else "zero-length"
+    chk.fix("INODE_UNATTACHED_EMPTY", {"ino": ino, "kind": kind_name(info.mode), "why": why}, clear)
+    del chk.inodes[ino]
+    chk.children.pop(ino, None)
+
+
+def _unattached(chk: Any, ino: int, info: Any) -> bool:
+    """Handle a file nothing names; True when it stays (reconnected), False when freed."""
+    if freeable(info):
+        free_unattached(chk, ino, info)
         return False
     from nvfs_tools.check.pass3_connect import ensure_lost_found, reconnect
 

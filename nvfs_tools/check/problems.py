@@ -326,7 +326,7 @@ _ROWS: tuple[ProblemDef, ...] = (
     ProblemDef(
         "INODE_UNATTACHED_EMPTY",
         4,
-        "unattached zero-length inode {ino} ({kind})",
+        "unattached inode {ino} ({kind}, {why}): residue of an operation that never committed",
         "notice",
         True,
         "clear the inode",
