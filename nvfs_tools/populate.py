@@ -55,7 +55,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import construct
 
@@ -207,7 +207,6 @@ class PopulateStats:
     blocks_needed: int = 0
     walk_seconds: float = 0.0
     write_seconds: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -369,7 +368,8 @@ class _Plan:
         self.xattrs: dict[tuple[int, int], list[tuple[bytes, bytes]]] = {}  # non-directories
 
 
-def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int], lost_found: bool) -> _Plan:
+def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int]) -> _Plan:
+    """Pass 1: every directory breadth first, with the exact inodes and blocks the copy needs."""
     plan = _Plan()
     p = bs // 8
     try:
@@ -388,10 +388,7 @@ def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int], lost
         d.xattrs[b""] = _checked_xattrs(d.path, bs)
         if d.xattrs[b""]:
             plan.blocks += 1
-        names = d.names
-        if d is root and lost_found:
-            names = names + [fmt.LOST_FOUND_NAME] if fmt.LOST_FOUND_NAME not in names else names
-        plan.blocks += dir_blocks(names)
+        plan.blocks += dir_blocks(d.names)
         if d is not root:
             plan.inodes += 1
     plan.entries = sum(len(d.names) for d in plan.dirs)
@@ -1063,7 +1060,7 @@ def populate(
     gc.disable()  # millions of small objects, no cycles: the collector only costs time
     try:
         t0 = time.perf_counter()
-        plan = _walk(source, vol.block_size, _dir_blocks_fn(vol), lost_found=False)
+        plan = _walk(source, vol.block_size, _dir_blocks_fn(vol))
         stats.walk_seconds = time.perf_counter() - t0
         stats.inodes_needed = plan.inodes
         stats.blocks_needed = plan.blocks
