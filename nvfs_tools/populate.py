@@ -1054,7 +1054,8 @@ def populate(
     does not fit.
     """
     stats = PopulateStats()
-    source = os.path.abspath(os.fsencode(source_dir))
+    # realpath: the source itself may be a symlink (directories are opened with O_NOFOLLOW)
+    source = os.path.realpath(os.fsencode(source_dir))
     uid, gid = root_owner if root_owner is not None else (None, None)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of small objects, no cycles: the collector only costs time

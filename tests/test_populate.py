@@ -269,3 +269,14 @@ def test_quota_usage_is_charged(tmp_path):
     with Volume.open(img, writable=True, unordered=True) as vol:
         pop.populate(vol, src)
     assert check_image(img) == []  # the checker recomputes quota usage from the inodes
+
+
+def test_source_given_through_a_symlink(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f").write_bytes(b"via link")
+    os.symlink(real, tmp_path / "link")
+    img, stats = populated(tmp_path, tmp_path / "link")
+    assert stats.files == 1
+    with Volume.open(img) as vol:
+        assert vol.read(vol.lookup(b"/f")) == b"via link"
