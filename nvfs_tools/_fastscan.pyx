@@ -95,6 +95,26 @@ cdef extern from *:
         memcpy(v->d + v->n * v->w, rec, v->w * sizeof(uint64_t));
         v->n++;
     }
+    /* growable typed columns (1, 2, 4 or 8 bytes per value): entries cost what the arrays cost */
+    typedef struct { uint8_t *d; size_t n, cap; int size; int oom; } nv_col;
+    static void nv_col_init(nv_col *c, int size) { c->d = NULL; c->n = c->cap = 0; c->size = size; c->oom = 0; }
+    static void nv_col_free(nv_col *c) { free(c->d); c->d = NULL; c->n = c->cap = 0; }
+    static inline void nv_col_push(nv_col *c, uint64_t v) {
+        if (c->n == c->cap) {
+            size_t nc = c->cap ? c->cap * 2 : 1024;
+            uint8_t *p = (uint8_t *)realloc(c->d, nc * c->size);
+            if (!p) { c->oom = 1; return; }
+            c->d = p; c->cap = nc;
+        }
+        switch (c->size) {
+        case 1: c->d[c->n] = (uint8_t)v; break;
+        case 2: ((uint16_t *)c->d)[c->n] = (uint16_t)v; break;
+        case 4: ((uint32_t *)c->d)[c->n] = (uint32_t)v; break;
+        default: ((uint64_t *)c->d)[c->n] = v; break;
+        }
+        c->n++;
+    }
+    enum { NV_C_DIR, NV_C_CHILD, NV_C_FTYPE, NV_C_HASH, NV_C_OFF, NV_C_LEN, NV_N_COLS };
     static inline void nv_prob(nv_vec *v, uint64_t ino, uint64_t where, uint64_t code) {
         uint64_t r[3] = {ino, where, code};
         nv_push(v, r);
@@ -488,7 +508,7 @@ cdef extern from *:
     typedef struct {
         nv_ctx c;
         uint64_t k0, k1, bits;
-        nv_vec ents;   /* dir, child, ftype, hash, name_off, name_len */
+        nv_col ents[NV_N_COLS];   /* dir, child, ftype, hash, name_off, name_len */
         uint64_t ent_start;
     } nv_dctx;
     static inline uint64_t nv_mask(uint64_t d) { return d == 0 ? 0 : (~0ULL) << (64 - d); }
@@ -532,8 +552,8 @@ cdef extern from *:
             if (nv_f(r, NV_E_HASH) != h) nv_prob(pv, dir, rec, P_E_HASH);
             if ((h & mask) != prefix) nv_prob(pv, dir, rec, P_E_WRONG_PAGE);
             if (child > m->inodes_count || child < NV_ROOT_INO) { nv_prob(pv, dir, rec, P_E_INO); continue; }
-            uint64_t e[6] = {dir, child, nv_f(r, NV_E_FTYPE), h, rec + NV_ENTRY_HDR, nl};
-            nv_push(&d->ents, e);
+            uint64_t e[NV_N_COLS] = {dir, child, nv_f(r, NV_E_FTYPE), h, rec + NV_ENTRY_HDR, nl};
+            for (int k = 0; k < NV_N_COLS; k++) nv_col_push(&d->ents[k], e[k]);
         }
     }
     static void nv_page_chain(nv_dctx *d, uint64_t dir, uint64_t block, uint64_t depth, uint64_t prefix) {
@@ -601,22 +621,25 @@ cdef extern from *:
     }
     /* ENTRY_DUPLICATE for every live entry whose name appeared earlier in this directory (walk order) */
     static void nv_duplicates(nv_dctx *d, uint64_t dir) {
-        uint64_t n = d->ents.n - d->ent_start;
+        for (int k = 0; k < NV_N_COLS; k++)
+            if (d->ents[k].oom || d->ents[k].n != d->ents[0].n) return;  /* reported as MemoryError */
+        uint64_t n = d->ents[0].n - d->ent_start;
         if (n < 2) return;
         uint64_t size = 16;
         while (size < 2 * n) size <<= 1;
         uint64_t *t = calloc(size, sizeof *t);  /* entry index + 1, 0 = empty */
-        if (!t) { d->ents.oom = 1; return; }
-        const uint64_t *e = d->ents.d + d->ent_start * 6;
+        if (!t) { d->ents[0].oom = 1; return; }
+        const uint64_t *hash = (const uint64_t *)d->ents[NV_C_HASH].d + d->ent_start;
+        const uint64_t *off = (const uint64_t *)d->ents[NV_C_OFF].d + d->ent_start;
+        const uint16_t *len = (const uint16_t *)d->ents[NV_C_LEN].d + d->ent_start;
         const uint8_t *base = d->c.m->base;
         for (uint64_t j = 0; j < n; j++) {
-            const uint64_t *ej = e + j * 6;
-            uint64_t pos = (ej[3] ^ (ej[3] >> 29)) & (size - 1);
+            uint64_t pos = (hash[j] ^ (hash[j] >> 29)) & (size - 1);
             for (;;) {
                 if (!t[pos]) { t[pos] = j + 1; break; }
-                const uint64_t *ei = e + (t[pos] - 1) * 6;
-                if (ei[3] == ej[3] && ei[5] == ej[5] && memcmp(base + ei[4], base + ej[4], ej[5]) == 0) {
-                    nv_prob(&d->c.probs, dir, ej[4] - NV_ENTRY_HDR, P_E_DUP);
+                uint64_t i = t[pos] - 1;
+                if (hash[i] == hash[j] && len[i] == len[j] && memcmp(base + off[i], base + off[j], len[j]) == 0) {
+                    nv_prob(&d->c.probs, dir, off[j] - NV_ENTRY_HDR, P_E_DUP);
                     break;
                 }
                 pos = (pos + 1) & (size - 1);
@@ -627,7 +650,7 @@ cdef extern from *:
     static uint64_t nv_walk_dir(nv_dctx *d, uint64_t dir) {
         const nv_map *m = d->c.m;
         d->c.count = 0;
-        d->ent_start = d->ents.n;
+        d->ent_start = d->ents[0].n;
         uint64_t a = nv_inode_addr(m, dir);
         if (a == UINT64_MAX) return 0;
         const uint8_t *r = m->base + a;
@@ -722,10 +745,20 @@ cdef extern from *:
     void nv_walk_files(nv_ctx *c, const uint64_t *inos, uint64_t n, uint64_t *counts) nogil
     void nv_mark_metadata(const nv_map *m, uint8_t *bm) nogil
 
+    ctypedef struct nv_col:
+        uint8_t *d
+        size_t n
+        size_t cap
+        int size
+        int oom
+    void nv_col_init(nv_col *c, int size) nogil
+    void nv_col_free(nv_col *c) nogil
+    enum: NV_N_COLS
+
     ctypedef struct nv_dctx:
         nv_ctx c
         uint64_t k0, k1, bits
-        nv_vec ents
+        nv_col ents[6]
         uint64_t ent_start
     void nv_walk_dirs(nv_dctx *d, const uint64_t *dirs, uint64_t n, uint64_t *counts) nogil
 
@@ -1238,12 +1271,15 @@ cdef class _WalkJob:
         memset(&self.d, 0, sizeof(self.d))
         nv_vec_init(&self.d.c.probs, 3)
         nv_vec_init(&self.d.c.claimed, 1)
-        nv_vec_init(&self.d.ents, 6)
+        for i, size in enumerate(_ENTRY_COL_SIZES):
+            nv_col_init(&self.d.ents[i], size)
 
     def __dealloc__(self):
+        cdef int i
         nv_vec_free(&self.d.c.probs)
         nv_vec_free(&self.d.c.claimed)
-        nv_vec_free(&self.d.ents)
+        for i in range(NV_N_COLS):
+            nv_col_free(&self.d.ents[i])
 
     def run(self):
         self.d.c.m = &self.m
@@ -1347,6 +1383,39 @@ def walk_blockmaps(buf, geo, inos, *, mark_metadata=True, int threads=0):
 # Directories
 # ---------------------------------------------------------------------------
 
+#: Entry columns: dir, child, file type, hash, name offset, name length (bytes per value; typecodes).
+_ENTRY_COL_SIZES = (8, 8, 1, 8, 8, 2)
+_ENTRY_COL_CODES = ("Q", "Q", "B", "Q", "Q", "H")
+
+
+cdef list _entry_arrays(list jobs):
+    """One array per entry column, each thread's column copied in order then freed at once (low peak)."""
+    cdef list cols = []
+    cdef _WalkJob job
+    cdef int k
+    cdef Py_ssize_t total, pos
+    cdef carray.array a
+    for job in jobs:
+        for k in range(NV_N_COLS):
+            if job.d.ents[k].oom or job.d.ents[k].n != job.d.ents[0].n:
+                raise MemoryError("fast-scan entry columns")
+    for k in range(NV_N_COLS):
+        total = 0
+        for job in jobs:
+            total += job.d.ents[k].n
+        a = carray.clone(array(_ENTRY_COL_CODES[k]), total, zero=False)
+        if a.ob_descr.itemsize != _ENTRY_COL_SIZES[k]:
+            raise ImportError("array item sizes differ from the entry columns")
+        pos = 0
+        for job in jobs:
+            if job.d.ents[k].n:
+                memcpy(a.data.as_chars + pos, job.d.ents[k].d, job.d.ents[k].n * _ENTRY_COL_SIZES[k])
+            pos += job.d.ents[k].n * _ENTRY_COL_SIZES[k]
+            nv_col_free(&job.d.ents[k])
+        cols.append(a)
+    return cols
+
+
 def walk_directories(buf, geo, seed, dir_inos, owned=None, *, int threads=0):
     """Parse the live bank of each directory (see scan_pure.walk_directories)."""
     cdef const uint8_t[::1] mv = _ro(buf)
@@ -1386,17 +1455,7 @@ def walk_directories(buf, geo, seed, dir_inos, owned=None, *, int threads=0):
             job.d.k1 = k1
             job.d.bits = bits
         _run_parallel(jobs)
-    cdef int nj = len(jobs), i
-    cdef nv_vec *vecs = <nv_vec*>PyMem_Malloc(sizeof(nv_vec) * nj)
-    if vecs == NULL:
-        raise MemoryError()
-    try:
-        for i in range(nj):
-            job = jobs[i]
-            vecs[i] = job.d.ents
-        ents = _vec_arrays(vecs, nj, ["Q", "Q", "B", "Q", "Q", "H"])
-    finally:
-        PyMem_Free(vecs)
+    ents = _entry_arrays(jobs)
     out = {
         "entry_dir": ents[0],
         "entry_ino": ents[1],
