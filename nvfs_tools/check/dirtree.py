@@ -24,6 +24,7 @@ _PH_DEPTH = DPH_FIELDS["depth"].offset
 _PH_PREFIX = DPH_FIELDS["prefix"].offset
 _PH_DIR = DPH_FIELDS["dir_ino"].offset
 _PH_NEXT = DPH_FIELDS["next"].offset
+_PH_RESERVED = [(DPH_FIELDS[n].offset, DPH_FIELDS[n].size) for n in ("reserved0", "reserved")]
 _MASK64 = (1 << 64) - 1
 
 
@@ -50,6 +51,9 @@ class DirScan:
     pages: list[int] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
     faults: list[tuple[int, str]] = field(default_factory=list)  # (block, reason)
+    #: (device address, length, what): bytes that must be zero and are not (page header reserved
+    #: fields, residue after a page's used area); repaired by zeroing them
+    residue: list[tuple[int, int, str]] = field(default_factory=list)
 
     @property
     def blocks(self) -> list[int]:
@@ -182,6 +186,9 @@ class _Walker:
             if nxt and depth != 64:
                 self.fault(block, "overflow chain on a page that can still split")
                 return
+            for off, size in _PH_RESERVED:
+                if any(view[off : off + size]):
+                    self.scan.residue.append((block * self.bs + off, size, "page header reserved bytes"))
             if not self._entries(block, view, depth, p_prefix):
                 return
             block = nxt
@@ -200,6 +207,7 @@ class _Walker:
         while off + fmt.DIR_ENTRY_HEADER_SIZE <= bs:
             rec_len = int.from_bytes(view[off + _DE_RLEN : off + _DE_RLEN + 2], "little")
             if rec_len == 0:
+                self._residue(block, view, off)
                 return True
             name_len = view[off + _DE_NLEN]
             if name_len == 0 or rec_len != fmt.dir_entry_rec_len(name_len) or off + rec_len > bs:
@@ -219,7 +227,13 @@ class _Walker:
                         entry.misplaced = "hash does not lead to this page"
                 self.scan.entries.append(entry)
             off += rec_len
+        self._residue(block, view, off)
         return True
+
+    def _residue(self, block: int, view: memoryview, end: int) -> None:
+        """Bytes after the used area must be zero (operations.md 4.1: crash residue otherwise)."""
+        if end < self.bs and any(view[end:]):
+            self.scan.residue.append((block * self.bs + end, self.bs - end, "bytes after the used area"))
 
 
 def owned_dir_blocks(img: Any, ino: int, root: int, bad_block: Any) -> list[int]:

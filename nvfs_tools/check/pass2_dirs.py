@@ -41,6 +41,13 @@ def run(chk: Any) -> None:
             if len(scan.faults) > 1:
                 reason += f"; {len(scan.faults) - 1} more faults"
             rebuild = chk.fix("DIR_BAD_TREE", {"ino": ino, "block": block, "reason": reason}) or rebuild
+        for addr, length, what in [] if scan.faults else scan.residue:
+
+            def zero(addr: int = addr, length: int = length) -> None:
+                img.write_bytes(addr, bytes(length))
+                img.barrier()
+
+            chk.fix("RESERVED_NONZERO", {"what": f"directory {ino}: {what}", "block": addr // img.bs}, zero)
         live: list[Any] = []
         names: set[bytes] = set()
         for e in scan.entries:
