@@ -212,7 +212,8 @@ def fsck(path: str, mode: str, *, force: bool = False, **options: Any) -> FsckRu
         report = check(path, Options(mode=mode, force=force, **options), out=out)
     except Exception:  # noqa: BLE001 - reported as a failure of the case
         return FsckRun(-1, out.getvalue() + traceback.format_exc())
-    return FsckRun(report.exit_code(), out.getvalue(), list(report.findings))
+    text = out.getvalue() + (f"\nerror: {report.error}" if getattr(report, "error", None) else "")
+    return FsckRun(report.exit_code(), text, list(report.findings))
 
 
 def digest(path: str) -> str:

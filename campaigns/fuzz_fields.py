@@ -189,6 +189,7 @@ class Outcome:
     repaired: bool = False
     survivor: bool = False
     noop: bool = False
+    refused: bool = False
     failure: str | None = None
 
 
@@ -209,6 +210,9 @@ def run_case(p: Pristine, t: Target, f: fp.Field, verb: str, image: str, rows: l
     if first.crashed:
         out.failure = f"fsck -n raised: {C.first_lines(first.output)}"
         return out
+    refusal = _refusal(t, f.path, new)
+    if refusal:
+        return _check_refusal(refusal, first, image)
     if first.code == 4:
         out.detected = True
     elif first.code == 0 and row is not None:
@@ -229,6 +233,36 @@ def run_case(p: Pristine, t: Target, f: fp.Field, verb: str, image: str, rows: l
     why = compare_untouched(p, t, image)
     if why:
         out.failure = why
+    return out
+
+
+_UNKNOWN_FEATURES = {
+    "feature_incompat": ~fmt.FEATURE_INCOMPAT_KNOWN,
+    "feature_ro_compat": ~fmt.FEATURE_RO_COMPAT_KNOWN,
+}
+
+
+def _refusal(t: Target, path: str, new: bytes) -> str | None:
+    """spec/checking.md 1.2: unknown incompat features are refused (exit 8, nothing written); unknown
+    ro_compat features allow only a read-only check (``-y`` exits 8).  A single-group image has one
+    copy besides the primary, which cannot overrule a primary with a good checksum (1.7)."""
+    if t.type_name != "superblock_static" or path not in _UNKNOWN_FEATURES:
+        return None
+    if not int.from_bytes(new, "little") & _UNKNOWN_FEATURES[path] & 0xFFFFFFFF:
+        return None
+    return path
+
+
+def _check_refusal(kind: str, first: C.FsckRun, image: str) -> Outcome:
+    out = Outcome(refused=True)
+    if kind == "feature_incompat":
+        if first.code != 8:
+            out.failure = f"unknown incompat feature: fsck -n exit {first.code}, spec says refuse (8)"
+        return out
+    before = C.digest(image)
+    repair = C.fsck(image, "y", force=True)
+    if repair.code != 8 or C.digest(image) != before:
+        out.failure = f"unknown ro_compat feature: fsck -y exit {repair.code} (spec: 8, nothing written)"
     return out
 
 
@@ -277,6 +311,7 @@ def campaign(args: argparse.Namespace) -> C.Summary:
             summary.repairs += out.repaired
             summary.survivors += out.survivor
             summary.extra["no-ops"] = summary.extra.get("no-ops", 0) + out.noop
+            summary.extra["refusals"] = summary.extra.get("refusals", 0) + out.refused
             if out.failure:
                 summary.fail(case_id, out.failure)
                 if args.verbose:
