@@ -164,23 +164,25 @@ def _pages_clean(img: Any, D: Any, np: Any) -> bool:
     if not len(D["name_off"]):
         return True
     bs = img.bs
-    rec = np.frombuffer(D["name_off"], dtype=np.uint64).astype(np.int64) - fmt.DIR_ENTRY_HEADER_SIZE
-    nlen = np.frombuffer(D["name_len"], dtype=np.uint16).astype(np.int64)
-    end = rec + ((fmt.DIR_ENTRY_HEADER_SIZE + nlen + fmt.DIR_ENTRY_ALIGN - 1) & ~(fmt.DIR_ENTRY_ALIGN - 1))
-    page = rec // bs
-    order = np.argsort(page, kind="stable")
-    page, end = page[order], end[order]
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(page)) + 1))
+    rec = np.frombuffer(D["name_off"], dtype=np.uint64) - np.uint64(fmt.DIR_ENTRY_HEADER_SIZE)
+    nlen = np.frombuffer(D["name_len"], dtype=np.uint16).astype(np.uint64)
+    align = np.uint64(fmt.DIR_ENTRY_ALIGN - 1)
+    end = rec + ((np.uint64(fmt.DIR_ENTRY_HEADER_SIZE) + nlen + align) & ~align)
+    page = rec // np.uint64(bs)
+    # entries come page by page in walk order; a page met in two runs only makes this stricter
+    starts = np.concatenate(([0], np.flatnonzero(page[1:] != page[:-1]) + 1))
     last_end = np.maximum.reduceat(end, starts)
     view = img.dev.view
     r0, r1 = (_PAGE_FIELDS["reserved0"], _PAGE_FIELDS["reserved"])
+    zero0, zero1 = bytes(r0.size), bytes(r1.size)
+    zeros = bytes(bs)
     for block, stop in zip(page[starts].tolist(), last_end.tolist(), strict=True):
         base = block * bs
-        if any(view[base + r0.offset : base + r0.offset + r0.size]) or any(
-            view[base + r1.offset : base + r1.offset + r1.size]
-        ):
+        if view[base + r0.offset : base + r0.offset + r0.size] != zero0:
             return False
-        if stop < base + bs and view[stop : base + bs] != bytes(base + bs - stop):
+        if view[base + r1.offset : base + r1.offset + r1.size] != zero1:
+            return False
+        if view[stop : base + bs] != zeros[: base + bs - stop]:
             return False
     return True
 
