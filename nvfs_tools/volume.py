@@ -256,6 +256,9 @@ class Volume:
         if self.writable and self._modified:
             self.barrier()
             self._store_dyn("last_write_time", int(time.time()))
+            if getattr(self, "_was_clean", False):  # CLEAN only comes back if it was there before
+                self._store_dyn("state", self._dyn_get_sized("state") | fmt.STATE_CLEAN)
+                self.barrier()
         self.dev.close()
 
     def __enter__(self) -> Volume:
@@ -271,7 +274,27 @@ class Volume:
     def _w(self) -> None:
         if not self.writable:
             raise ReadOnlyError("filesystem opened read-only")
-        self._modified = True
+        if not self._modified:
+            self._modified = True
+            self._mark_unclean()
+
+    def _mark_unclean(self) -> None:
+        """spec/operations.md 10: a writer clears ``CLEAN`` before its first change (and sets it back
+        at close), so a crash in between is never taken for a clean filesystem by ``fsck -y``.
+
+        Skipped on an unordered device (mkfs): nothing may trust it before mkfs finishes anyway.
+        """
+        if getattr(self.dev, "unordered", False):
+            return
+        state = self._dyn_get_sized("state")
+        self._was_clean = bool(state & fmt.STATE_CLEAN)
+        if self._was_clean:
+            self._store_dyn("state", state & ~fmt.STATE_CLEAN)
+            self.barrier()
+
+    def _dyn_get_sized(self, name: str) -> int:
+        info = _DYN_LAYOUT[name]
+        return int.from_bytes(self.dev.view[_DYN_OFF[name] : _DYN_OFF[name] + info.size], "little")
 
     def store_u64(self, addr: int, value: int) -> None:
         """One aligned 8-byte store at device byte ``addr``."""
