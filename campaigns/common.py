@@ -210,8 +210,9 @@ def fsck(path: str, mode: str, *, force: bool = False, **options: Any) -> FsckRu
     out = io.StringIO()
     try:
         report = check(path, Options(mode=mode, force=force, **options), out=out)
-    except Exception:  # noqa: BLE001 - reported as a failure of the case
-        return FsckRun(-1, out.getvalue() + traceback.format_exc())
+    except Exception as exc:  # noqa: BLE001 - reported as a failure of the case
+        # the exception itself first: summaries show the last lines of the output
+        return FsckRun(-1, out.getvalue() + traceback.format_exc() + f"raised {type(exc).__name__}: {exc}")
     text = out.getvalue() + (f"\nerror: {report.error}" if getattr(report, "error", None) else "")
     return FsckRun(report.exit_code(), text, list(report.findings))
 
@@ -280,6 +281,9 @@ class Summary:
 
 def first_lines(text: str, n: int = 6) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if lines and lines[-1].startswith("raised "):  # a traceback: the exception, then where it came from
+        frames = [ln.strip() for ln in lines if ln.strip().startswith("File ")]
+        return " | ".join([lines[-1], *frames[-2:]])
     return " | ".join(lines[-n:]) if lines else "(no output)"
 
 
