@@ -11,11 +11,18 @@ written:
    (data, indirect blocks, symlink blocks, xattr blocks, directory pages and
    radix nodes).  If the device is too small the run stops with
    "needs N blocks / N inodes, device has M blocks / M inodes free".
-2. **Write**, one source directory at a time: inode numbers for its children,
-   one block allocation for all its small files (contiguous runs), file
-   contents read by ``os.preadv`` straight into the device mapping, inodes
-   packed with one ``struct`` call each, then the directory is built in one go
-   with ``Directory.build`` once its children are known.
+2. **Write**, one source directory at a time: inode numbers for its new
+   children in one bitmap update, one block allocation for all its small
+   files (consecutive blocks), file contents read with ``pread`` and gathered
+   into one ``pwritev`` per run of consecutive blocks (measured faster than
+   reading into the mapping, which takes a page fault per page), inodes
+   packed with one ``struct`` call each and stored in runs of consecutive
+   inode numbers, xattr blocks written directly (a fresh inode needs no
+   journal), then the directory itself once its children are known: a
+   directory whose records fit one page gets that page written here (the
+   same bytes ``Directory.build`` writes), a bigger one goes through
+   ``Directory.build``.  Quota usage of what was written raw is charged at
+   the end.
 
 Nothing in a filesystem being made is live until mkfs succeeds, so this pass
 does not need the per-operation flush ordering of a live update: it writes
