@@ -187,7 +187,9 @@ def _finish(chk: Checker) -> None:
         img.barrier()
         img.set_dyn("state", state)
         img.set_dyn("last_check_time", int(time.time()))
-        img.set_dyn("check_count", img.dyn_field("check_count") + 1)
+        # a statistic that wraps: any value is legal (spec/checking.md 13), even the largest
+        width = 8 * fmt.field_layout(fmt.SuperblockDynamic)["check_count"].size
+        img.set_dyn("check_count", (img.dyn_field("check_count") + 1) % (1 << width))
         img.barrier()
         if rep.modified and not rep.unfixed:  # repairs after pass 5 (quota files) may have allocated
             rep.files_used = rep.files_total - img.dyn_field("free_inodes")
