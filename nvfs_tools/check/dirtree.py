@@ -153,6 +153,9 @@ class _Walker:
 
     def page(self, block: int, depth: int, prefix: int, min_depth: int) -> None:
         """A page (and its overflow chain) that should have ``depth`` and ``prefix``."""
+        if block == 0:
+            self.fault(0, "page pointer to block 0")
+            return
         chain = 0
         while block:
             why = self.bad_block(block)

@@ -434,6 +434,10 @@ class Pass1:
             bank = good
         scan = scan_directory(img, ino, inode.block[bank], lambda b: bm.bad_block_reason(self.geo, b))
         info.dirscan = scan
+        if scan.faults:
+            # a damaged tree may point anywhere (into other files' blocks): it owns nothing; pass 2
+            # rebuilds the directory from the entries read, into blocks proven free
+            return 0
         for block in scan.blocks:
             self.claim(block)
         expected = len(scan.blocks) * img.bs
@@ -498,7 +502,8 @@ class Pass1:
         out: list[tuple[int, int, str]] = []
         inode = img.inode(ino)
         if info.dirscan is not None:
-            out.extend((b, 0, "dir") for b in info.dirscan.blocks)
+            if not info.dirscan.faults:
+                out.extend((b, 0, "dir") for b in info.dirscan.blocks)
         elif bm.maps_blocks(inode):
             nblocks = 1 if inode.ftype == fmt.S_IFLNK else -(-inode.size // img.bs)
 

@@ -148,9 +148,10 @@ def rebuild_directory(chk: Any, ino: int, entries: list[tuple[bytes, int, int]])
     nblocks = len(new_blocks) + (1 if info.xattr else 0)
     img.set_inode(ino, size=len(new_blocks) * img.bs, blocks=nblocks)
     img.barrier()
-    for block in info.dirscan.blocks:
-        if block not in chk.shared_blocks and block not in new_blocks:
-            chk.allocator.free_block(block)
+    if not info.dirscan.faults:  # a damaged tree's blocks were never claimed: pass 5 frees them
+        for block in info.dirscan.blocks:
+            if block not in chk.shared_blocks and block not in new_blocks:
+                chk.allocator.free_block(block)
     info.dirscan.nodes = []
     info.dirscan.pages = new_blocks
     info.dirscan.faults = []

@@ -75,7 +75,8 @@ def free_unattached(chk: Any, ino: int, info: Any) -> None:
         if info.is_dir:
             img.add_counter(group, "used_dirs", -1)
         img.barrier()
-        for block in info.dirscan.blocks if info.dirscan is not None else ():
+        claimed = info.dirscan is not None and not info.dirscan.faults
+        for block in info.dirscan.blocks if claimed else ():
             if block not in chk.shared_blocks:
                 chk.allocator.mark(block, False)
 

@@ -1,6 +1,7 @@
-"""Two directories share a page: /empty-dir's root word names /small's page.
+"""Two directories point at one page: /empty-dir's root word names /small's page.
 
-/small keeps its page; /empty-dir (whose tree is now wrong) is rebuilt empty.
+The page says it belongs to /small, so /empty-dir's tree is damaged: it claims nothing (no shared
+block) and is rebuilt empty; /small keeps its page untouched.
 """
 
 from nvfs_tools import format as fmt
