@@ -786,7 +786,6 @@ class _Writer:
             elif stat.S_ISLNK(st.st_mode):
                 need += _symlink_blocks(extra, self.bs)
         if not d.merge:
-            need += 1 if d.xattrs.get(b"") else 0
             need += 1 if self._single_page(d.names) else 0
         pool = self._blocks(need)
         pool.reverse()  # pop() hands them out in ascending order
@@ -823,9 +822,15 @@ class _Writer:
                 self._write_child(d, dfd, name, st, ino, extra, pool)
         finally:
             os.close(dfd)
+        # Subdirectory inodes exist (empty) before the page that names them; their own
+        # pages are attached when they are visited.  Children first, then the names.
+        for sub in d.subdirs:
+            if not sub.merge:
+                self._new_dir_inode(sub)
         self._flush_data()
-        self._build(d, entries, pool)
         self._flush_inodes()
+        self.vol.barrier()
+        self._build(d, entries, pool)
         self.done += len(d.names)
         if self.progress is not None and self.done >= self.next_report:
             self.progress(self.done, self.plan.entries)
@@ -952,34 +957,40 @@ class _Writer:
             self.stats.xattrs += len(xattrs)
         self.stats.directories += 1
 
+    def _new_dir_inode(self, d: _Dir) -> None:
+        """A new directory's inode, complete but empty (its pages come when it is visited)."""
+        st = d.st
+        gen = self.rng.getrandbits(32)
+        raw = pack_inode(
+            st.st_mode, st.st_uid, st.st_gid, 2 + len(d.subdirs), gen, 0, 0, self._times(st), parent=d.parent_ino
+        )
+        xattrs = d.xattrs.get(b"")
+        if xattrs:
+            raw = self._with_xattrs(raw, xattrs, self._blocks(1)[0])
+        self._write_inode(d.ino, raw)
+        self.stats.directories += 1
+
     def _build(self, d: _Dir, entries: list[tuple[bytes, int, int]], pool: list[int]) -> None:
-        """Write directory ``d``: its inode and, now that its children are known, its pages."""
+        """Give directory ``d`` its entries, now that every child inode is written.
+
+        A directory whose records fit one page gets that page written here (the
+        same bytes as ``Directory.build``), then its root word stored, as
+        ``Directory.build`` orders it; bigger ones go through ``Directory.build``.
+        """
         if d.merge:
             self._merge_entries(d, entries)
             return
-        st = d.st
-        gen = self.rng.getrandbits(32)
-        ptrs: list[int] | tuple[int, ...] = _ZERO_PTRS
-        size = owned = 0
         if self._single_page(d.names):
             page = pool.pop()
             self._write_page(d.ino, entries, page)
-            ptrs = [page | fmt.RADIX_PAGE_BIT, *_ZERO_PTRS[1:]]
-            size, owned = self.bs, 1
-        raw = pack_inode(
-            st.st_mode, st.st_uid, st.st_gid, 2 + len(d.subdirs), gen, size, owned, self._times(st),
-            parent=d.parent_ino, pointers=ptrs,
-        )  # fmt: skip
-        xattrs = d.xattrs.get(b"")
-        if xattrs:
-            raw = self._with_xattrs(raw, xattrs, pool.pop())
+            self.vol.barrier()
+            self.vol.store_u64(self.vol.inode_field_addr(d.ino, "block", 0), page | fmt.RADIX_PAGE_BIT)
+            blocks = 2 if d.xattrs.get(b"") else 1
+            self.vol.set_inode_fields(d.ino, size=self.bs, blocks=blocks)
+        elif entries:
+            self.Directory.build(self.vol, d.ino, entries)
         if pool:
             raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
-        self._write_inode(d.ino, raw)
-        self.stats.directories += 1
-        if entries and not size:  # several pages: the library's bulk builder cuts them
-            self._flush_inodes()
-            self.Directory.build(self.vol, d.ino, entries)
 
     def _write_page(self, dir_ino: int, entries: list[tuple[bytes, int, int]], block: int) -> None:
         """The one page of a small directory (depth 0, directly under the root word), as Directory.build writes it."""
