@@ -160,6 +160,7 @@ class Checker:
             return
         state = img.dyn_field("state")
         img.set_dyn("state", (state & ~fmt.STATE_CLEAN) | fmt.STATE_CHECKING)
+        img.barrier()  # alone in its epoch: no later store can persist without it
         img.set_dyn("repair_generation", (img.dyn_field("repair_generation") + 1) & ((1 << 64) - 1))
         img.barrier()
 
