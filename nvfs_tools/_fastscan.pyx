@@ -697,6 +697,7 @@ cdef extern from *:
     void nv_push(nv_vec *v, const uint64_t *rec) nogil
     int __builtin_ctzll(unsigned long long x) nogil
     const uint8_t nv_empty[8]
+    uint64_t nv_ld(const uint8_t *p, uint32_t n) nogil
 
     ctypedef struct nv_map:
         const uint8_t *base
@@ -704,6 +705,7 @@ cdef extern from *:
         uint64_t block_limit
         int bpg_shift
 
+    uint64_t nv_inode_addr(const nv_map *m, uint64_t ino) nogil
     uint64_t nv_siphash(uint64_t k0, uint64_t k1, const uint8_t *inp, size_t length) nogil
 
     ctypedef struct nv_cpu_t:
@@ -1487,6 +1489,254 @@ def link_counts(children, Py_ssize_t n_inodes):
             if x > 0 and x <= <uint64_t>n_inodes and c[x] != 0xFFFFFFFFU:
                 c[x] += 1
     return memoryview(counts).cast("I")
+
+
+# ---------------------------------------------------------------------------
+# Cross-checks of the scans' arrays (fsck's bulk fast path)
+# ---------------------------------------------------------------------------
+
+from nvfs_tools.scan import Mismatch
+
+cdef enum:
+    M_NONE = 0
+    M_DIR_LIST = 1
+    M_BLOCK_COUNT = 2
+    M_DIR_SIZE = 3
+    M_INODE_FIELDS = 4
+    M_ENTRY_INO = 5
+    M_ENTRY_TYPE = 6
+    M_PAGE_RESIDUE = 7
+    M_DIR_NAMES = 8
+    M_UNREACHABLE = 9
+    M_LINKS = 10
+
+_M_CODES = {"NONE": M_NONE, "DIR_LIST": M_DIR_LIST, "BLOCK_COUNT": M_BLOCK_COUNT, "DIR_SIZE": M_DIR_SIZE, "INODE_FIELDS": M_INODE_FIELDS, "ENTRY_INO": M_ENTRY_INO, "ENTRY_TYPE": M_ENTRY_TYPE, "PAGE_RESIDUE": M_PAGE_RESIDUE, "DIR_NAMES": M_DIR_NAMES, "UNREACHABLE": M_UNREACHABLE, "LINKS": M_LINKS}
+
+cdef uint8_t _DT_BY_TYPE[16]
+cdef nv_field _F_NSEC[4]
+cdef nv_field _F_PARENT, _F_BANK, _F_RDEV, _F_ORPHAN, _F_BLOCK, _F_PRES0, _F_PRES
+cdef uint64_t _NSEC_LIMIT = 1000000000, _MAJOR_LIMIT = 1 << 12, _MINOR_LIMIT = 1 << 20
+
+
+cdef _init_verify():
+    global _F_PARENT, _F_BANK, _F_RDEV, _F_ORPHAN, _F_BLOCK, _F_PRES0, _F_PRES
+    inode = F.field_layout(F.Inode)
+    page = F.field_layout(F.DirPageHeader)
+    for t in range(16):
+        _DT_BY_TYPE[t] = F.MODE_TO_DT.get(t << 12, 0)
+    for i, name in enumerate(("atime_nsec", "mtime_nsec", "ctime_nsec", "btime_nsec")):
+        _F_NSEC[i] = _fld(inode, name)
+    _F_PARENT = _fld(inode, "parent")
+    _F_BANK = _fld(inode, "dir_bank")
+    _F_RDEV = _fld(inode, "rdev")
+    _F_ORPHAN = _fld(inode, "next_orphan")
+    _F_BLOCK = _fld(inode, "block")
+    _F_PRES0.off, _F_PRES0.size = page["reserved0"].offset, page["reserved0"].size
+    _F_PRES.off, _F_PRES.size = page["reserved"].offset, page["reserved"].size
+    for code, value in _M_CODES.items():
+        if Mismatch[code] != value:
+            raise ImportError(f"Mismatch.{code} is not {value}")
+
+
+_init_verify()
+
+
+cdef inline bint _zero(const uint8_t *p, uint64_t n) noexcept nogil:
+    cdef uint64_t i
+    for i in range(n):
+        if p[i]:
+            return False
+    return True
+
+
+cdef bint _fields_ok(const nv_map *m, uint64_t ino, uint16_t mode) noexcept nogil:
+    cdef uint64_t a = nv_inode_addr(m, ino), rdev, ftype = mode & NV_S_IFMT
+    cdef int i
+    if a == <uint64_t>-1:
+        return False
+    cdef const uint8_t *r = m.base + a
+    if nv_ld(r + _F_ORPHAN.off, _F_ORPHAN.size):
+        return False
+    for i in range(4):
+        if nv_ld(r + _F_NSEC[i].off, _F_NSEC[i].size) >= _NSEC_LIMIT:
+            return False
+    if ftype != NV_S_IFDIR and (nv_ld(r + _F_PARENT.off, _F_PARENT.size) or nv_ld(r + _F_BANK.off, _F_BANK.size)):
+        return False
+    rdev = nv_ld(r + _F_RDEV.off, _F_RDEV.size)
+    if ftype == NV_S_IFCHR or ftype == NV_S_IFBLK:
+        if (rdev >> 32) >= _MAJOR_LIMIT or (rdev & 0xFFFFFFFFU) >= _MINOR_LIMIT:
+            return False
+    elif rdev:
+        return False
+    if ftype == NV_S_IFDIR and not _zero(r + _F_BLOCK.off + 2 * NV_PTR_SIZE, _F_BLOCK.size - 2 * NV_PTR_SIZE):
+        return False
+    return True
+
+
+cdef bint _pages_clean(const nv_map *m, const uint64_t[::1] name_off, const uint16_t[::1] name_len) noexcept nogil:
+    cdef Py_ssize_t k = 0, n = name_off.shape[0]
+    cdef uint64_t page, stop, end, base, hdr = NV_ENTRY_HDR, align = NV_ENTRY_ALIGN - 1, bs = m.bs
+    while k < n:
+        if name_off[k] < hdr:
+            return False
+        page = (name_off[k] - hdr) // bs
+        stop = 0
+        while k < n and name_off[k] >= hdr and (name_off[k] - hdr) // bs == page:
+            end = name_off[k] - hdr + ((hdr + name_len[k] + align) & ~align)
+            if end > stop:
+                stop = end
+            k += 1
+        base = page * bs
+        if base + bs > m.len or stop > base + bs or base + bs < base:
+            return False
+        if not _zero(m.base + base + _F_PRES0.off, _F_PRES0.size) or not _zero(m.base + base + _F_PRES.off, _F_PRES.size):
+            return False
+        if not _zero(m.base + stop, base + bs - stop):
+            return False
+    return True
+
+
+cdef Py_ssize_t _find(const uint64_t[::1] sorted_, uint64_t x) noexcept nogil:
+    """Index of x in a strictly increasing array, or -1."""
+    cdef Py_ssize_t lo = 0, hi = sorted_.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < sorted_.shape[0] and sorted_[lo] == x:
+        return lo
+    return -1
+
+
+cdef int _verify(const nv_map *m, const uint64_t[::1] ino, const uint16_t[::1] mode, const uint32_t[::1] links,
+                 const uint64_t[::1] blocks, const uint64_t[::1] size, const uint64_t[::1] dir_ino,
+                 const uint64_t[::1] dir_parent, const uint64_t[::1] bcounts, const uint64_t[::1] dcounts,
+                 const uint64_t[::1] entry_ino, const uint64_t[::1] entry_dir, const uint8_t[::1] ftypes,
+                 const uint64_t[::1] name_off, const uint16_t[::1] name_len, uint32_t *info, uint64_t *dpos,
+                 uint32_t *named, uint32_t *subdirs, uint8_t *state, uint64_t *per_group) noexcept nogil:
+    """The checks of scan_pure.verify_arrays in the same order; ``info[ino]`` = refs << 4 | file type."""
+    cdef Py_ssize_t n_ino = ino.shape[0], n_dir = dir_ino.shape[0], n_ent = entry_ino.shape[0]
+    cdef Py_ssize_t p = 0, d, k, j, root = -1
+    cdef uint64_t e, n = m.inodes_count, ndirs = 0, want, v, want_size
+    if bcounts.shape[0] != n_ino or dcounts.shape[0] != n_dir or dir_parent.shape[0] != n_dir:
+        return M_DIR_LIST
+    for d in range(n_dir):
+        while p < n_ino and ino[p] < dir_ino[d]:
+            p += 1
+        if p == n_ino or ino[p] != dir_ino[d] or (mode[p] & NV_S_IFMT) != NV_S_IFDIR:
+            return M_DIR_LIST
+        dpos[d] = p
+        p += 1
+    for p in range(n_ino):
+        if (mode[p] & NV_S_IFMT) == NV_S_IFDIR:
+            ndirs += 1
+    if ndirs != <uint64_t>n_dir:
+        return M_DIR_LIST
+    d = 0
+    for p in range(n_ino):
+        want = bcounts[p]
+        if d < n_dir and dpos[d] == <uint64_t>p:
+            want += dcounts[d]
+            d += 1
+        if want != blocks[p]:
+            return M_BLOCK_COUNT
+    for d in range(n_dir):
+        want_size = dcounts[d] * m.bs
+        if size[dpos[d]] != want_size or (m.bs and want_size // m.bs != dcounts[d]):
+            return M_DIR_SIZE
+    for p in range(n_ino):
+        if not _fields_ok(m, ino[p], mode[p]):
+            return M_INODE_FIELDS
+    for k in range(n_ent):
+        if entry_ino[k] < 11 or entry_ino[k] > n:
+            return M_ENTRY_INO
+    for p in range(n_ino):
+        if ino[p] <= n:
+            info[ino[p]] = _DT_BY_TYPE[(mode[p] >> 12) & 15]
+    for k in range(n_ent):
+        v = info[entry_ino[k]]
+        if (v & 15) == 0 or (v & 15) != ftypes[k]:
+            return M_ENTRY_TYPE
+        if (v >> 4) != 0x0FFFFFFF:
+            info[entry_ino[k]] = <uint32_t>(v + 16)
+    if not _pages_clean(m, name_off, name_len):
+        return M_PAGE_RESIDUE
+    for k in range(n_ent):
+        if ftypes[k] != _DT_BY_TYPE[(NV_S_IFDIR >> 12) & 15]:
+            continue
+        j = _find(dir_ino, entry_ino[k])
+        d = _find(dir_ino, entry_dir[k])
+        if j < 0 or d < 0:
+            return M_DIR_NAMES
+        named[j] += 1
+        if named[j] > 1 or dir_parent[j] != entry_dir[k]:
+            return M_DIR_NAMES
+        subdirs[d] += 1
+    root = _find(dir_ino, NV_ROOT_INO)
+    ndirs = 0
+    for d in range(n_dir):
+        ndirs += named[d]
+    if root < 0 or dir_parent[root] != NV_ROOT_INO or named[root] or ndirs != <uint64_t>(n_dir - 1):
+        return M_DIR_NAMES
+    # parent-pointer cycles: 0 unknown, 1 on the current path, 2 reaches the root
+    state[root] = 2
+    for d in range(n_dir):
+        j = d
+        while state[j] != 2:
+            if state[j] == 1:
+                return M_UNREACHABLE
+            state[j] = 1
+            j = _find(dir_ino, dir_parent[j])
+            if j < 0:
+                return M_UNREACHABLE
+        j = d
+        while state[j] != 2:
+            state[j] = 2
+            j = _find(dir_ino, dir_parent[j])
+    d = 0
+    for p in range(n_ino):
+        if d < n_dir and dpos[d] == <uint64_t>p:
+            want = 2 + subdirs[d]
+            d += 1
+        else:
+            want = info[ino[p]] >> 4
+        if (ino[p] >= 11 or ino[p] == NV_ROOT_INO) and links[p] != want:
+            return M_LINKS
+    for d in range(n_dir):
+        per_group[(dir_ino[d] - 1) // m.ipg] += 1
+    return M_NONE
+
+
+def verify_arrays(buf, geo, scan, blockmap, dirs):
+    """Cross-check the three scans' results (see scan_pure.verify_arrays)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef nv_map m = _map(mv, geo)
+    if F.FIRST_INO != 11:
+        raise ImportError("verify_arrays assumes FIRST_INO == 11")
+    cdef const uint64_t[::1] ino = scan["ino"]
+    cdef const uint64_t[::1] dir_ino = scan["dir_ino"]
+    cdef Py_ssize_t nd = dir_ino.shape[0]
+    per_group = array("Q", bytes(8 * geo.group_count))
+    cdef uint64_t[::1] pg = per_group
+    info = _zero_map(4 * (m.inodes_count + 1))
+    scratch = _zero_map(8 * nd + 4 * nd + 4 * nd + nd + 8)
+    cdef uint32_t[::1] info_mv = memoryview(info).cast("I")
+    cdef uint8_t[::1] sc = scratch
+    cdef uint8_t *base = &sc[0]
+    cdef int code
+    try:
+        code = _verify(&m, ino, scan["mode"], scan["links"], scan["blocks"], scan["size"], dir_ino,
+                       scan["dir_parent"], blockmap["counts"], dirs["counts"], dirs["entry_ino"],
+                       dirs["entry_dir"], dirs["file_type"], dirs["name_off"], dirs["name_len"], &info_mv[0],
+                       <uint64_t*>base, <uint32_t*>(base + 8 * nd), <uint32_t*>(base + 12 * nd),
+                       base + 16 * nd, &pg[0] if pg.shape[0] else <uint64_t*>base)
+    finally:
+        pass
+    if code != M_NONE:
+        pg[:] = 0
+    return Mismatch(code), per_group
 
 
 # ---------------------------------------------------------------------------

@@ -395,14 +395,33 @@ def _libc() -> Any:
     return libc
 
 
+class _PyBuffer(ctypes.Structure):
+    """CPython's Py_buffer: read-only maps cannot give a ctypes object, but they export a buffer."""
+
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.c_void_p),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    ]
+
+
 def mapping_address(dev: Any) -> int:
     """Address of the device's mapping in this process."""
-    import numpy as np
-
-    arr = np.frombuffer(dev.map, dtype=np.uint8, count=1)
-    addr = int(arr.__array_interface__["data"][0])
-    del arr
-    return addr
+    view = _PyBuffer()
+    if ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(dev.map), ctypes.byref(view), 0) != 0:
+        raise OSError("the device mapping exports no buffer")
+    try:
+        return int(view.buf)
+    finally:
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
 
 
 def poison(dev: Any, ranges: list[Range]) -> list[tuple[int, int]]:

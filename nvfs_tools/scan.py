@@ -15,6 +15,8 @@ Both backends provide the same functions with the same signatures and results
 * ``walk_blockmaps(buf, geo, inos, *, mark_metadata=True, threads=0) -> dict``;
 * ``walk_directories(buf, geo, seed, dir_inos, owned=None, *, threads=0) -> dict``;
 * ``link_counts(children, n_inodes) -> memoryview('I')``;
+* ``verify_arrays(buf, geo, scan, blockmap, dirs) -> (Mismatch, array('Q'))``: the
+  cross-checks of fsck's bulk fast path over the three scans' results;
 * CPU and persistence: ``cpu_features()``, ``popcount_kernels()``,
   ``flush_range(buf, offset, length)``, ``sfence()``, ``nt_zero(buf, offset, length)``.
 
@@ -78,6 +80,23 @@ class Problem(IntEnum):
     ENTRY_DOT_NAME = 44  # '.' or '..' stored as a name
     ENTRY_DUPLICATE = 45  # same name earlier in the same directory
     ENTRY_BAD_INO = 46  # child inode number 1 or beyond inodes_count: entry not listed
+
+
+class Mismatch(IntEnum):
+    """First disagreement ``verify_arrays`` found between the scans' arrays (checked in this order)."""
+
+    NONE = 0  # consistent
+    DIR_LIST = 1  # directories of dir_ino not a subsequence of the in-use inodes, or counts lengths wrong
+    BLOCK_COUNT = 2  # inode ``blocks`` != blocks owned (block map + xattr + directory pages and nodes)
+    DIR_SIZE = 3  # directory size != (pages + nodes) * block_size
+    INODE_FIELDS = 4  # next_orphan set, nsec >= 10**9, parent/dir_bank/rdev where the type has none,
+    #                   device numbers out of range, directory pointers past block[1]
+    ENTRY_INO = 5  # entry names a reserved inode, the root or one past inodes_count
+    ENTRY_TYPE = 6  # entry file type != its target's mode type, or the target is not in use
+    PAGE_RESIDUE = 7  # page with live entries: header reserved bytes or bytes after the last record
+    DIR_NAMES = 8  # a directory named twice, not named by its parent, or the root's parent not itself
+    UNREACHABLE = 9  # a parent-pointer cycle (some directories do not reach the root)
+    LINKS = 10  # link count != entries naming it (files) or 2 + subdirectories (directories)
 
 
 def backend() -> ModuleType:

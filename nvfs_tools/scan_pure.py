@@ -14,7 +14,7 @@ from typing import Any
 
 from nvfs_tools import format as F
 from nvfs_tools.namehash import siphash24_pure as siphash24
-from nvfs_tools.scan import Problem
+from nvfs_tools.scan import Mismatch, Problem
 
 __all__ = [
     "siphash24",
@@ -27,6 +27,7 @@ __all__ = [
     "walk_blockmaps",
     "walk_directories",
     "link_counts",
+    "verify_arrays",
     "cpu_features",
     "flush_instruction",
     "flush_range",
@@ -666,6 +667,171 @@ def link_counts(children: Any, n_inodes: int) -> memoryview:
 # ---------------------------------------------------------------------------
 # CPU features and persistence (no-ops in Python: nothing to flush from here)
 # ---------------------------------------------------------------------------
+
+
+_NSEC_FIELDS = ("atime_nsec", "mtime_nsec", "ctime_nsec", "btime_nsec")
+_NSEC_LIMIT = 10**9
+_MAJOR_LIMIT = 1 << 12
+_MINOR_LIMIT = 1 << 20
+
+
+def _dt_of(mode: int) -> int:
+    return F.MODE_TO_DT.get(mode & F.S_IFMT, 0)
+
+
+def _fields_ok(view: Any, geo: F.Geometry, ino: int, mode: int) -> bool:
+    """Per-type fixed fields of one in-use inode (spec/checking.md 6.3, 7.2, 7.3)."""
+    base = geo.inode_offset(ino)
+    if base + F.INODE_SIZE > len(view):
+        return False
+    if _field(view, base, _INODE["next_orphan"]):
+        return False
+    if any(_field(view, base, _INODE[name]) >= _NSEC_LIMIT for name in _NSEC_FIELDS):
+        return False
+    ftype = mode & F.S_IFMT
+    if ftype != F.S_IFDIR and (_field(view, base, _INODE["parent"]) or _field(view, base, _INODE["dir_bank"])):
+        return False
+    rdev = _field(view, base, _INODE["rdev"])
+    if ftype in (F.S_IFCHR, F.S_IFBLK):
+        if rdev >> 32 >= _MAJOR_LIMIT or rdev & 0xFFFFFFFF >= _MINOR_LIMIT:
+            return False
+    elif rdev:
+        return False
+    if ftype == F.S_IFDIR:
+        ptrs = base + _INODE["block"].offset
+        if any(view[ptrs + 2 * _BLOCK_PTR_SIZE : ptrs + F.N_BLOCK_POINTERS * _BLOCK_PTR_SIZE]):
+            return False
+    return True
+
+
+def _pages_clean(view: Any, bs: int, name_off: Any, name_len: Any) -> bool:
+    """Pages holding live entries: header reserved bytes zero, nothing after the last live record.
+
+    Conservative: dead records after the last live one count as residue (the detailed passes then
+    look closer).  Entries come page by page; a page met in two runs only makes this stricter.
+    """
+    r0, r1 = _PAGE["reserved0"], _PAGE["reserved"]
+    hdr = F.DIR_ENTRY_HEADER_SIZE
+    align = F.DIR_ENTRY_ALIGN - 1
+    k, n = 0, len(name_off)
+    while k < n:
+        if name_off[k] < hdr:
+            return False
+        page = (name_off[k] - hdr) // bs
+        stop = 0
+        while k < n and name_off[k] >= hdr and (name_off[k] - hdr) // bs == page:
+            stop = max(stop, name_off[k] - hdr + ((hdr + name_len[k] + align) & ~align))
+            k += 1
+        base = page * bs
+        if base + bs > len(view) or stop > base + bs:
+            return False
+        if any(view[base + r0.offset : base + r0.offset + r0.size]) or any(
+            view[base + r1.offset : base + r1.offset + r1.size]
+        ):
+            return False
+        if any(view[stop : base + bs]):
+            return False
+    return True
+
+
+def verify_arrays(buf: Any, geo: F.Geometry, scan: Any, blockmap: Any, dirs: Any) -> tuple[Mismatch, array]:
+    """Cross-check the results of ``scan_inodes``, ``walk_blockmaps`` and ``walk_directories``.
+
+    ``scan`` is the dict of ``scan_inodes`` over every group, ``blockmap`` that of
+    ``walk_blockmaps(scan["ino"])`` and ``dirs`` that of ``walk_directories(scan["dir_ino"])``.
+    Returns the first :class:`Mismatch` met, in the enum's order (``Mismatch.NONE`` when the
+    arrays agree), and the number of directories per group (Q, filled only when they agree).
+    This is the array work of fsck's bulk fast path; what it does not cover (reserved
+    inodes, symlinks, xattr blocks, bitmaps and counters) the caller checks.
+    """
+    view = memoryview(buf).cast("B")
+    bs = geo.block_size
+    n = geo.inodes_count
+    ino, mode, links = scan["ino"], scan["mode"], scan["links"]
+    dir_ino, dir_parent = scan["dir_ino"], scan["dir_parent"]
+    bcounts, dcounts = blockmap["counts"], dirs["counts"]
+    per_group = array("Q", bytes(8 * geo.group_count))
+    if len(bcounts) != len(ino) or len(dcounts) != len(dir_ino) or len(dir_parent) != len(dir_ino):
+        return Mismatch.DIR_LIST, per_group
+    # positions of the directories among the in-use inodes (both sorted)
+    dpos = []
+    p = 0
+    for d in dir_ino:
+        while p < len(ino) and ino[p] < d:
+            p += 1
+        if p == len(ino) or ino[p] != d or mode[p] & F.S_IFMT != F.S_IFDIR:
+            return Mismatch.DIR_LIST, per_group
+        dpos.append(p)
+        p += 1
+    if len(dpos) != sum(1 for m in mode if m & F.S_IFMT == F.S_IFDIR):
+        return Mismatch.DIR_LIST, per_group
+    expected = array("Q", bcounts)
+    for d, p in enumerate(dpos):
+        expected[p] = (expected[p] + dcounts[d]) & _U64
+    if expected != scan["blocks"]:
+        return Mismatch.BLOCK_COUNT, per_group
+    size = scan["size"]
+    if any(size[p] != dcounts[d] * bs for d, p in enumerate(dpos)):
+        return Mismatch.DIR_SIZE, per_group
+    if not all(_fields_ok(view, geo, i, m) for i, m in zip(ino, mode, strict=True)):
+        return Mismatch.INODE_FIELDS, per_group
+    entry_ino, entry_dir, ftypes = dirs["entry_ino"], dirs["entry_dir"], dirs["file_type"]
+    if any(not F.FIRST_INO <= e <= n for e in entry_ino):
+        return Mismatch.ENTRY_INO, per_group
+    dt_by_ino = bytearray(n + 1)
+    for i, m in zip(ino, mode, strict=True):
+        dt_by_ino[i] = _dt_of(m)
+    if any(dt_by_ino[e] == 0 or dt_by_ino[e] != t for e, t in zip(entry_ino, ftypes, strict=True)):
+        return Mismatch.ENTRY_TYPE, per_group
+    if not _pages_clean(view, bs, dirs["name_off"], dirs["name_len"]):
+        return Mismatch.PAGE_RESIDUE, per_group
+    index = {d: k for k, d in enumerate(dir_ino)}
+    named = [0] * len(dir_ino)
+    subdirs = [0] * len(dir_ino)
+    for e, holder, t in zip(entry_ino, entry_dir, ftypes, strict=True):
+        if t != F.DT_DIR:
+            continue
+        k = index[e]
+        named[k] += 1
+        if named[k] > 1 or dir_parent[k] != holder or holder not in index:
+            return Mismatch.DIR_NAMES, per_group
+        subdirs[index[holder]] += 1
+    root = index.get(F.ROOT_INO)
+    if root is None or dir_parent[root] != F.ROOT_INO or named[root] or sum(named) != len(dir_ino) - 1:
+        return Mismatch.DIR_NAMES, per_group
+    if not _all_reach_root(dir_parent, index, root):
+        return Mismatch.UNREACHABLE, per_group
+    refs = link_counts(entry_ino, n)
+    k = 0
+    for p, i in enumerate(ino):
+        if k < len(dpos) and dpos[k] == p:
+            want = 2 + subdirs[k]
+            k += 1
+        else:
+            want = refs[i]
+        if (i >= F.FIRST_INO or i == F.ROOT_INO) and links[p] != want:
+            return Mismatch.LINKS, per_group
+    for d in dir_ino:
+        per_group[(d - 1) // geo.inodes_per_group] += 1
+    return Mismatch.NONE, per_group
+
+
+def _all_reach_root(parent: Any, index: dict[int, int], root: int) -> bool:
+    """Every directory reaches the root by parent pointers (each is named once by its parent)."""
+    state = bytearray(len(parent))  # 0 unknown, 1 on the current path, 2 reaches the root
+    state[root] = 2
+    for start in range(len(parent)):
+        path = []
+        k = start
+        while state[k] != 2:
+            if state[k] == 1:
+                return False
+            state[k] = 1
+            path.append(k)
+            k = index[parent[k]]
+        for j in path:
+            state[j] = 2
+    return True
 
 
 def cpu_features() -> dict[str, bool]:

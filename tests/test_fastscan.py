@@ -79,10 +79,12 @@ def full_scan(mod, buf, geo, seed, threads=0):
 
 def compare_backends(buf, geo, seed) -> tuple:
     ref = full_scan(P, buf, geo, seed)
+    verdict = P.verify_arrays(buf, geo, *ref)
     for threads in (1, 2, 3) if C is not None else ():
         got = full_scan(C, buf, geo, seed, threads=threads)
         for a, b in zip(ref, got, strict=True):
             same(a, b)
+        assert C.verify_arrays(buf, geo, *got) == verdict
     return ref
 
 
@@ -154,6 +156,7 @@ def image(populated):
             "names": files_of(vol),
             "few": vol.lookup("/few"),
             "many": vol.lookup("/many"),
+            "sub": vol.lookup("/few/sub"),
         }
     return buf, facts
 
@@ -448,6 +451,64 @@ def rename_record(buf, rec: int, name: bytes, seed: bytes) -> None:
     start = rec + F.DIR_ENTRY_HEADER_SIZE
     buf[start : start + len(name)] = name
     put(buf, rec + ENTRY["hash"].offset, siphash24_pure(seed, name))
+
+
+def _damage_for(kind: str, buf, facts) -> None:
+    """One targeted inconsistency that no scan reports but ``verify_arrays`` must."""
+    geo, names = facts["geo"], facts["names"]
+    bs = geo.block_size
+    dense, small = geo.inode_offset(names["dense"]), geo.inode_offset(names["small"])
+    few_recs = dir_records(buf, geo, facts["few"])
+    if kind == "BLOCK_COUNT":
+        put(buf, dense + INODE["blocks"].offset, u64(buf, dense + INODE["blocks"].offset) + 1)
+    elif kind == "DIR_SIZE":
+        many = geo.inode_offset(facts["many"])
+        put(buf, many + INODE["size"].offset, u64(buf, many + INODE["size"].offset) + bs)
+    elif kind == "INODE_FIELDS":
+        put(buf, dense + INODE["rdev"].offset, 5)
+    elif kind == "INODE_FIELDS_NSEC":
+        put(buf, small + INODE["mtime_nsec"].offset, 10**9, 4)
+    elif kind == "ENTRY_INO":
+        put(buf, few_recs[0] + ENTRY["ino"].offset, F.ROOT_INO + 1)
+    elif kind == "ENTRY_TYPE":
+        put(buf, few_recs[0] + ENTRY["file_type"].offset, F.DT_FIFO, ENTRY["file_type"].size)
+    elif kind == "PAGE_RESIDUE":
+        page_end = (few_recs[0] // bs + 1) * bs
+        buf[page_end - 1] = 0x5A
+    elif kind == "DIR_NAMES":
+        sub = geo.inode_offset(facts["sub"])
+        put(buf, sub + INODE["parent"].offset, facts["many"])
+    elif kind == "LINKS":
+        put(buf, small + INODE["links_count"].offset, 3, 4)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "NONE",
+        "BLOCK_COUNT",
+        "DIR_SIZE",
+        "INODE_FIELDS",
+        "INODE_FIELDS_NSEC",
+        "ENTRY_INO",
+        "ENTRY_TYPE",
+        "PAGE_RESIDUE",
+        "DIR_NAMES",
+        "LINKS",
+    ],
+)
+def test_verify_arrays_finds_each_mismatch(image, kind):
+    """Each cross-check of the fast path's kernel, on damage the scans themselves do not report."""
+    buf, facts = image
+    _damage_for(kind, buf, facts)
+    inodes, walk, dirs = compare_backends(buf, facts["geo"], facts["seed"])  # also: both backends agree
+    assert not len(inodes["prob_code"]) and not len(walk["prob_code"]) and not len(dirs["prob_code"])
+    verdict, per_group = P.verify_arrays(buf, facts["geo"], inodes, walk, dirs)
+    assert verdict == scan.Mismatch[kind.removesuffix("_NSEC")]
+    if kind == "NONE":
+        assert sum(per_group) == len(inodes["dir_ino"]) == 5  # root, lost+found, many, few, few/sub
+    else:
+        assert not any(per_group)
 
 
 def test_directory_entry_problems(image):
