@@ -1,6 +1,11 @@
 """fsck.nvfs: check and repair an NVFS filesystem, with the fsck(8) conventions.
 
-``fsck.nvfs [-n | -p | -y] [-f] [-b] [-C FD] [-v] [--json] DEVICE``
+``fsck.nvfs [-n | -p | -y] [-f] [-b] [-C FD] [-v] [--json] [--badblocks FILE] DEVICE``
+
+``--badblocks FILE`` lists bad media ranges (``SECTOR COUNT`` lines as in sysfs,
+or ``START-END`` inclusive bytes; see nvfs_tools.badblocks); they join the
+kernel's list for pmem/dax devices.  fsck never reads or writes them and names
+the files or metadata each one hits.
 
 Exit codes (summed): 0 clean, 1 errors corrected, 4 errors left uncorrected,
 8 operational error, 16 usage error, 32 cancelled by the user.
@@ -16,7 +21,7 @@ import os
 import sys
 
 PROG = "fsck.nvfs"
-USAGE = f"usage: {PROG} [-n | -p | -y] [-f] [-b] [-C FD] [-v] [--json] DEVICE"
+USAGE = f"usage: {PROG} [-n | -p | -y] [-f] [-b] [-C FD] [-v] [--json] [--badblocks FILE] DEVICE"
 EXIT_OPERATIONAL = 8
 EXIT_USAGE = 16
 
@@ -28,6 +33,7 @@ class _Usage(Exception):
 def parse_args(argv: list[str]) -> dict:
     """fsck-style option parsing (grouped short flags, ``-C FD`` / ``-CFD``)."""
     opts: dict = {"modes": [], "force": False, "backup": False, "fd": None, "verbose": False, "json": False}
+    opts["badblocks"] = None
     positional: list[str] = []
     i = 0
     while i < len(argv):
@@ -39,6 +45,16 @@ def parse_args(argv: list[str]) -> dict:
         if arg.startswith("--"):
             if arg == "--json":
                 opts["json"] = True
+            elif arg == "--badblocks" or arg.startswith("--badblocks="):
+                value = arg.partition("=")[2] if "=" in arg else None
+                if value is None:
+                    if i >= len(argv):
+                        raise _Usage("--badblocks needs a FILE")
+                    value = argv[i]
+                    i += 1
+                if not value:
+                    raise _Usage("--badblocks needs a FILE")
+                opts["badblocks"] = value
             elif arg == "--version":
                 opts["version"] = True
             elif arg == "--help":
@@ -137,7 +153,17 @@ def _check(opts: dict, mode: str) -> int:
     from nvfs_tools.check.runner import check
 
     fd = opts["fd"]
+    ranges: tuple = ()
+    if opts["badblocks"] is not None:
+        from nvfs_tools import badblocks
+
+        try:
+            ranges = tuple(badblocks.load(opts["badblocks"]))
+        except badblocks.BadBlocksError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return EXIT_OPERATIONAL
     options = Options(
+        badblocks=ranges,
         mode=mode,
         force=opts["force"],
         use_backup=opts["backup"],

@@ -46,6 +46,7 @@ class Options:
     verbose: bool = False
     json: bool = False
     tty_progress: bool = False
+    badblocks: tuple[tuple[int, int], ...] = ()  # bad media (offset, length) byte ranges from --badblocks
 
 
 class Checker:

@@ -115,6 +115,8 @@ class Image:
         self.bs = self.geo.block_size
         self.hash_seed = bytes(static.hash_seed)
         self.writes = 0
+        # bad blocks (check/media.py): None when the device has no bad media, else the set the runner fills
+        self.bad: set[int] | None = set() if hasattr(dev, "bad_blocks") else None
 
     # -- reading --------------------------------------------------------------------------------
     def u64(self, addr: int) -> int:
@@ -264,6 +266,8 @@ class CheckAllocator:
                 for bit in range(8):
                     block = byte * 8 + bit
                     if start <= block < end and not owned[byte] >> bit & 1 and not geo.is_metadata_block(block):
+                        if self.image.bad and block in self.image.bad:
+                            continue  # bad media is never handed out
                         return block
             byte += 1
         return None

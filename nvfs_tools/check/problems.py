@@ -80,6 +80,17 @@ _ROWS: tuple[ProblemDef, ...] = (
         "zero them",
     ),
     ProblemDef(
+        "MEDIA_BAD_BLOCK",
+        0,
+        "bad media: {where}",
+        "error",
+        False,
+        "keep the block out of every read, write and allocation (it reads as zeros): file data there is lost"
+        " but stays mapped; metadata there is rebuilt by the later passes where it can be (bitmaps and"
+        " counters recomputed, a lost directory page's surviving children moved to lost+found, the inodes"
+        " of a lost inode-table block treated as free, their blocks freed when nothing else owns them)",
+    ),
+    ProblemDef(
         "SB_ORPHAN_HEAD",
         0,
         "orphan list: {reason} (inode {ino})",

@@ -72,6 +72,7 @@ def _run(chk: Checker, dev: Any) -> None:
     from nvfs_tools.check import pass0_super
     from nvfs_tools.check.image import Image
 
+    dev = _media_safe(dev, chk.opt)
     static, raw, reason, offset = pass0_super.load_superblock(dev, chk.opt.use_backup)
     unknown_ro = static.feature_ro_compat & ~fmt.FEATURE_RO_COMPAT_KNOWN
     if unknown_ro and chk.writable:
@@ -80,7 +81,12 @@ def _run(chk: Checker, dev: Any) -> None:
         )
     chk.image = Image(dev, static, raw)
     state = chk.image.dyn_field("state")
+    if chk.image.bad is not None:
+        dev.set_unit(chk.image.bs)
+        chk.image.bad = dev.bad_blocks(chk.image.bs)
     pass0_super.run(chk, reason, offset, state)
+    if chk.image.bad:
+        _report_media(chk)
     forced = _forced_reason(chk, state)
     if forced is None:
         from nvfs_tools.check.pass5_bitmaps import counters_consistent
@@ -95,7 +101,36 @@ def _run(chk: Checker, dev: Any) -> None:
     _full_check(chk)
 
 
+def _media_safe(dev: Any, options: Options) -> Any:
+    """The device, or (when bad ranges are known) a view of it that never touches them (check/media.py).
+
+    ``--badblocks`` ranges join the kernel's own list (Device.badblocks, from sysfs).
+    """
+    from nvfs_tools import badblocks as bb
+
+    if options.badblocks:
+        bb.apply(dev, list(options.badblocks))
+    if not dev.badblocks:
+        return dev
+    from nvfs_tools.check.media import MediaSafeDevice
+
+    return MediaSafeDevice(dev)
+
+
+def _report_media(chk: Checker) -> None:
+    """One MEDIA_BAD_BLOCK problem per bad block, naming the files or metadata it hits."""
+    from nvfs_tools import badblocks as bb
+
+    img = chk.image
+    for hit in bb.describe_device(img.dev, list(img.dev.badblocks), img.static):
+        details = {"where": hit.describe(), "block": hit.block, "what": hit.what, "inodes": hit.inodes[:64]}
+        details["paths"] = [os.fsdecode(p) for p in hit.paths]
+        chk.fix("MEDIA_BAD_BLOCK", details, None)
+
+
 def _forced_reason(chk: Checker, state: int) -> str | None:
+    if chk.image.bad:
+        return "bad media listed, check forced"
     if chk.opt.force:
         return "check forced (-f)"
     if state & fmt.STATE_CHECKING:
@@ -127,7 +162,7 @@ def _full_check(chk: Checker) -> None:
     from nvfs_tools.check import pass1_inodes, pass2_dirs, pass3_connect, pass4_links, pass5_bitmaps
 
     quota = chk.image.static.feature_ro_compat & fmt.FEATURE_RO_COMPAT_QUOTA
-    if not chk.report.findings and not quota and _fast(chk):
+    if not chk.report.findings and not quota and not chk.image.bad and _fast(chk):
         _finish(chk)
         return
     pass1_inodes.run(chk)
