@@ -1,0 +1,122 @@
+"""fsck.nvfs and bad media: the --badblocks option, the media-safe device, more kinds through a poisoned fsck."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from campaigns import common as C  # noqa: E402
+from campaigns import media_errors as ME  # noqa: E402
+from nvfs_tools import badblocks as BB  # noqa: E402
+from nvfs_tools.check import Options, check  # noqa: E402
+from nvfs_tools.check.media import MediaSafeDevice, spans  # noqa: E402
+from nvfs_tools.device import Device  # noqa: E402
+from nvfs_tools.volume import Volume  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fsckmedia")
+    img = str(d / "p.img")
+    C.make_fs(img)
+    with Volume.open(img, writable=True) as vol:
+        C.populate_sample(vol)
+    return img, C.snapshot(img), ME.plan(img)
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _fsck(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nvfs_tools.fsck", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_spans_round_out_and_merge():
+    assert spans([(4096 + 10, 1), (8192, 1), (50000, 10)], 4096, 1 << 20) == [(4096, 12288), (49152, 53248)]
+    assert spans([(1 << 20, 5)], 4096, 1 << 20) == []  # past the end: nothing
+
+
+@pytest.mark.parametrize("content", ["7 1\nnot a range\n", None, "dir"])
+def test_bad_list_is_an_operational_error(pristine, tmp_path, content):
+    img, _tree, _cases = pristine
+    work = str(tmp_path / "t.img")
+    C.copy_image(img, work)
+    bad = tmp_path / "bad.txt"
+    if content == "dir":
+        bad.mkdir()
+    elif content is not None:
+        bad.write_text(content)
+    before = _digest(work)
+    run = _fsck("-fy", "--badblocks", str(bad), work)
+    assert run.returncode == 8, run
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert str(bad) in run.stderr
+    assert _digest(work) == before
+
+
+def test_badblocks_option_needs_a_file():
+    run = _fsck("-n", "--badblocks")
+    assert run.returncode == 16 and "--badblocks needs a FILE" in run.stderr
+
+
+def test_safe_device_zeros_and_drops_writes(pristine, tmp_path):
+    img, _tree, _cases = pristine
+    work = str(tmp_path / "t.img")
+    C.copy_image(img, work)
+    with Device(work, writable=True) as dev:
+        original = dev.read(0, 4 * 4096)
+        BB.apply(dev, [(2 * 4096 + 100, 1)])
+        safe = MediaSafeDevice(dev)
+        assert safe.bad_blocks(4096) == {2}
+        got = safe.read(4096, 3 * 4096)
+        assert got[:4096] == original[4096:8192] and got[4096:8192] == bytes(4096)
+        assert got[8192:] == original[12288:16384]
+        assert struct.unpack_from("<Q", safe.view, 2 * 4096)[0] == 0  # a real buffer, zero there
+        safe.write(2 * 4096 - 8, b"\x11" * 16)  # straddles into the bad block
+        assert safe.read(2 * 4096 - 8, 8) == b"\x11" * 8
+        dev.badblocks = []
+        assert dev.read(2 * 4096, 8) == original[8192 : 8192 + 8]  # the bad half was never stored
+
+
+def test_json_and_sysfs_list_merge(pristine, tmp_path, monkeypatch):
+    """A list already on the device (as sysfs gives) and --badblocks ranges are both reported."""
+    from nvfs_tools.check import runner
+
+    img, _tree, cases = pristine
+    work = str(tmp_path / "t.img")
+    C.copy_image(img, work)
+    data = next(c for c in cases if c.kind == "file data")
+    xattr = next(c for c in cases if c.kind == "xattr block")
+    real_open = runner._open
+
+    def sysfs_open(device, options):  # noqa: ANN001, ANN202
+        dev = real_open(device, options)
+        dev.badblocks = [(data.block * 4096, 512)]
+        return dev
+
+    monkeypatch.setattr(runner, "_open", sysfs_open)
+    out = io.StringIO()
+    report = check(work, Options(mode="n", badblocks=((xattr.block * 4096 + 8, 8),)), out=out)
+    media = [f for f in report.findings if f.code == "MEDIA_BAD_BLOCK"]
+    assert sorted(f.details["block"] for f in media) == sorted([data.block, xattr.block])
+    assert report.exit_code() == 4
+    text = out.getvalue()
+    assert "/xattr-file" in text and "bad media listed, check forced" in text
+
+
+@pytest.mark.parametrize("kind", ["directory page", "xattr block", "block bitmap", "indirect block"])
+def test_poisoned_fsck_more_kinds(pristine, tmp_path, kind):
+    """As tests/test_campaign_media.py's subset, for the kinds it leaves to the campaign script."""
+    img, tree, cases = pristine
+    case = next(c for c in cases if c.kind == kind)
+    why = ME.run_case(case, img, tree, str(tmp_path))
+    assert why is None, why
