@@ -120,3 +120,43 @@ def test_poisoned_fsck_more_kinds(pristine, tmp_path, kind):
     case = next(c for c in cases if c.kind == kind)
     why = ME.run_case(case, img, tree, str(tmp_path))
     assert why is None, why
+
+
+def test_safe_device_big_granule_mirrors_writes(pristine, tmp_path):
+    """The devdax-style overlay (a 2 MiB private chunk around the bad block) stays equal to the device."""
+    img, _tree, _cases = pristine
+    work = str(tmp_path / "t.img")
+    C.copy_image(img, work)
+    with Device(work, writable=True) as dev:
+        original = dev.read(0, 2 << 20)
+        BB.apply(dev, [(3 * 4096, 4096)])
+        safe = MediaSafeDevice(dev, granules=(2 << 20,))
+        assert safe.read(0, 2 << 20) == original[: 3 * 4096] + bytes(4096) + original[4 * 4096 :]
+        safe.write(100 * 4096, b"new bytes")
+        safe.zero_range(0, 8)
+        assert safe.read(100 * 4096, 9) == b"new bytes" and safe.read(0, 8) == bytes(8)
+        assert dev.read(100 * 4096, 9) == b"new bytes"
+
+
+def test_repair_with_big_granule(pristine, tmp_path, monkeypatch):
+    """A bad directory page repaired in-process with 2 MiB overlays: lost+found gets the children, then clean."""
+    from nvfs_tools.check import media
+
+    img, tree, cases = pristine
+    case = next(c for c in cases if c.kind == "directory page")
+    work = str(tmp_path / "t.img")
+    C.copy_image(img, work)
+    with Device(work, writable=True) as dev:
+        dev.write(case.block * 4096, b"\xa5" * 4096)  # what the lost page may hold
+    monkeypatch.setattr(media, "GRANULES", (2 << 20,))
+    ranges = ((case.block * 4096, 4096),)
+    out = io.StringIO()
+    report = check(work, Options(mode="y", force=True, badblocks=ranges), out=out)
+    assert report.exit_code() == 1, out.getvalue()
+    assert any(f.code == "MEDIA_BAD_BLOCK" and "/docs" in f.details["where"] for f in report.findings)
+    again = check(work, Options(mode="n", force=True), out=io.StringIO())
+    assert again.exit_code() == 0 and not again.findings
+    got = C.snapshot(work, skip_lost_found=False)
+    lost = {nd.ino for p, nd in got.items() if p.startswith(b"/lost+found/")}
+    docs_children = {nd.ino for p, nd in tree.items() if p.startswith(b"/docs/")}
+    assert lost and lost <= docs_children

@@ -124,16 +124,23 @@ def _good_parts(lo: int, hi: int, holes: list[tuple[int, int]]) -> list[tuple[in
 class MediaSafeDevice:
     """A :class:`~nvfs_tools.device.Device` whose bad blocks read as zeros and are never written."""
 
-    def __init__(self, dev: Any, unit: int = _PAGE) -> None:
+    def __init__(self, dev: Any, unit: int = _PAGE, granules: tuple[int, ...] | None = None) -> None:
         self.dev = dev
+        self.granules = granules or GRANULES
         self.set_unit(unit)
 
     def set_unit(self, unit: int) -> None:
         """Round bad ranges out to ``unit`` bytes (the block size, once the superblock is known)."""
         self.unit = max(unit, _PAGE)
         self._spans = _Spans(spans(list(self.dev.badblocks), self.unit, self.dev.size))
-        shadow = _shadow_view(self.dev, self._spans.bad)
-        self.view = shadow if shadow is not None else SafeView(self.dev.view, self._spans)
+        shadow = _shadow_view(self.dev, self._spans.bad, self.granules)
+        self._chunks: _Spans | None = None
+        if shadow is None:
+            self.view = SafeView(self.dev.view, self._spans)
+        else:
+            self._shadow, chunks = shadow
+            self._chunks = _Spans(chunks)
+            self.view = self._shadow.toreadonly()
 
     def bad_blocks(self, block_size: int) -> set[int]:
         """Blocks of ``block_size`` bytes that lie in a bad span."""
@@ -155,6 +162,15 @@ class MediaSafeDevice:
         end = offset + data.nbytes
         for a, b in _good_parts(offset, end, self._spans.overlapping(offset, end)):
             self.dev.write(a, data[a - offset : b - offset])
+            self._mirror(a, data[a - offset : b - offset])
+
+    def _mirror(self, offset: int, data: memoryview) -> None:
+        """Keep the private overlay chunks of the shadow mapping equal to the device's good bytes."""
+        if self._chunks is None:
+            return
+        end = offset + data.nbytes
+        for a, b in self._chunks.overlapping(offset, end):
+            self._shadow[a:b] = data[a - offset : b - offset]
 
     def pwrite(self, offset: int, data: Any) -> None:
         self.write(offset, data)
@@ -162,6 +178,7 @@ class MediaSafeDevice:
     def zero_range(self, offset: int, length: int) -> None:
         for a, b in _good_parts(offset, offset + length, self._spans.overlapping(offset, offset + length)):
             self.dev.zero_range(a, b - a)
+            self._mirror(a, memoryview(bytes(b - a)))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.dev, name)
@@ -178,38 +195,55 @@ def _libc() -> Any:
     return libc
 
 
-def _shadow_view(dev: Any, bad: list[tuple[int, int]]) -> memoryview | None:
-    """A read-only second mapping of the device in which the bad spans are anonymous zero pages.
+#: Overlay granules tried in turn: a page, then the alignments devdax may insist on to split its mapping.
+GRANULES = (_PAGE, 2 << 20, 1 << 30)
 
-    It is a real buffer (struct.unpack_from, cast() and the library's Directory
-    work on it) and sees every write made through the device's own mapping;
-    the bad pages of the device are never mapped, so never touched.  None when
-    the device cannot be mapped that way (devdax refuses to split its mapping
-    at page granularity): the slower :class:`SafeView` is used then.
+
+def _shadow_view(
+    dev: Any, bad: list[tuple[int, int]], granules: tuple[int, ...] = GRANULES
+) -> tuple[memoryview, list[tuple[int, int]]] | None:
+    """A second mapping of the device in which anonymous memory replaces the chunks holding bad spans.
+
+    Returns (writable view, overlay chunks).  The view is a real buffer
+    (struct.unpack_from, cast() and the library's Directory work on it) and sees
+    every write made through the device's own mapping outside the chunks; the
+    chunks are private copies of their good parts (bad blocks left zero), which
+    :meth:`MediaSafeDevice.write` keeps up to date.  The bad pages of the device
+    are never mapped here, so never touched.  The smallest granule the kernel
+    accepts is used (devdax refuses to split its mapping at page granularity).
+    None when the device cannot be mapped at all: :class:`SafeView` is used then.
     """
     import ctypes
     import weakref
 
     fd = getattr(dev, "fd", None)
     size = dev.size
-    if fd is None or size <= 0:
+    if fd is None or fd < 0 or size <= 0:
         return None
     libc = _libc()
     length = -(-size // _PAGE) * _PAGE
     failed = ctypes.c_void_p(-1).value
-    base = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-    if base in (None, failed):
-        return None
-    for lo, hi in bad:
-        hi = min(length, -(-hi // _PAGE) * _PAGE)
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x10  # MAP_FIXED
-        got = libc.mmap(base + lo, hi - lo, mmap.PROT_READ, flags, -1, 0)
-        if got != base + lo:
-            libc.munmap(base, length)
+    rw = mmap.PROT_READ | mmap.PROT_WRITE
+    anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x10  # MAP_FIXED
+    for granule in granules:
+        base = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if base in (None, failed):
             return None
+        chunks = spans([(a, b - a) for a, b in bad], granule, length)
+        if all(libc.mmap(base + lo, hi - lo, rw, anon, -1, 0) == base + lo for lo, hi in chunks):
+            break
+        libc.munmap(base, length)
+    else:
+        return None
     array = (ctypes.c_char * size).from_address(base)
     weakref.finalize(array, libc.munmap, base, length)  # unmapped once no view of it is left
-    return memoryview(array).cast("B").toreadonly()
+    view = memoryview(array).cast("B")
+    holes = _Spans(bad)
+    for lo, hi in chunks:
+        hi = min(hi, size)
+        for a, b in _good_parts(lo, hi, holes.overlapping(lo, hi)):
+            view[a:b] = dev.view[a:b]
+    return view, [(lo, min(hi, size)) for lo, hi in chunks]
 
 
 def is_bad(image: Any, block: int) -> bool:
