@@ -42,13 +42,14 @@ def maps_blocks(inode: Any) -> bool:
 class Visit:
     """One pointer met by :func:`walk_file`."""
 
-    __slots__ = ("block", "fblock", "level", "addr")
+    __slots__ = ("block", "fblock", "level", "addr", "parent")
 
-    def __init__(self, block: int, fblock: int, level: int, addr: int) -> None:
+    def __init__(self, block: int, fblock: int, level: int, addr: int, parent: int = 0) -> None:
         self.block = block
         self.fblock = fblock  # first file block the pointer covers
         self.level = level  # 0 = data block, n = indirect block with n levels below
         self.addr = addr  # device byte address of the pointer word
+        self.parent = parent  # indirect block holding the pointer word; 0 when it is in the inode
 
 
 def walk_file(img: Any, inode: Any, visit: Callable[[Visit], bool]) -> None:
@@ -75,13 +76,19 @@ def walk_file(img: Any, inode: Any, visit: Callable[[Visit], bool]) -> None:
 def _walk_tree(img: Any, v: Visit, ppb: int, visit: Callable[[Visit], bool]) -> None:
     if not visit(v) or v.level == 0:
         return
+    for child in children(img, v, ppb):
+        _walk_tree(img, child, ppb, visit)
+
+
+def children(img: Any, v: Visit, ppb: int) -> Iterator[Visit]:
+    """The non-zero pointers of indirect block ``v`` (one level down, not followed further)."""
     span = ppb ** (v.level - 1)
     base = v.block * img.bs
     ptrs = img.block_view(v.block).cast("Q")
     for i in range(ppb):
         child = ptrs[i]
         if child:
-            _walk_tree(img, Visit(child, v.fblock + i * span, v.level - 1, base + i * 8), ppb, visit)
+            yield Visit(child, v.fblock + i * span, v.level - 1, base + i * 8, v.block)
 
 
 def count_illegal(img: Any, block: int) -> int:

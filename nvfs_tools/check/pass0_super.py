@@ -172,10 +172,13 @@ def load_superblock(dev: Any, use_backup: bool) -> tuple[Any, bytes, str | None,
         if found is None:
             raise NotNvfsError(f"{dev.path}: no valid backup superblock found")
         return found[0], found[1], "-b given", found[2]
+    too_big: NotNvfsError | None = None
     try:
         static = validate_static(primary_raw, dev.size)
     except BadStatic as exc:
         reason = str(exc)
+    except NotNvfsError as exc:  # geometry larger than the device: a copy may fit (spec/checking.md 1.5)
+        reason, too_big = "the filesystem is larger than the device", exc
     else:
         overruled = _copies_overrule(dev, static, primary_raw)
         if overruled is None:
@@ -183,6 +186,8 @@ def load_superblock(dev: Any, use_backup: bool) -> tuple[Any, bytes, str | None,
         return overruled
     found = find_backup(dev, primary_raw)
     if found is None:
+        if too_big is not None:
+            raise too_big
         if primary_raw[:8] != fmt.MAGIC:
             raise NotNvfsError(f"{dev.path}: not an NVFS filesystem (bad magic, and no valid backup superblock)")
         raise NotNvfsError(f"{dev.path}: superblock is damaged ({reason}) and no valid backup superblock was found")
@@ -293,18 +298,20 @@ def _journal(chk: Any, img: Image) -> None:
     pending: list[tuple[int, int, int, int, list[tuple[int, int]]]] = []
     for slot in range(geo.journal_slots):
         off = base + slot * fmt.JOURNAL_SLOT_SIZE
+        # reserved bytes are judged in every slot, pending or free: a slot this run discards or
+        # replays becomes free, and must then pass the next run without a second repair
+        hdr = img.dev.view[off + hdr_reserved.offset : off + hdr_reserved.offset + hdr_reserved.size]
+        tail = img.dev.view[off + slot_reserved : off + fmt.JOURNAL_SLOT_SIZE]
+        if any(hdr) or any(tail):
+
+            def zero(off: int = off) -> None:
+                img.write_bytes(off + hdr_reserved.offset, bytes(hdr_reserved.size))
+                img.write_bytes(off + slot_reserved, bytes(fmt.JOURNAL_SLOT_SIZE - slot_reserved))
+                img.barrier()
+
+            chk.fix("RESERVED_NONZERO", {"what": f"microjournal slot {slot}", "block": off // img.bs}, zero)
         commit = img.u64(off)
         if commit == 0:
-            hdr = img.dev.view[off + hdr_reserved.offset : off + hdr_reserved.offset + hdr_reserved.size]
-            tail = img.dev.view[off + slot_reserved : off + fmt.JOURNAL_SLOT_SIZE]
-            if any(hdr) or any(tail):
-
-                def zero(off: int = off) -> None:
-                    img.write_bytes(off + hdr_reserved.offset, bytes(hdr_reserved.size))
-                    img.write_bytes(off + slot_reserved, bytes(fmt.JOURNAL_SLOT_SIZE - slot_reserved))
-                    img.barrier()
-
-                chk.fix("RESERVED_NONZERO", {"what": f"microjournal slot {slot}", "block": off // img.bs}, zero)
             continue
         count, seq = commit & 0xFF, commit >> 8
         hdr = fmt.JournalSlotHeader.parse(img.dev.read(off, fmt.JOURNAL_SLOT_HEADER_SIZE))

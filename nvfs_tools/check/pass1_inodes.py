@@ -170,6 +170,9 @@ class Pass1:
         self.geo = self.img.geo
         self.owned = chk.owned
         self.dup_blocks: set[int] = set()
+        self.extra_claims: dict[int, int] = {}  # claims of a block beyond its first (so a claim can be undone)
+        self.deferred: list[tuple[Any, InodeInfo, list[int], set[int]]] = []
+        self.dropped: set[int] = set()  # addresses of pointers rejected by the ownership rule (see finish_deferred)
         self.quota = bool(self.img.static.feature_ro_compat & fmt.FEATURE_RO_COMPAT_QUOTA)
         self.blocks_seen = 0
 
@@ -178,9 +181,25 @@ class Pass1:
         byte, bit = block >> 3, 1 << (block & 7)
         if self.owned[byte] & bit:
             self.dup_blocks.add(block)
+            self.extra_claims[block] = self.extra_claims.get(block, 0) + 1
         else:
             self.owned[byte] |= bit
         self.blocks_seen += 1
+
+    def unclaim(self, block: int) -> None:
+        """Undo one :meth:`claim` of ``block``."""
+        extra = self.extra_claims.get(block, 0)
+        if extra > 1:
+            self.extra_claims[block] = extra - 1
+        elif extra == 1:
+            del self.extra_claims[block]
+            self.dup_blocks.discard(block)
+        else:
+            self.owned[block >> 3] &= ~(1 << (block & 7)) & 0xFF
+        self.blocks_seen -= 1
+
+    def is_owned(self, block: int) -> bool:
+        return bool(self.owned[block >> 3] >> (block & 7) & 1)
 
     # -- the pass -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -201,7 +220,9 @@ class Pass1:
                     self.check_inode(ino)
                     stats.inodes += 1
             chk.progress(1)
+        self.finish_deferred()
         stats.blocks = self.blocks_seen
+        chk.dropped_ptrs = self.dropped
         chk.shared_blocks = set(self.dup_blocks)
         if self.dup_blocks:
             self.resolve_dups()
@@ -239,9 +260,9 @@ class Pass1:
         if ft == fmt.S_IFLNK and not self.check_symlink(inode):
             return
         info = InodeInfo(ino, inode.mode, inode.links_count, inode.size, inode.parent)
-        count = 0
+        count: int | None = 0
         if bm.maps_blocks(inode):
-            count = self.walk_map(inode)
+            count = self.walk_map(inode, info)
         elif ft == fmt.S_IFDIR:
             count = self.walk_dir(inode, info)
         elif ft != fmt.S_IFLNK:
@@ -257,15 +278,20 @@ class Pass1:
             else:
                 self.claim(inode.xattr_block)
                 info.xattr = inode.xattr_block
-                count += 1
+        chk.inodes[ino] = info
+        if count is None:
+            return  # the block map is judged once every inode has claimed its blocks (finish_deferred)
+        self.check_count(inode, info, count + (1 if info.xattr else 0))
+
+    def check_count(self, inode: Any, info: InodeInfo, count: int) -> None:
         info.nblocks = count
         if inode.blocks != count and not (info.dirscan is not None and info.dirscan.faults):
-            chk.fix(
+            ino, img = inode.ino, self.img
+            self.chk.fix(
                 "INODE_BLOCK_COUNT",
                 {"ino": ino, "found": inode.blocks, "expected": count},
                 lambda: img.set_inode(ino, blocks=count),
             )
-        chk.inodes[ino] = info
 
     def check_reserved_slots(self) -> None:
         """Reserved inodes 1 and 6..10 (and 3..5 without QUOTA) are all zero when not in use (spec 5)."""
@@ -388,37 +414,96 @@ class Pass1:
     # -- block maps -----------------------------------------------------------------------------
     def judge(self, inode: Any, v: bm.Visit, nblocks: int) -> tuple[str, dict] | None:
         """The problem with one pointer, or None when it is fine (no side effect)."""
-        ino = inode.ino
-        if v.fblock >= nblocks and inode.ftype == fmt.S_IFREG:
-            return "INODE_PAST_EOF", {"ino": ino, "block": v.block, "fblock": v.fblock, "size": inode.size}
-        why = bm.bad_block_reason(self.geo, v.block)
-        if why is None and v.level and bm.count_illegal(self.img, v.block) > bm.MAX_ILLEGAL_IN_INDIRECT:
-            why = "indirect block full of illegal pointers"
-        if why:
-            where = f"file block {v.fblock}" if v.level == 0 else f"level-{v.level} indirect block for {v.fblock}"
-            return "INODE_BAD_BLOCK", {"ino": ino, "block": v.block, "where": where, "reason": why}
-        return None
+        return judge_pointer(self.img, inode, v, nblocks)
 
-    def walk_map(self, inode: Any) -> int:
-        nblocks = -(-inode.size // self.img.bs)
-        if inode.ftype == fmt.S_IFLNK:
-            nblocks = 1
+    def walk_map(self, inode: Any, info: InodeInfo) -> int | None:
+        """Claim the blocks of a block map; the number kept, or None when judging waits for ownership.
+
+        A bad pointer in the inode is cleared at once.  A bad pointer inside an
+        indirect block is not: the "indirect block" may really be another
+        file's data (a corrupted pointer), and clearing words there would
+        destroy that file.  Such a map is judged again by :meth:`finish_deferred`
+        once every inode has claimed its blocks.
+        """
+        nblocks = map_blocks(inode, self.img.bs)
         count = 0
         img = self.img
+        claimed: list[int] = []
+        reported: set[int] = set()
+        deferred = False
 
         def visit(v: bm.Visit) -> bool:
-            nonlocal count
+            nonlocal count, deferred
             problem = self.judge(inode, v, nblocks)
             if problem is not None:
-                code, details = problem
-                self.chk.fix(code, details, lambda: (img.store(v.addr, 0), img.barrier()))
+                if v.parent:
+                    deferred = True
+                else:
+                    code, details = problem
+                    reported.add(v.addr)
+                    self.chk.fix(code, details, lambda: (img.store(v.addr, 0), img.barrier()))
                 return False
             self.claim(v.block)
+            claimed.append(v.block)
             count += 1
             return True
 
         bm.walk_file(img, inode, visit)
-        return count
+        if not deferred:
+            return count
+        self.deferred.append((inode, info, claimed, reported))
+        return None
+
+    def finish_deferred(self) -> None:
+        """Judge the block maps with bad pointers inside indirect blocks, now that ownership is known.
+
+        An indirect block that another inode also claims, and below which (through
+        blocks also claimed by others) a pointer is bad, is not this file's indirect
+        block: the pointer to it is cleared (in the inode, or in an indirect block
+        this file alone owns) and the block is left to its other owner.  Bad
+        pointers in indirect blocks this file alone owns are cleared in place.
+        """
+        img = self.img
+        ppb = fmt.pointers_per_block(img.bs)
+        for inode, info, claimed, reported in self.deferred:
+            for block in claimed:
+                self.unclaim(block)
+            nblocks = map_blocks(inode, img.bs)
+            count = 0
+
+            def visit(v: bm.Visit, inode: Any = inode, nblocks: int = nblocks, reported: set[int] = reported) -> bool:
+                nonlocal count
+                problem = self.judge(inode, v, nblocks)
+                if problem is None and v.level and self._foreign(inode, v, nblocks, ppb):
+                    where = f"level-{v.level} indirect block for {v.fblock}"
+                    reason = "another file owns the block and it holds pointers that are not legal here"
+                    problem = "INODE_BAD_BLOCK", {"ino": inode.ino, "block": v.block, "where": where, "reason": reason}
+                if problem is not None:
+                    if v.addr not in reported:
+                        code, details = problem
+                        self.chk.fix(code, details, lambda: (img.store(v.addr, 0), img.barrier()))
+                    self.dropped.add(v.addr)
+                    return False
+                self.claim(v.block)
+                count += 1
+                return True
+
+            bm.walk_file(img, inode, visit)
+            self.check_count(inode, info, count + (1 if info.xattr else 0))
+        self.deferred = []
+
+    def _foreign(self, inode: Any, v: bm.Visit, nblocks: int, ppb: int) -> bool:
+        """Indirect block ``v`` is another inode's block that is no indirect block of this file."""
+        return self.is_owned(v.block) and self._shared_rejects(inode, v, nblocks, ppb)
+
+    def _shared_rejects(self, inode: Any, v: bm.Visit, nblocks: int, ppb: int) -> bool:
+        """True when a pointer below ``v``, through blocks other inodes own, is bad."""
+        for child in bm.children(self.img, v, ppb):
+            if self.judge(inode, child, nblocks) is not None:
+                return True
+            if child.level and self.is_owned(child.block) and self._shared_rejects(inode, child, nblocks, ppb):
+                return True
+        return False
 
     def walk_dir(self, inode: Any, info: InodeInfo) -> int:
         img, chk = self.img, self.chk
@@ -505,10 +590,10 @@ class Pass1:
             if not info.dirscan.faults:
                 out.extend((b, 0, "dir") for b in info.dirscan.blocks)
         elif bm.maps_blocks(inode):
-            nblocks = 1 if inode.ftype == fmt.S_IFLNK else -(-inode.size // img.bs)
+            nblocks = map_blocks(inode, img.bs)
 
             def visit(v: bm.Visit) -> bool:
-                if self.judge(inode, v, nblocks) is not None:
+                if v.addr in self.dropped or self.judge(inode, v, nblocks) is not None:
                     return False
                 out.append((v.block, v.addr, "indirect" if v.level else "data"))
                 return True
@@ -517,6 +602,45 @@ class Pass1:
         if info.xattr:
             out.append((info.xattr, img.inode_field_addr(ino, "xattr_block"), "xattr"))
         return out
+
+
+def map_blocks(inode: Any, bs: int) -> int:
+    """File blocks a block map may map: a symlink's one block, a regular file's blocks up to EOF."""
+    return 1 if inode.ftype == fmt.S_IFLNK else -(-inode.size // bs)
+
+
+def judge_pointer(img: Any, inode: Any, v: bm.Visit, nblocks: int) -> tuple[str, dict] | None:
+    """The problem with one block-map pointer, or None when it is fine (no side effect)."""
+    ino = inode.ino
+    if v.fblock >= nblocks and inode.ftype == fmt.S_IFREG:
+        return "INODE_PAST_EOF", {"ino": ino, "block": v.block, "fblock": v.fblock, "size": inode.size}
+    why = bm.bad_block_reason(img.geo, v.block)
+    if why is None and v.level and bm.count_illegal(img, v.block) > bm.MAX_ILLEGAL_IN_INDIRECT:
+        why = "indirect block full of illegal pointers"
+    if why:
+        where = f"file block {v.fblock}" if v.level == 0 else f"level-{v.level} indirect block for {v.fblock}"
+        return "INODE_BAD_BLOCK", {"ino": ino, "block": v.block, "where": where, "reason": why}
+    return None
+
+
+def kept_blocks(chk: Any, ino: int) -> list[int]:
+    """The blocks pass 1 let inode ``ino``'s block map keep (data and indirect), as it judged them."""
+    img = chk.image
+    inode = img.inode(ino)
+    if not bm.maps_blocks(inode):
+        return []
+    nblocks = map_blocks(inode, img.bs)
+    dropped = getattr(chk, "dropped_ptrs", set())
+    out: list[int] = []
+
+    def visit(v: bm.Visit) -> bool:
+        if v.addr in dropped or judge_pointer(img, inode, v, nblocks) is not None:
+            return False
+        out.append(v.block)
+        return True
+
+    bm.walk_file(img, inode, visit)
+    return out
 
 
 def run(chk: Any) -> None:

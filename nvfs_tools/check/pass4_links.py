@@ -11,6 +11,7 @@ from typing import Any
 
 from nvfs_tools import format as fmt
 from nvfs_tools.check.image import kind_name
+from nvfs_tools.check.pass1_inodes import kept_blocks
 from nvfs_tools.check.paths import PathNamer
 
 
@@ -65,6 +66,9 @@ def freeable(info: Any) -> bool:
 def free_unattached(chk: Any, ino: int, info: Any) -> None:
     """Report and free an unreferenced inode that rule 7 says to free (its blocks fall free in pass 5)."""
     img = chk.image
+    # what pass 1 let it own goes back to the free pool (pass 5 builds the bitmaps from that pool);
+    # listed before the inode is cleared, while its block map can still be read
+    kept = [] if info.is_dir else kept_blocks(chk, ino)
 
     def clear() -> None:
         img.clear_inode(ino)
@@ -76,7 +80,8 @@ def free_unattached(chk: Any, ino: int, info: Any) -> None:
             img.add_counter(group, "used_dirs", -1)
         img.barrier()
         claimed = info.dirscan is not None and not info.dirscan.faults
-        for block in info.dirscan.blocks if claimed else ():
+        blocks = list(info.dirscan.blocks) if claimed else kept
+        for block in blocks + ([info.xattr] if info.xattr else []):
             if block not in chk.shared_blocks:
                 chk.allocator.mark(block, False)
 
