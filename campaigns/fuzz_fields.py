@@ -98,6 +98,11 @@ def build_pristine(work_dir: str, quota: bool = False) -> Pristine:
             )
             if st.inline:
                 st.extra["size"] = raw.size
+            if ftype == fmt.S_IFREG:  # for the "decrease within the last mapped block" rows
+                st.extra["last_fblock"] = max((f for f, _b in vol.file_blocks(ino)), default=-1)
+                st.extra["block_size"] = bs
+            if ftype == fmt.S_IFDIR:
+                st.extra["roots_equal"] = raw.block[0] == raw.block[1]
             paths = _below(tree, ino)
             touched = everything if ino == fmt.ROOT_INO else paths
             targets.append(Target(f"inode.{label}", "inode", geo.inode_offset(ino), st, set(touched), {ino}))
@@ -146,12 +151,19 @@ def build_pristine(work_dir: str, quota: bool = False) -> Pristine:
         targets.append(
             Target("xattr", "xattr_header", xf.xattr_block * bs, U.ObjectState("xattr_header"), xpaths, {inos["xattr"]})
         )
+        xblock = vol.read_block(xf.xattr_block)
+        xstate = U.ObjectState("xattr_entry_header")
+        xstate.extra.update(
+            only_entry=int.from_bytes(xblock[fmt.field_offset(fmt.XattrHeader, "count") :][:4], "little") == 1,
+            name_len=xblock[fmt.XATTR_HEADER_SIZE + fmt.field_offset(fmt.XattrEntryHeader, "name_len")],
+            is_dir=xf.mode & fmt.S_IFMT == fmt.S_IFDIR,
+        )
         targets.append(
             Target(
                 "xentry",
                 "xattr_entry_header",
                 xf.xattr_block * bs + fmt.XATTR_HEADER_SIZE,
-                U.ObjectState("xattr_entry_header"),
+                xstate,
                 xpaths,
                 {inos["xattr"]},
             )
