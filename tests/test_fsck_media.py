@@ -160,3 +160,22 @@ def test_repair_with_big_granule(pristine, tmp_path, monkeypatch):
     lost = {nd.ino for p, nd in got.items() if p.startswith(b"/lost+found/")}
     docs_children = {nd.ino for p, nd in tree.items() if p.startswith(b"/docs/")}
     assert lost and lost <= docs_children
+
+
+@pytest.mark.parametrize("kind", ["block bitmap", "inode table"])
+def test_repairs_into_a_bad_block_are_dropped_and_left_unfixed(pristine, tmp_path, kind):
+    """-y never stores into the bad block; what had to be stored there stays an uncorrected error (exit 4)."""
+    img, _tree, cases = pristine
+    case = next(c for c in cases if c.kind == kind)
+    work = str(tmp_path / "t.img")
+    C.copy_image(img, work)
+    with Device(work) as dev:
+        before = dev.read(case.block * 4096, 4096)
+    out = io.StringIO()
+    report = check(work, Options(mode="y", force=True, badblocks=((case.block * 4096 + 512, 512),)), out=out)
+    assert report.exit_code() & 4, out.getvalue()
+    media = [f for f in report.findings if f.code == "MEDIA_BAD_BLOCK"]
+    assert [f.details["block"] for f in media] == [case.block] and not media[0].fixed
+    assert "were dropped" in out.getvalue()
+    with Device(work) as dev:
+        assert dev.read(case.block * 4096, 4096) == before

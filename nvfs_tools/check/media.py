@@ -127,6 +127,7 @@ class MediaSafeDevice:
     def __init__(self, dev: Any, unit: int = _PAGE, granules: tuple[int, ...] | None = None) -> None:
         self.dev = dev
         self.granules = granules or GRANULES
+        self.dropped: set[tuple[int, int]] = set()  # [start, end) bad spans a store into was dropped
         self.set_unit(unit)
 
     def set_unit(self, unit: int) -> None:
@@ -160,7 +161,9 @@ class MediaSafeDevice:
     def write(self, offset: int, data: Any) -> None:
         data = memoryview(data).cast("B")
         end = offset + data.nbytes
-        for a, b in _good_parts(offset, end, self._spans.overlapping(offset, end)):
+        holes = self._spans.overlapping(offset, end)
+        self.dropped.update(holes)
+        for a, b in _good_parts(offset, end, holes):
             self.dev.write(a, data[a - offset : b - offset])
             self._mirror(a, data[a - offset : b - offset])
 

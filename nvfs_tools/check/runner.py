@@ -128,6 +128,22 @@ def _report_media(chk: Checker) -> None:
         chk.fix("MEDIA_BAD_BLOCK", details, None)
 
 
+def _media_dropped(chk: Checker) -> None:
+    """Repairs whose stores fell into a bad block did not stick: that block's problem stays unfixed (exit 4)."""
+    bs = chk.image.bs
+    dropped = {blk for a, b in getattr(chk.image.dev, "dropped", ()) for blk in range(a // bs, -(-b // bs))}
+    if not dropped:
+        return
+    for finding in chk.report.findings:
+        if finding.code == "MEDIA_BAD_BLOCK" and finding.details["block"] in dropped:
+            finding.fixed = False
+    listed = ", ".join(map(str, sorted(dropped)[:8])) + (", ..." if len(dropped) > 8 else "")
+    chk.note(
+        f"repairs that had to be stored in bad block(s) {listed} were dropped: what those blocks held stays lost"
+        " until the media is repaired (the bad range is rewritten through the block device)"
+    )
+
+
 def _forced_reason(chk: Checker, state: int) -> str | None:
     if chk.image.bad:
         return "bad media listed, check forced"
@@ -173,6 +189,8 @@ def _full_check(chk: Checker) -> None:
     from nvfs_tools.check import pass5_quota
 
     pass5_quota.run(chk)
+    if chk.image.bad:
+        _media_dropped(chk)
     _finish(chk)
 
 
