@@ -1615,7 +1615,8 @@ cdef int _verify(const nv_map *m, const uint64_t[::1] ino, const uint16_t[::1] m
                  const uint64_t[::1] dir_parent, const uint64_t[::1] bcounts, const uint64_t[::1] dcounts,
                  const uint64_t[::1] entry_ino, const uint64_t[::1] entry_dir, const uint8_t[::1] ftypes,
                  const uint64_t[::1] name_off, const uint16_t[::1] name_len, uint32_t *info, uint64_t *dpos,
-                 uint32_t *named, uint32_t *subdirs, uint8_t *state, uint64_t *per_group) noexcept nogil:
+                 uint32_t *named, uint32_t *subdirs, uint8_t *state, uint64_t *per_group,
+                 bint fields) noexcept nogil:
     """The checks of scan_pure.verify_arrays in the same order; ``info[ino]`` = refs << 4 | file type."""
     cdef Py_ssize_t n_ino = ino.shape[0], n_dir = dir_ino.shape[0], n_ent = entry_ino.shape[0]
     cdef Py_ssize_t p = 0, d, k, j, root = -1
@@ -1647,7 +1648,7 @@ cdef int _verify(const nv_map *m, const uint64_t[::1] ino, const uint16_t[::1] m
         if size[dpos[d]] != want_size or (m.bs and want_size // m.bs != dcounts[d]):
             return M_DIR_SIZE
     for p in range(n_ino):
-        if not _fields_ok(m, ino[p], mode[p]):
+        if fields and not _fields_ok(m, ino[p], mode[p]):
             return M_INODE_FIELDS
     for k in range(n_ent):
         if entry_ino[k] < 11 or entry_ino[k] > n:
@@ -1709,7 +1710,42 @@ cdef int _verify(const nv_map *m, const uint64_t[::1] ino, const uint16_t[::1] m
     return M_NONE
 
 
-def verify_arrays(buf, geo, scan, blockmap, dirs):
+def check_inode_fields(buf, geo, inos, modes):
+    """Index of the first inode with wrong per-type fixed fields, or -1 (see scan_pure)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef nv_map m = _map(mv, geo)
+    cdef const uint64_t[::1] ino = inos
+    cdef const uint16_t[::1] mode = modes
+    cdef Py_ssize_t k
+    if ino.shape[0] != mode.shape[0]:
+        raise ValueError("inos and modes differ in length")
+    with nogil:
+        for k in range(ino.shape[0]):
+            if not _fields_ok(&m, ino[k], mode[k]):
+                break
+        else:
+            k = -1
+    return k
+
+
+def merge_bits(dst, src, Py_ssize_t offset, Py_ssize_t nbytes):
+    """OR src into dst over [offset, offset+nbytes); True when a bit was set in both (see scan_pure)."""
+    cdef uint8_t[::1] d = _rw(dst)
+    cdef const uint8_t[::1] s = _ro(src)
+    _check_range(d.shape[0], offset, nbytes)
+    _check_range(s.shape[0], offset, nbytes)
+    cdef Py_ssize_t i
+    cdef uint8_t both = 0
+    cdef const uint8_t *sp = &s[0] if s.shape[0] else nv_empty
+    cdef uint8_t *dp = &d[0] if d.shape[0] else NULL
+    with nogil:
+        for i in range(offset, offset + nbytes):
+            both |= dp[i] & sp[i]
+            dp[i] |= sp[i]
+    return both != 0
+
+
+def verify_arrays(buf, geo, scan, blockmap, dirs, *, fields=True):
     """Cross-check the three scans' results (see scan_pure.verify_arrays)."""
     cdef const uint8_t[::1] mv = _ro(buf)
     cdef nv_map m = _map(mv, geo)
@@ -1731,7 +1767,7 @@ def verify_arrays(buf, geo, scan, blockmap, dirs):
                        scan["dir_parent"], blockmap["counts"], dirs["counts"], dirs["entry_ino"],
                        dirs["entry_dir"], dirs["file_type"], dirs["name_off"], dirs["name_len"], &info_mv[0],
                        <uint64_t*>base, <uint32_t*>(base + 8 * nd), <uint32_t*>(base + 12 * nd),
-                       base + 16 * nd, &pg[0] if pg.shape[0] else <uint64_t*>base)
+                       base + 16 * nd, &pg[0] if pg.shape[0] else <uint64_t*>base, bool(fields))
     finally:
         pass
     if code != M_NONE:

@@ -28,6 +28,8 @@ __all__ = [
     "walk_directories",
     "link_counts",
     "verify_arrays",
+    "check_inode_fields",
+    "merge_bits",
     "cpu_features",
     "flush_instruction",
     "flush_range",
@@ -734,13 +736,38 @@ def _pages_clean(view: Any, bs: int, name_off: Any, name_len: Any) -> bool:
     return True
 
 
-def verify_arrays(buf: Any, geo: F.Geometry, scan: Any, blockmap: Any, dirs: Any) -> tuple[Mismatch, array]:
+def check_inode_fields(buf: Any, geo: F.Geometry, inos: Any, modes: Any) -> int:
+    """Index of the first inode of ``inos`` (with its mode from ``modes``) whose per-type fixed fields
+    are wrong (next_orphan, nanoseconds, parent/dir_bank/rdev, device numbers, directory pointers
+    past block[1]), or -1.  ``verify_arrays`` runs the same check as ``Mismatch.INODE_FIELDS``."""
+    view = memoryview(buf).cast("B")
+    for k, (i, m) in enumerate(zip(inos, modes, strict=True)):
+        if not _fields_ok(view, geo, i, m):
+            return k
+    return -1
+
+
+def merge_bits(dst: Any, src: Any, offset: int, nbytes: int) -> bool:
+    """OR ``nbytes`` bytes of ``src`` at ``offset`` into ``dst`` at the same offset; True when some bit
+    was already set in both (a block claimed by two windows of a windowed block-map walk)."""
+    d = _check_range(dst, offset, nbytes)
+    a = int.from_bytes(d[offset : offset + nbytes], "little")
+    b = int.from_bytes(_check_range(src, offset, nbytes)[offset : offset + nbytes], "little")
+    d[offset : offset + nbytes] = (a | b).to_bytes(nbytes, "little")
+    return bool(a & b)
+
+
+def verify_arrays(
+    buf: Any, geo: F.Geometry, scan: Any, blockmap: Any, dirs: Any, *, fields: bool = True
+) -> tuple[Mismatch, array]:
     """Cross-check the results of ``scan_inodes``, ``walk_blockmaps`` and ``walk_directories``.
 
     ``scan`` is the dict of ``scan_inodes`` over every group, ``blockmap`` that of
     ``walk_blockmaps(scan["ino"])`` and ``dirs`` that of ``walk_directories(scan["dir_ino"])``.
     Returns the first :class:`Mismatch` met, in the enum's order (``Mismatch.NONE`` when the
     arrays agree), and the number of directories per group (Q, filled only when they agree).
+    ``fields=False`` skips ``Mismatch.INODE_FIELDS`` (the caller ran ``check_inode_fields`` on each
+    window while its inode tables were still mapped).
     This is the array work of fsck's bulk fast path; what it does not cover (reserved
     inodes, symlinks, xattr blocks, bitmaps and counters) the caller checks.
     """
@@ -773,7 +800,7 @@ def verify_arrays(buf: Any, geo: F.Geometry, scan: Any, blockmap: Any, dirs: Any
     size = scan["size"]
     if any(size[p] != dcounts[d] * bs for d, p in enumerate(dpos)):
         return Mismatch.DIR_SIZE, per_group
-    if not all(_fields_ok(view, geo, i, m) for i, m in zip(ino, mode, strict=True)):
+    if fields and check_inode_fields(view, geo, ino, mode) >= 0:
         return Mismatch.INODE_FIELDS, per_group
     entry_ino, entry_dir, ftypes = dirs["entry_ino"], dirs["entry_dir"], dirs["file_type"]
     if any(not F.FIRST_INO <= e <= n for e in entry_ino):

@@ -505,10 +505,32 @@ def test_verify_arrays_finds_each_mismatch(image, kind):
     assert not len(inodes["prob_code"]) and not len(walk["prob_code"]) and not len(dirs["prob_code"])
     verdict, per_group = P.verify_arrays(buf, facts["geo"], inodes, walk, dirs)
     assert verdict == scan.Mismatch[kind.removesuffix("_NSEC")]
+    bad = [mod.check_inode_fields(buf, facts["geo"], inodes["ino"], inodes["mode"]) for mod in MODS]
+    assert len(set(bad)) == 1 and (bad[0] >= 0) == kind.startswith("INODE_FIELDS")
+    if kind.startswith("INODE_FIELDS"):
+        assert inodes["ino"][bad[0]] == facts["names"]["dense" if kind == "INODE_FIELDS" else "small"]
+        skipped = [mod.verify_arrays(buf, facts["geo"], inodes, walk, dirs, fields=False)[0] for mod in MODS]
+        assert skipped == [scan.Mismatch.NONE] * len(MODS)
     if kind == "NONE":
         assert sum(per_group) == len(inodes["dir_ino"]) == 5  # root, lost+found, many, few, few/sub
     else:
         assert not any(per_group)
+
+
+@given(st.binary(max_size=300), st.data())
+def test_merge_bits_ors_and_reports_overlap(a, data):
+    b = data.draw(st.binary(min_size=len(a), max_size=len(a)))
+    off = data.draw(st.integers(0, len(a)))
+    n = data.draw(st.integers(0, len(a) - off))
+    want = bytearray(a)
+    want[off : off + n] = bytes(x | y for x, y in zip(a[off : off + n], b[off : off + n], strict=True))
+    overlap = any(x & y for x, y in zip(a[off : off + n], b[off : off + n], strict=True))
+    for mod in MODS:
+        dst = bytearray(a)
+        assert mod.merge_bits(dst, b, off, n) == overlap
+        assert dst == want
+        with pytest.raises(ValueError):
+            mod.merge_bits(bytearray(a), b, off, len(a) - off + 1)
 
 
 def test_directory_entry_problems(image):

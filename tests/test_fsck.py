@@ -326,3 +326,60 @@ def test_every_problem_code_has_a_case():
     for code, row in PROBLEMS.items():
         pattern = re.sub(r"\\\{[^}]*\\\}", ".*", re.escape(row.message))
         assert re.search(pattern, outputs), f"no f_* case shows {code}"
+
+
+# -- the bulk fast path, window by window ----------------------------------------------------------
+def _spread_image(path: str) -> tuple[str, list[tuple[int, int]]]:
+    """A sparse 400 MiB image (4 groups) with a one-block file in directories of groups 1, 2, 3."""
+    from fsfactory import make_image
+
+    from nvfs_tools.volume import Volume
+
+    make_image(path, 400 << 20)
+    made = []
+    with Volume.open(path, writable=True) as vol:
+        for i in range(3):
+            d = vol.mkdir(fmt.ROOT_INO, f"d{i}", 0o755)
+            f = vol.create(d, "f", 0o644)
+            vol.write(f, 0, b"x" * 3000)
+            made.append((d, f))
+    return path, made
+
+
+def _fast(path: str, window: int, monkeypatch) -> tuple[bool, list[tuple[int, int]]]:
+    from nvfs_tools.check import fastpath
+    from nvfs_tools.check.image import Image
+    from nvfs_tools.check.pass0_super import load_superblock
+    from nvfs_tools.device import Device
+
+    monkeypatch.setattr(fastpath, "WINDOW_BYTES", window)
+    with Device(path) as dev:
+        static, raw, _reason, _off = load_superblock(dev, False)
+        img = Image(dev, static, raw)
+        windows = fastpath._windows(img)
+        proven = fastpath.verify(img, quota=False) is not None
+        del img
+    return proven, windows
+
+
+def test_fast_path_windows_skip_holes_and_see_across_windows(tmp_path, monkeypatch):
+    path = str(tmp_path / "fresh.img")
+    from fsfactory import make_image
+
+    make_image(path, 400 << 20)
+    assert _fast(path, 1, monkeypatch) == (True, [(0, 1)])  # groups 1..3: inode tables are holes, not read
+    assert os.stat(path).st_blocks * 512 < 4 << 20  # and reading did not fill the sparse image
+
+    path, made = _spread_image(str(tmp_path / "spread.img"))
+    assert {(f - 1) // 6400 for _, f in made} == {1, 2, 3}
+    assert _fast(path, 1, monkeypatch) == (True, [(0, 1), (1, 2), (2, 3), (3, 4)])
+    assert _fast(path, 1 << 30, monkeypatch) == (True, [(0, 4)])
+    # the file of group 1 now claims the block of the file of group 3: two windows, one block
+    from nvfs_tools.volume import Volume
+
+    with Volume.open(path, writable=True) as vol:
+        other = vol.read_inode(made[2][1]).block[0]
+        vol.set_inode_fields(made[0][1], block=[other] + [0] * (fmt.N_BLOCK_POINTERS - 1))
+    for window in (1, 1 << 30):
+        assert _fast(path, window, monkeypatch)[0] is False
+    assert check(path, Options(mode="n", force=True), out=io.StringIO()).exit_code() == 4

@@ -56,9 +56,10 @@ def _verify(img: Any, quota: bool, core: Any) -> FastResult | None:
     n = geo.inodes_count
     stats: dict[int, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    S = core.scan_inodes(view, geo)
-    if len(S["prob_code"]):
+    windows = _scan_windows(img, core)
+    if windows is None:
         return None
+    S, B = windows
     dir_ino = S["dir_ino"]
     if not _reserved_ok(S["ino"], S["mode"], quota) or not len(dir_ino) or dir_ino[0] != fmt.ROOT_INO:
         return None
@@ -67,14 +68,12 @@ def _verify(img: Any, quota: bool, core: Any) -> FastResult | None:
     stats[1] = {"seconds": time.perf_counter() - t0, "inodes": len(S["ino"])}
 
     t0 = time.perf_counter()
-    B = core.walk_blockmaps(view, geo, S["ino"])
-    if len(B["prob_code"]):
-        return None
     D = core.walk_directories(view, geo, img.hash_seed, dir_ino, B["owned"])
+    _drop(img, 0, len(view))
     if len(D["prob_code"]):
         return None
     # block counts, directory sizes, per-type fields, entries, pages, names, cycles, link counts
-    verdict, dirs_per_group = core.verify_arrays(view, geo, S, B, D)
+    verdict, dirs_per_group = core.verify_arrays(view, geo, S, B, D, fields=False)
     if verdict != Mismatch.NONE or not _xattrs_ok(img, S) or not _lost_found_ok(img, D):
         return None
     stats[2] = {"seconds": time.perf_counter() - t0, "inodes": len(dir_ino), "blocks": sum(D["counts"])}
@@ -89,6 +88,98 @@ def _verify(img: Any, quota: bool, core: Any) -> FastResult | None:
     stats[5] = {"seconds": time.perf_counter() - t0, "blocks": geo.blocks_count}
     free_blocks, free_inodes = result
     return FastResult(n - free_inodes, geo.blocks_count - free_blocks, stats)
+
+
+#: Inode-table bytes scanned (then dropped from the mapping) at a time: bounds the resident set.
+WINDOW_BYTES = 32 << 20
+#: Columns of scan_inodes the fast path keeps (flags, dir_bank and the problem arrays are only tested).
+_KEEP = ("ino", "mode", "links", "size", "blocks", "dir_ino", "dir_parent", "xattr_ino", "xattr_block")
+
+
+def _scan_windows(img: Any, core: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """scan_inodes + per-type field checks + walk_blockmaps, window by window of inode-table groups.
+
+    Groups whose inode table is a hole of the image file (SEEK_DATA) hold only free inodes and are
+    not read at all: cost grows with what is used, and a sparse image in tmpfs is not filled with
+    zero pages by reading its holes.  After each window its tables are dropped from the mapping
+    (MADV_DONTNEED) so the resident set stays near one window.  A block claimed in two windows,
+    like any scan problem, means "not proven".
+    """
+    from array import array
+
+    geo = img.geo
+    view = img.dev.view
+    owned = core.walk_blockmaps(view, geo, array("Q"), mark_metadata=True)["owned"]
+    inuse = None
+    cols: dict[str, Any] = {}
+    counts = array("Q")
+    for g0, g1 in _windows(img):
+        S = core.scan_inodes(view, geo, groups=(g0, g1))
+        if len(S["prob_code"]) or core.check_inode_fields(view, geo, S["ino"], S["mode"]) >= 0:
+            return None
+        B = core.walk_blockmaps(view, geo, S["ino"], mark_metadata=False)
+        if len(B["prob_code"]) or core.merge_bits(owned, B["owned"], 0, len(owned)):
+            return None
+        _drop(img, geo.inode_table_block(g0) * img.bs, (g1 - g0) * geo.blocks_per_group * img.bs)
+        if inuse is None:
+            inuse = S["inuse"]
+        else:
+            core.merge_bits(inuse, S["inuse"], 0, len(inuse))
+        for key in _KEEP:
+            cols.setdefault(key, array(S[key].typecode)).extend(S[key])
+        counts.extend(B["counts"])
+    if inuse is None:
+        return None
+    cols["inuse"] = inuse
+    return cols, {"owned": owned, "counts": counts}
+
+
+def _windows(img: Any) -> list[tuple[int, int]]:
+    """Runs of groups whose inode tables hold data, each at most WINDOW_BYTES of table."""
+    geo = img.geo
+    table = geo.inode_table_blocks * img.bs
+    per = max(1, WINDOW_BYTES // max(table, 1))
+    out: list[tuple[int, int]] = []
+    for g in range(geo.group_count):
+        if not _has_data(img, geo.inode_table_block(g) * img.bs, table):
+            continue
+        if out and out[-1][1] == g and g - out[-1][0] < per:
+            out[-1] = (out[-1][0], g + 1)
+        else:
+            out.append((g, g + 1))
+    return out
+
+
+def _has_data(img: Any, start: int, length: int) -> bool:
+    """False only when [start, start+length) is certainly a hole of the image file (reads as zeros)."""
+    import os
+
+    fd = getattr(img.dev, "fd", -1)
+    if not isinstance(fd, int) or fd < 0:
+        return True
+    try:
+        return os.lseek(fd, start, os.SEEK_DATA) < start + length
+    except OSError as exc:  # ENXIO: no data at or after start; EINVAL: not supported
+        import errno
+
+        return exc.errno != errno.ENXIO
+
+
+def _drop(img: Any, start: int, length: int) -> None:
+    """Release mapped pages of [start, start+length) from this process (the file keeps them)."""
+    import mmap
+
+    dev_map = getattr(img.dev, "map", None)
+    if dev_map is None or not hasattr(dev_map, "madvise"):
+        return
+    page = mmap.PAGESIZE
+    lo = start - start % page
+    hi = min(len(dev_map), start + length)
+    if hi > lo:
+        try:
+            dev_map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError):
+            pass
 
 
 def _reserved_ok(ino: Any, mode: Any, quota: bool) -> bool:
