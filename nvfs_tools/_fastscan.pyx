@@ -1616,7 +1616,7 @@ cdef int _verify(const nv_map *m, const uint64_t[::1] ino, const uint16_t[::1] m
                  const uint64_t[::1] entry_ino, const uint64_t[::1] entry_dir, const uint8_t[::1] ftypes,
                  const uint64_t[::1] name_off, const uint16_t[::1] name_len, uint32_t *info, uint64_t *dpos,
                  uint32_t *named, uint32_t *subdirs, uint8_t *state, uint64_t *per_group,
-                 bint fields) noexcept nogil:
+                 bint fields, bint pages) noexcept nogil:
     """The checks of scan_pure.verify_arrays in the same order; ``info[ino]`` = refs << 4 | file type."""
     cdef Py_ssize_t n_ino = ino.shape[0], n_dir = dir_ino.shape[0], n_ent = entry_ino.shape[0]
     cdef Py_ssize_t p = 0, d, k, j, root = -1
@@ -1662,7 +1662,7 @@ cdef int _verify(const nv_map *m, const uint64_t[::1] ino, const uint16_t[::1] m
             return M_ENTRY_TYPE
         if (v >> 4) != 0x0FFFFFFF:
             info[entry_ino[k]] = <uint32_t>(v + 16)
-    if not _pages_clean(m, name_off, name_len):
+    if pages and not _pages_clean(m, name_off, name_len):
         return M_PAGE_RESIDUE
     for k in range(n_ent):
         if ftypes[k] != _DT_BY_TYPE[(NV_S_IFDIR >> 12) & 15]:
@@ -1728,6 +1728,20 @@ def check_inode_fields(buf, geo, inos, modes):
     return k
 
 
+def pages_clean(buf, geo, name_off, name_len):
+    """Pages of the given live entries: reserved bytes zero, nothing after the last record (see scan_pure)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef nv_map m = _map(mv, geo)
+    cdef const uint64_t[::1] off = name_off
+    cdef const uint16_t[::1] length = name_len
+    cdef bint ok
+    if off.shape[0] != length.shape[0]:
+        raise ValueError("name_off and name_len differ in length")
+    with nogil:
+        ok = _pages_clean(&m, off, length)
+    return ok
+
+
 def merge_bits(dst, src, Py_ssize_t offset, Py_ssize_t nbytes):
     """OR src into dst over [offset, offset+nbytes); True when a bit was set in both (see scan_pure)."""
     cdef uint8_t[::1] d = _rw(dst)
@@ -1745,7 +1759,7 @@ def merge_bits(dst, src, Py_ssize_t offset, Py_ssize_t nbytes):
     return both != 0
 
 
-def verify_arrays(buf, geo, scan, blockmap, dirs, *, fields=True):
+def verify_arrays(buf, geo, scan, blockmap, dirs, *, fields=True, pages=True):
     """Cross-check the three scans' results (see scan_pure.verify_arrays)."""
     cdef const uint8_t[::1] mv = _ro(buf)
     cdef nv_map m = _map(mv, geo)
@@ -1767,7 +1781,8 @@ def verify_arrays(buf, geo, scan, blockmap, dirs, *, fields=True):
                        scan["dir_parent"], blockmap["counts"], dirs["counts"], dirs["entry_ino"],
                        dirs["entry_dir"], dirs["file_type"], dirs["name_off"], dirs["name_len"], &info_mv[0],
                        <uint64_t*>base, <uint32_t*>(base + 8 * nd), <uint32_t*>(base + 12 * nd),
-                       base + 16 * nd, &pg[0] if pg.shape[0] else <uint64_t*>base, bool(fields))
+                       base + 16 * nd, &pg[0] if pg.shape[0] else <uint64_t*>base, bool(fields),
+                       bool(pages))
     finally:
         pass
     if code != M_NONE:

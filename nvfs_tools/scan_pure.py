@@ -30,6 +30,7 @@ __all__ = [
     "verify_arrays",
     "check_inode_fields",
     "merge_bits",
+    "pages_clean",
     "cpu_features",
     "flush_instruction",
     "flush_range",
@@ -747,6 +748,12 @@ def check_inode_fields(buf: Any, geo: F.Geometry, inos: Any, modes: Any) -> int:
     return -1
 
 
+def pages_clean(buf: Any, geo: F.Geometry, name_off: Any, name_len: Any) -> bool:
+    """True when every page holding the given live entries (``walk_directories`` columns) has zero
+    header reserved bytes and nothing after its last live record (``Mismatch.PAGE_RESIDUE``)."""
+    return _pages_clean(memoryview(buf).cast("B"), geo.block_size, name_off, name_len)
+
+
 def merge_bits(dst: Any, src: Any, offset: int, nbytes: int) -> bool:
     """OR ``nbytes`` bytes of ``src`` at ``offset`` into ``dst`` at the same offset; True when some bit
     was already set in both (a block claimed by two windows of a windowed block-map walk)."""
@@ -758,7 +765,7 @@ def merge_bits(dst: Any, src: Any, offset: int, nbytes: int) -> bool:
 
 
 def verify_arrays(
-    buf: Any, geo: F.Geometry, scan: Any, blockmap: Any, dirs: Any, *, fields: bool = True
+    buf: Any, geo: F.Geometry, scan: Any, blockmap: Any, dirs: Any, *, fields: bool = True, pages: bool = True
 ) -> tuple[Mismatch, array]:
     """Cross-check the results of ``scan_inodes``, ``walk_blockmaps`` and ``walk_directories``.
 
@@ -767,7 +774,8 @@ def verify_arrays(
     Returns the first :class:`Mismatch` met, in the enum's order (``Mismatch.NONE`` when the
     arrays agree), and the number of directories per group (Q, filled only when they agree).
     ``fields=False`` skips ``Mismatch.INODE_FIELDS`` (the caller ran ``check_inode_fields`` on each
-    window while its inode tables were still mapped).
+    window while its inode tables were still mapped), ``pages=False`` skips ``Mismatch.PAGE_RESIDUE``
+    (the caller ran ``pages_clean`` on each window of directories).
     This is the array work of fsck's bulk fast path; what it does not cover (reserved
     inodes, symlinks, xattr blocks, bitmaps and counters) the caller checks.
     """
@@ -810,7 +818,7 @@ def verify_arrays(
         dt_by_ino[i] = _dt_of(m)
     if any(dt_by_ino[e] == 0 or dt_by_ino[e] != t for e, t in zip(entry_ino, ftypes, strict=True)):
         return Mismatch.ENTRY_TYPE, per_group
-    if not _pages_clean(view, bs, dirs["name_off"], dirs["name_len"]):
+    if pages and not _pages_clean(view, bs, dirs["name_off"], dirs["name_len"]):
         return Mismatch.PAGE_RESIDUE, per_group
     index = {d: k for k, d in enumerate(dir_ino)}
     named = [0] * len(dir_ino)

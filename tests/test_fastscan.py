@@ -511,6 +511,11 @@ def test_verify_arrays_finds_each_mismatch(image, kind):
         assert inodes["ino"][bad[0]] == facts["names"]["dense" if kind == "INODE_FIELDS" else "small"]
         skipped = [mod.verify_arrays(buf, facts["geo"], inodes, walk, dirs, fields=False)[0] for mod in MODS]
         assert skipped == [scan.Mismatch.NONE] * len(MODS)
+    clean = [mod.pages_clean(buf, facts["geo"], dirs["name_off"], dirs["name_len"]) for mod in MODS]
+    assert clean == [kind != "PAGE_RESIDUE"] * len(MODS)
+    if kind == "PAGE_RESIDUE":
+        skipped = [mod.verify_arrays(buf, facts["geo"], inodes, walk, dirs, pages=False)[0] for mod in MODS]
+        assert skipped == [scan.Mismatch.NONE] * len(MODS)
     if kind == "NONE":
         assert sum(per_group) == len(inodes["dir_ino"]) == 5  # root, lost+found, many, few, few/sub
     else:

@@ -68,12 +68,11 @@ def _verify(img: Any, quota: bool, core: Any) -> FastResult | None:
     stats[1] = {"seconds": time.perf_counter() - t0, "inodes": len(S["ino"])}
 
     t0 = time.perf_counter()
-    D = core.walk_directories(view, geo, img.hash_seed, dir_ino, B["owned"])
-    _drop(img, 0, len(view))
-    if len(D["prob_code"]):
+    D = _walk_directory_windows(img, core, S, B["owned"])
+    if D is None:
         return None
     # block counts, directory sizes, per-type fields, entries, pages, names, cycles, link counts
-    verdict, dirs_per_group = core.verify_arrays(view, geo, S, B, D, fields=False)
+    verdict, dirs_per_group = core.verify_arrays(view, geo, S, B, D, fields=False, pages=False)
     if verdict != Mismatch.NONE or not _xattrs_ok(img, S) or not _lost_found_ok(img, D):
         return None
     stats[2] = {"seconds": time.perf_counter() - t0, "inodes": len(dir_ino), "blocks": sum(D["counts"])}
@@ -132,6 +131,53 @@ def _scan_windows(img: Any, core: Any) -> tuple[dict[str, Any], dict[str, Any]] 
         return None
     cols["inuse"] = inuse
     return cols, {"owned": owned, "counts": counts}
+
+
+#: Columns of walk_directories the fast path keeps (entry_hash is only tested).
+_KEEP_ENTRIES = ("entry_dir", "entry_ino", "name_off", "name_len", "file_type", "counts")
+
+
+def _walk_directory_windows(img: Any, core: Any, S: dict[str, Any], owned: Any) -> dict[str, Any] | None:
+    """walk_directories + pages_clean over runs of directories of about WINDOW_BYTES of pages each,
+    the mapping dropped after each run; pages shared across runs are caught through ``owned``."""
+    from array import array
+
+    geo = img.geo
+    view = img.dev.view
+    dir_ino = S["dir_ino"]
+    sizes = _dir_sizes(S)
+    out: dict[str, Any] = {key: None for key in _KEEP_ENTRIES}
+    start = 0
+    while start < len(dir_ino) or start == 0:
+        end, total = start, 0
+        while end < len(dir_ino) and (end == start or total + sizes[end] <= WINDOW_BYTES):
+            total += sizes[end]
+            end += 1
+        D = core.walk_directories(view, geo, img.hash_seed, dir_ino[start:end], owned)
+        if len(D["prob_code"]) or not core.pages_clean(view, geo, D["name_off"], D["name_len"]):
+            return None
+        _drop(img, 0, len(view))
+        for key in _KEEP_ENTRIES:
+            if out[key] is None:
+                out[key] = D[key]
+            else:
+                out[key].extend(D[key])
+        start = end
+        if end >= len(dir_ino):
+            break
+    return {key: value if value is not None else array("Q") for key, value in out.items()}
+
+
+def _dir_sizes(S: dict[str, Any]) -> list[int]:
+    """Byte size of each directory of S["dir_ino"] (a window bound only: the checks come later)."""
+    from bisect import bisect_left
+
+    ino, size = S["ino"], S["size"]
+    out = []
+    for d in S["dir_ino"]:
+        p = bisect_left(ino, d)
+        out.append(size[p] if p < len(ino) and ino[p] == d else 0)
+    return out
 
 
 def _windows(img: Any) -> list[tuple[int, int]]:
