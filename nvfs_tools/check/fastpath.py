@@ -89,8 +89,10 @@ def _verify(img: Any, quota: bool, core: Any) -> FastResult | None:
     return FastResult(n - free_inodes, geo.blocks_count - free_blocks, stats)
 
 
-#: Inode-table bytes scanned (then dropped from the mapping) at a time: bounds the resident set.
-WINDOW_BYTES = 32 << 20
+#: Inode-table or directory-page bytes read (then dropped from the mapping) at a time: bounds the
+#: resident set.  Inode windows are at least as large as the block bitmap, which each window's
+#: block-map walk builds and merges whole (so a 1 TiB device is not walked in 8 MiB steps).
+WINDOW_BYTES = 8 << 20
 #: Columns of scan_inodes the fast path keeps (flags, dir_bank and the problem arrays are only tested).
 _KEEP = ("ino", "mode", "links", "size", "blocks", "dir_ino", "dir_parent", "xattr_ino", "xattr_block")
 
@@ -184,7 +186,7 @@ def _windows(img: Any) -> list[tuple[int, int]]:
     """Runs of groups whose inode tables hold data, each at most WINDOW_BYTES of table."""
     geo = img.geo
     table = geo.inode_table_blocks * img.bs
-    per = max(1, WINDOW_BYTES // max(table, 1))
+    per = max(1, max(WINDOW_BYTES, geo.group_count * img.bs) // max(table, 1))
     out: list[tuple[int, int]] = []
     for g in range(geo.group_count):
         if not _has_data(img, geo.inode_table_block(g) * img.bs, table):
