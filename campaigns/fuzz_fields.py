@@ -152,10 +152,14 @@ def build_pristine(work_dir: str, quota: bool = False) -> Pristine:
             Target("xattr", "xattr_header", xf.xattr_block * bs, U.ObjectState("xattr_header"), xpaths, {inos["xattr"]})
         )
         xblock = vol.read_block(xf.xattr_block)
+        entry = fmt.XATTR_HEADER_SIZE  # the fuzzed entry: the block's first
+        nlen = xblock[entry + fmt.field_offset(fmt.XattrEntryHeader, "name_len")]
+        suffix = bytes(xblock[entry + fmt.XATTR_ENTRY_HEADER_SIZE :][:nlen])
+        first = fmt.XATTR_PREFIXES[xblock[entry + fmt.field_offset(fmt.XattrEntryHeader, "name_index")]] + suffix
         xstate = U.ObjectState("xattr_entry_header")
         xstate.extra.update(
-            only_entry=int.from_bytes(xblock[fmt.field_offset(fmt.XattrHeader, "count") :][:4], "little") == 1,
-            name_len=xblock[fmt.XATTR_HEADER_SIZE + fmt.field_offset(fmt.XattrEntryHeader, "name_len")],
+            suffix=suffix,
+            other_names=set(vol.listxattr(inos["xattr"])) - {first},
             is_dir=xf.mode & fmt.S_IFMT == fmt.S_IFDIR,
         )
         targets.append(

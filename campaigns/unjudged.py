@@ -90,8 +90,6 @@ def _when_holds(when: str, st: ObjectState, path: str) -> bool:
         return st.in_use and st.ftype in (fmt.S_IFCHR, fmt.S_IFBLK)
     if w == "directory whose two root words are equal":
         return st.in_use and st.ftype == fmt.S_IFDIR and st.extra.get("roots_equal") is True
-    if w == "only entry of its block":
-        return st.extra.get("only_entry") is True
     m = re.fullmatch(r"directory with dir_bank (\d)", w)
     if m:
         return st.in_use and st.ftype == fmt.S_IFDIR and st.dir_bank == int(m.group(1))
@@ -124,11 +122,15 @@ def _change_allowed(change: str, old: bytes, new: bytes, st: ObjectState) -> boo
         last, bs = st.extra.get("last_fblock"), st.extra.get("block_size")
         return last is not None and bs is not None and last * bs < b < a
     if c == "another name index of the same kind":
-        # the caller passes the entry's name_len and whether the inode is a directory in extra
+        # the caller passes the entry's name suffix, the other entries' full names and whether the
+        # inode is a directory in extra
         acl = (fmt.XATTR_INDEX_POSIX_ACL_ACCESS, fmt.XATTR_INDEX_POSIX_ACL_DEFAULT)
-        nlen = st.extra.get("name_len")
-        if b not in fmt.XATTR_PREFIXES or nlen is None or (a in acl) != (b in acl):
+        suffix, others = st.extra.get("suffix"), st.extra.get("other_names")
+        if b not in fmt.XATTR_PREFIXES or suffix is None or others is None or (a in acl) != (b in acl):
             return False
+        if fmt.XATTR_PREFIXES[b] + suffix in others:
+            return False  # the block would name one attribute twice (10.2)
+        nlen = len(suffix)
         return bool(st.extra.get("is_dir")) if b in acl else len(fmt.XATTR_PREFIXES[b]) + nlen <= 255
     if c == "non-NUL":
         # the caller passes the whole inline area (old/new) and the size in extra

@@ -58,16 +58,18 @@ def test_dir_bank_only_with_equal_roots():
 
 def test_xattr_name_index_same_kind():
     st = U.ObjectState("xattr_entry_header")
-    st.extra.update(only_entry=True, name_len=4, is_dir=False)
+    st.extra.update(suffix=b"test", other_names={b"trusted.other"}, is_dir=False)
     ok = [i for i in range(256) if i != 1 and U.unjudged(ROWS, st, "name_index", u(1, 1), u(i, 1))]
     assert ok == [fmt.XATTR_INDEX_TRUSTED, fmt.XATTR_INDEX_SECURITY, fmt.XATTR_INDEX_SYSTEM]
-    st.extra["name_len"] = 250  # "security." + 250 bytes is longer than 255
+    st.extra["other_names"] = {b"security.test"}  # the block would hold security.test twice
+    assert not U.unjudged(ROWS, st, "name_index", u(1, 1), u(fmt.XATTR_INDEX_SECURITY, 1))
+    st.extra.update(suffix=b"x" * 250, other_names=set())  # "security." + 250 bytes is longer than 255
     assert not U.unjudged(ROWS, st, "name_index", u(1, 1), u(fmt.XATTR_INDEX_SECURITY, 1))
     acl = U.ObjectState("xattr_entry_header")
-    acl.extra.update(only_entry=True, name_len=0, is_dir=False)
+    acl.extra.update(suffix=b"", other_names=set(), is_dir=False)
     access, default = fmt.XATTR_INDEX_POSIX_ACL_ACCESS, fmt.XATTR_INDEX_POSIX_ACL_DEFAULT
     assert not U.unjudged(ROWS, acl, "name_index", u(access, 1), u(default, 1))  # default ACL on a file
     acl.extra["is_dir"] = True
     assert U.unjudged(ROWS, acl, "name_index", u(access, 1), u(default, 1))
-    acl.extra["only_entry"] = False  # the other entry may then carry the same full name
+    acl.extra["other_names"] = {b"system.posix_acl_default"}  # a default ACL is already there
     assert not U.unjudged(ROWS, acl, "name_index", u(access, 1), u(default, 1))
