@@ -157,7 +157,10 @@ def build_pristine(work_dir: str, quota: bool = False) -> Pristine:
         suffix = bytes(xblock[entry + fmt.XATTR_ENTRY_HEADER_SIZE :][:nlen])
         first = fmt.XATTR_PREFIXES[xblock[entry + fmt.field_offset(fmt.XattrEntryHeader, "name_index")]] + suffix
         xstate = U.ObjectState("xattr_entry_header")
+        vlen = int.from_bytes(xblock[entry + fmt.field_offset(fmt.XattrEntryHeader, "value_len") :][:4], "little")
         xstate.extra.update(
+            index=xblock[entry + fmt.field_offset(fmt.XattrEntryHeader, "name_index")],
+            value=bytes(xblock[entry + fmt.XATTR_ENTRY_HEADER_SIZE + nlen :][:vlen]),
             suffix=suffix,
             other_names=set(vol.listxattr(inos["xattr"])) - {first},
             is_dir=xf.mode & fmt.S_IFMT == fmt.S_IFDIR,
@@ -219,7 +222,7 @@ def run_case(p: Pristine, t: Target, f: fp.Field, verb: str, image: str, rows: l
         area_new = dev.read(t.addr + fmt.field_offset(fmt.Inode, "block"), 128) if t.type_name == "inode" else b""
     if old == new:
         return Outcome(noop=True)  # e.g. zeroes of a zero field: nothing changed, nothing to find
-    t.state.extra.update(area_old=area_old, area_new=area_new)
+    t.state.extra.update(area_old=area_old, area_new=area_new, fuzzed=f.path)
     row = U.unjudged(rows, t.state, f.path, old, new)
     out = Outcome()
     first = C.fsck(image, "n", force=True)  # opens the device read-only: it cannot write

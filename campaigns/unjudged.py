@@ -140,7 +140,28 @@ def _change_allowed(change: str, old: bytes, new: bytes, st: ObjectState) -> boo
         if area_new is None or area_old is None:
             return False
         return b"\0" not in area_new[:size] and area_new[size:] == area_old[size:]
+    if c == "longer within the entry's padding":
+        return _longer_in_padding(st, a, b)
     raise ValueError(f"unknown Change kind in the unjudged table: {change!r}")
+
+
+def _longer_in_padding(st: ObjectState, a: int, b: int) -> bool:
+    """A non-ACL xattr entry's name_len or value_len grown into the entry's zero padding (the entry's
+    length unchanged): the name takes the value's first bytes, or the value a padding zero."""
+    index, suffix, value = st.extra.get("index"), st.extra.get("suffix"), st.extra.get("value")
+    field_ = st.extra.get("fuzzed")
+    acl = (fmt.XATTR_INDEX_POSIX_ACL_ACCESS, fmt.XATTR_INDEX_POSIX_ACL_DEFAULT)
+    if index is None or suffix is None or value is None or index in acl or b <= a:
+        return False
+    nlen, vlen = len(suffix), len(value)
+    if field_ == "value_len":
+        return fmt.xattr_entry_len(nlen, b) == fmt.xattr_entry_len(nlen, vlen)
+    if field_ != "name_len" or fmt.xattr_entry_len(b, vlen) != fmt.xattr_entry_len(nlen, vlen):
+        return False
+    name = suffix + value[: b - nlen]
+    others = st.extra.get("other_names", set())
+    full = fmt.XATTR_PREFIXES[index] + name
+    return len(name) == b and b"\0" not in name and len(full) <= 255 and full not in others
 
 
 def unjudged(rows: list[Row], st: ObjectState, path: str, old: bytes, new: bytes) -> Row | None:

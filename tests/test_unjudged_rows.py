@@ -73,3 +73,20 @@ def test_xattr_name_index_same_kind():
     assert U.unjudged(ROWS, acl, "name_index", u(access, 1), u(default, 1))
     acl.extra["other_names"] = {b"system.posix_acl_default"}  # a default ACL is already there
     assert not U.unjudged(ROWS, acl, "name_index", u(access, 1), u(default, 1))
+
+
+def test_xattr_lengths_within_padding():
+    st = U.ObjectState("xattr_entry_header")
+    # header 8 + "test" 4 + 22-byte value = 34, padded to 40: six bytes of room
+    st.extra.update(index=1, suffix=b"test", value=b"value of the attribute", other_names=set(), fuzzed="value_len")
+    assert U.unjudged(ROWS, st, "value_len", u(22, 4), u(28, 4))
+    assert not U.unjudged(ROWS, st, "value_len", u(22, 4), u(29, 4))  # the entry would grow
+    st.extra["fuzzed"] = "name_len"
+    assert U.unjudged(ROWS, st, "name_len", u(4, 1), u(5, 1))  # name "testv"
+    st.extra["other_names"] = {b"user.testv"}
+    assert not U.unjudged(ROWS, st, "name_len", u(4, 1), u(5, 1))  # a duplicate name
+    st.extra.update(other_names=set(), value=b"\0alue of the attribute")
+    assert not U.unjudged(ROWS, st, "name_len", u(4, 1), u(5, 1))  # a NUL in the name
+    st.extra["index"] = fmt.XATTR_INDEX_POSIX_ACL_ACCESS
+    st.extra["fuzzed"] = "value_len"
+    assert not U.unjudged(ROWS, st, "value_len", u(22, 4), u(23, 4))  # ACL values are judged
