@@ -481,11 +481,16 @@ class Volume:
             raise NotADirectoryError_(f"inode {ino} is not a directory")
         return _dir_module().Directory(self, ino)
 
-    def _entry(self, parent: int, name: bytes):  # noqa: ANN202
-        entry = self._dir(parent).lookup(name)
+    def _dir_and_entry(self, parent: int, name: bytes):  # noqa: ANN202
+        """The parent's Directory and the live entry ``name`` in it (NoSuchFileError when absent)."""
+        d = self._dir(parent)
+        entry = d.lookup(name)
         if entry is None:
             raise NoSuchFileError(f"{os.fsdecode(name)}: no such file or directory")
-        return entry
+        return d, entry
+
+    def _entry(self, parent: int, name: bytes):  # noqa: ANN202
+        return self._dir_and_entry(parent, name)[1]
 
     def lookup(self, path: Name) -> int:
         """Inode number of an absolute path (symlinks are not followed)."""
@@ -743,10 +748,7 @@ class Volume:
     def unlink(self, parent: int, name: Name) -> None:
         self._w()
         name = _name(name)
-        d = self._dir(parent)
-        entry = d.lookup(name)
-        if entry is None:
-            raise NoSuchFileError(f"{os.fsdecode(name)}: no such file or directory")
+        d, entry = self._dir_and_entry(parent, name)
         ino = entry.ino
         mode = self.inode_mode(ino)
         if is_dir(mode):
@@ -765,10 +767,7 @@ class Volume:
     def rmdir(self, parent: int, name: Name) -> None:
         self._w()
         name = _name(name)
-        d = self._dir(parent)
-        entry = d.lookup(name)
-        if entry is None:
-            raise NoSuchFileError(f"{os.fsdecode(name)}: no such file or directory")
+        d, entry = self._dir_and_entry(parent, name)
         ino = entry.ino
         sub = self._dir(ino)
         if ino == fmt.ROOT_INO:
