@@ -190,9 +190,16 @@ def dynamic_superblock(geo: fmt.Geometry, mkfs_time: tuple[int, int]) -> bytes:
 
 
 def new_inode(
-    mode: int, links: int, mkfs_time: tuple[int, int], *, uid: int = 0, gid: int = 0, parent: int = 0
+    mode: int,
+    links: int,
+    mkfs_time: tuple[int, int],
+    *,
+    uid: int = 0,
+    gid: int = 0,
+    parent: int = 0,
+    generation: int = 0,
 ) -> bytes:
-    """A fresh inode image (used for the root directory and the quota files)."""
+    """A fresh inode image with all four times set (root, quota files, fsck's re-created directories)."""
     sec, nsec = mkfs_time
     return fmt.Inode.build(
         {
@@ -202,7 +209,7 @@ def new_inode(
             "uid": uid,
             "gid": gid,
             "links_count": links,
-            "generation": 0,
+            "generation": generation,
             "size": 0,
             "blocks": 0,
             "atime": sec,

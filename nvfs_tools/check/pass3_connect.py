@@ -10,6 +10,7 @@ pointers are then set to the directory that really holds each entry.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from nvfs_tools import format as fmt
 from nvfs_tools.check.pass1_inodes import InodeInfo
 from nvfs_tools.check.paths import PathNamer
+from nvfs_tools.layout import new_inode
 
 
 def run(chk: Any) -> None:
@@ -212,26 +214,9 @@ def make_directory(chk: Any, ino: int, parent: int, perm: int) -> None:
     geo = img.geo
     now = time.time_ns()
     sec, nsec = divmod(now, 10**9)
-    raw = bytearray(fmt.INODE_SIZE)
-    fields = {
-        "mode": fmt.S_IFDIR | perm,
-        "links_count": 2,
-        "generation": int.from_bytes(__import__("os").urandom(4), "little"),
-        "parent": parent,
-        "atime": sec,
-        "mtime": sec,
-        "ctime": sec,
-        "btime": sec,
-        "atime_nsec": nsec,
-        "mtime_nsec": nsec,
-        "ctime_nsec": nsec,
-        "btime_nsec": nsec,
-    }
-    layout = fmt.field_layout(fmt.Inode)
-    for name, value in fields.items():
-        info = layout[name]
-        raw[info.offset : info.offset + info.size] = value.to_bytes(info.size, "little", signed=name.endswith("time"))
-    img.write_bytes(geo.inode_offset(ino), bytes(raw))
+    generation = int.from_bytes(os.urandom(4), "little")
+    raw = new_inode(fmt.S_IFDIR | perm, 2, (sec, nsec), parent=parent, generation=generation)
+    img.write_bytes(geo.inode_offset(ino), raw)
     img.barrier()
     group = geo.group_of_inode(ino)
     if img.set_inode_bit(ino, True):
