@@ -59,8 +59,13 @@ def crash_states(log: list[tuple], rng: random.Random):
         start = b + 1
 
 
-def run_crash_cases(base: str, workdir, operation) -> int:
-    before = snapshot(base)
+def record_operation(base: str, workdir, operation, view) -> tuple[bytes, list, object, object]:
+    """Run ``operation`` on a copy of ``base`` under the recorder.
+
+    Returns the pristine image bytes, the store log, and ``view`` of the image
+    before and after the operation.
+    """
+    before = view(base)
     with open(base, "rb") as f:
         pristine = f.read()
     work = str(workdir / "op.img")
@@ -71,20 +76,30 @@ def run_crash_cases(base: str, workdir, operation) -> int:
     operation(vol)
     log = list(dev.log)
     vol.close()
-    after = snapshot(work)
-    assert before != after
-    cases = 0
-    crashed = str(workdir / "crash.img")
+    return pristine, log, before, view(work)
+
+
+def crashed_images(pristine: bytes, log: list, path: str):
+    """Write each sampled crash state of ``log`` over ``pristine`` at ``path``, replay, and yield its store count."""
     for stores in crash_states(log, random.Random(len(log))):
-        with open(crashed, "wb") as f:
+        with open(path, "wb") as f:
             f.write(pristine)
             for _, offset, data in stores:
                 f.seek(offset)
                 f.write(data)
-        with Volume.open(crashed, writable=True):
+        with Volume.open(path, writable=True):
             pass  # replays a committed transaction
+        yield len(stores)
+
+
+def run_crash_cases(base: str, workdir, operation) -> int:
+    pristine, log, before, after = record_operation(base, workdir, operation, snapshot)
+    assert before != after
+    cases = 0
+    crashed = str(workdir / "crash.img")
+    for count in crashed_images(pristine, log, crashed):
         state = snapshot(crashed)
-        assert state in (before, after), f"crash after {len(stores)} stores: neither before nor after"
+        assert state in (before, after), f"crash after {count} stores: neither before nor after"
         assert check_image(crashed) == []
         cases += 1
     return cases
@@ -172,33 +187,15 @@ def names(path: str) -> dict:
 
 
 def run_unjournaled(base: str, workdir, operation) -> int:
-    before = names(base)
-    with open(base, "rb") as f:
-        pristine = f.read()
-    work = str(workdir / "op.img")
-    shutil.copyfile(base, work)
-    dev = RecordingDevice(work, writable=True)
-    vol = Volume.from_device(dev)
-    dev.log.clear()
-    operation(vol)
-    log = list(dev.log)
-    vol.close()
-    after = names(work)
+    pristine, log, before, after = record_operation(base, workdir, operation, names)
     crashed = str(workdir / "crash.img")
     cases = 0
-    for stores in crash_states(log, random.Random(len(log))):
-        with open(crashed, "wb") as f:
-            f.write(pristine)
-            for _, offset, data in stores:
-                f.seek(offset)
-                f.write(data)
-        with Volume.open(crashed, writable=True):
-            pass  # replays a committed transaction
+    for count in crashed_images(pristine, log, crashed):
         state = names(crashed)
         assert state in (before, after)
         named = set(state.values())
         bad = [p for p in check_image(crashed) if not fixable(p, named)]
-        assert bad == [], f"crash after {len(stores)} stores leaves hazards: {bad}"
+        assert bad == [], f"crash after {count} stores leaves hazards: {bad}"
         cases += 1
     return cases
 
