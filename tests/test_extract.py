@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import shutil
 import stat
-import tempfile
 
 import pytest
-from fsfactory import make_image
+from fsfactory import make_image, scratch
 from treecompare import compare_trees, data_map
 
 from nvfs_tools import format as fmt
@@ -22,15 +20,8 @@ IS_ROOT = os.geteuid() == 0
 
 @pytest.fixture
 def tmp_path(tmp_path):
-    """Work in /dev/shm when it exists (disk writeback makes image tests slow)."""
-    if not os.path.isdir("/dev/shm"):
-        yield tmp_path
-        return
-    path = tempfile.mkdtemp(prefix="nvfs-test-", dir="/dev/shm")
-    try:
-        yield pathlib.Path(path)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    """Work in /dev/shm when it exists: images and trees on the disk cost seconds of writeback."""
+    yield from scratch(tmp_path)
 
 
 @pytest.fixture

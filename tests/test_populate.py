@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 from checker import check_image
-from fsfactory import make_image
+from fsfactory import make_image, scratch
 from treecompare import compare_trees
 
 from nvfs_tools import format as fmt
@@ -28,14 +28,7 @@ SHM = "/dev/shm"
 @pytest.fixture
 def tmp_path(tmp_path):
     """Work in /dev/shm when it exists: images and trees on the disk cost seconds of writeback."""
-    if not os.path.isdir(SHM):
-        yield tmp_path
-        return
-    path = tempfile.mkdtemp(prefix="nvfs-test-", dir=SHM)
-    try:
-        yield pathlib.Path(path)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    yield from scratch(tmp_path)
 
 
 def populated(tmp_path, src, size=64 << 20, **kw) -> tuple[str, pop.PopulateStats]:

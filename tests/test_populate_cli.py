@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
-import pathlib
-import shutil
-import tempfile
 
 import pytest
 from checker import check_image
+from fsfactory import scratch
 from treecompare import compare_trees
 
 from nvfs_tools import mkfs
@@ -22,14 +20,8 @@ from nvfs_tools.volume import Volume
 
 @pytest.fixture
 def tmp_path(tmp_path):
-    if not os.path.isdir("/dev/shm"):
-        yield tmp_path
-        return
-    path = tempfile.mkdtemp(prefix="nvfs-test-", dir="/dev/shm")
-    try:
-        yield pathlib.Path(path)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    """Work in /dev/shm when it exists: images and trees on the disk cost seconds of writeback."""
+    yield from scratch(tmp_path)
 
 
 def run_mkfs(*args: str) -> int:
