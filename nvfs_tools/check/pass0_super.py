@@ -140,16 +140,28 @@ def find_backup(dev: Any, primary_raw: bytes) -> tuple[Any, bytes, int] | None:
     return None
 
 
+def copy_offsets(geo: fmt.Geometry) -> list[int]:
+    """Byte offsets of the static copies: the backup, then the header block of every group g >= 1."""
+    bs = geo.block_size
+    return [geo.backup_block * bs] + [geo.group_start(g) * bs for g in range(1, geo.group_count)]
+
+
+def differing(view: Any, offsets: list[int], expected: bytes) -> list[int]:
+    """The offsets whose ``len(expected)`` bytes differ from ``expected``.
+
+    Thousands of copies on a large device: each is compared as ``bytes`` (one memcmp); a
+    memoryview comparison or ``any()`` over a block goes byte by byte in the interpreter.
+    """
+    size = len(expected)
+    return [off for off in offsets if bytes(view[off : off + size]) != expected]
+
+
 def _copies_overrule(dev: Any, static: Any, primary_raw: bytes) -> tuple[Any, bytes, str, int] | None:
     """Two valid copies identical to each other but not to a valid primary win (spec/checking.md 1.7)."""
     geo = fmt.geometry_from_static(static)
-    bs = geo.block_size
-    offsets = [geo.backup_block * bs] + [geo.group_start(g) * bs for g in range(1, geo.group_count)]
     seen: dict[bytes, int] = {}
-    for off in offsets:
+    for off in differing(dev.view, copy_offsets(geo), primary_raw):
         raw = dev.read(off, fmt.SB_STATIC_SIZE)
-        if raw == primary_raw:
-            continue
         try:
             copy = validate_static(raw, dev.size)
         except (BadStatic, NotNvfsError):
@@ -231,24 +243,21 @@ def _static_copies(chk: Any, img: Image, primary_reason: str | None, source_offs
                 lambda: _write_static(img, 0),
             )
     backup_off = geo.backup_block * bs
-    current = img.dev.read(backup_off, bs)
-    if current[: fmt.SB_STATIC_SIZE] != raw or any(current[fmt.SB_STATIC_SIZE :]):
-        reason = "bad magic" if current[:8] != fmt.MAGIC else "contents differ"
-        chk.fix(
-            "SB_BACKUP_BAD",
-            {"block": geo.backup_block, "reason": reason},
-            lambda: _write_static(img, backup_off),
-        )
-    for g in range(1, geo.group_count):
-        off = geo.group_start(g) * bs
-        block = img.dev.view[off : off + bs]
-        if block[: fmt.SB_STATIC_SIZE] != raw or any(block[fmt.SB_STATIC_SIZE :]):
+    copy_block = raw + bytes(bs - fmt.SB_STATIC_SIZE)
+    for off in differing(img.dev.view, copy_offsets(geo), copy_block):
+        if off == backup_off:
+            reason = "bad magic" if img.dev.read(off, 8) != fmt.MAGIC else "contents differ"
+            chk.fix(
+                "SB_BACKUP_BAD", {"block": geo.backup_block, "reason": reason}, lambda: _write_static(img, backup_off)
+            )
+        else:
+            block = off // bs
             chk.fix(
                 "SB_GROUP_COPY_BAD",
-                {"group": g, "block": geo.group_start(g)},
+                {"group": geo.group_of_block(block), "block": block},
                 lambda off=off: _write_static(img, off),
             )
-    if bs > 4096 and any(img.dev.view[4096:bs]):
+    if bs > 4096 and differing(img.dev.view, [4096], bytes(bs - 4096)):
         chk.fix(
             "RESERVED_NONZERO",
             {"what": "block 0 past its first 4096 bytes", "block": 0},
