@@ -60,7 +60,7 @@ cdef extern from *:
     /* problem codes */
     static uint64_t P_ILLEGAL_MODE, P_UNKNOWN_FLAGS, P_INLINE_NOT_SYMLINK, P_INLINE_BAD_SIZE, P_SIZE_TOO_LARGE,
         P_RESERVED0, P_LINKS_ZERO, P_DIR_BAD_PARENT, P_DIR_BAD_BANK, P_SPECIAL_HAS_DATA,
-        P_B_RANGE, P_B_META, P_B_SHARED, P_B_EOF, P_X_RANGE, P_X_META, P_X_SHARED,
+        P_B_RANGE, P_B_META, P_B_SHARED, P_B_EOF, P_B_ZERO_IND, P_X_RANGE, P_X_META, P_X_SHARED,
         P_NOT_DIR, P_PG_MAGIC, P_PG_DEPTH, P_PG_PREFIX, P_PG_SLOTS, P_PG_DIRINO, P_PG_NEXT, P_NODE_DEEP,
         P_E_HASH, P_E_WRONG_PAGE, P_E_RECLEN, P_E_NAME, P_E_DOT, P_E_DUP, P_E_INO;
 
@@ -457,6 +457,7 @@ cdef extern from *:
         unsigned __int128 span = 1;
         for (int k = 1; k < level; k++) span *= c->ppb;
         uint64_t start = b * m->bs;
+        if (!nv_any(m->base + start, m->bs)) { nv_report(c, ino, addr, P_B_ZERO_IND); return; }
         for (uint64_t i = 0; i < c->ppb; i++) {
             nv_tree(c, ino, start + i * NV_PTR_SIZE, level - 1, base + span * i, needed);
             if (c->parallel && *c->conflict) return;
@@ -682,7 +683,7 @@ cdef extern from *:
     uint8_t NV_PAGE_MAGIC[4]
     uint64_t P_ILLEGAL_MODE, P_UNKNOWN_FLAGS, P_INLINE_NOT_SYMLINK, P_INLINE_BAD_SIZE, P_SIZE_TOO_LARGE
     uint64_t P_RESERVED0, P_LINKS_ZERO, P_DIR_BAD_PARENT, P_DIR_BAD_BANK, P_SPECIAL_HAS_DATA
-    uint64_t P_B_RANGE, P_B_META, P_B_SHARED, P_B_EOF, P_X_RANGE, P_X_META, P_X_SHARED
+    uint64_t P_B_RANGE, P_B_META, P_B_SHARED, P_B_EOF, P_B_ZERO_IND, P_X_RANGE, P_X_META, P_X_SHARED
     uint64_t P_NOT_DIR, P_PG_MAGIC, P_PG_DEPTH, P_PG_PREFIX, P_PG_SLOTS, P_PG_DIRINO, P_PG_NEXT, P_NODE_DEEP
     uint64_t P_E_HASH, P_E_WRONG_PAGE, P_E_RECLEN, P_E_NAME, P_E_DOT, P_E_DUP, P_E_INO
 
@@ -833,7 +834,7 @@ cdef _init_layout():
 cdef _init_codes():
     global P_ILLEGAL_MODE, P_UNKNOWN_FLAGS, P_INLINE_NOT_SYMLINK, P_INLINE_BAD_SIZE, P_SIZE_TOO_LARGE
     global P_RESERVED0, P_LINKS_ZERO, P_DIR_BAD_PARENT, P_DIR_BAD_BANK, P_SPECIAL_HAS_DATA
-    global P_B_RANGE, P_B_META, P_B_SHARED, P_B_EOF, P_X_RANGE, P_X_META, P_X_SHARED
+    global P_B_RANGE, P_B_META, P_B_SHARED, P_B_EOF, P_B_ZERO_IND, P_X_RANGE, P_X_META, P_X_SHARED
     global P_NOT_DIR, P_PG_MAGIC, P_PG_DEPTH, P_PG_PREFIX, P_PG_SLOTS, P_PG_DIRINO, P_PG_NEXT, P_NODE_DEEP
     global P_E_HASH, P_E_WRONG_PAGE, P_E_RECLEN, P_E_NAME, P_E_DOT, P_E_DUP, P_E_INO
     P_ILLEGAL_MODE = Problem.ILLEGAL_MODE
@@ -850,6 +851,7 @@ cdef _init_codes():
     P_B_META = Problem.BLOCK_IN_METADATA
     P_B_SHARED = Problem.BLOCK_SHARED
     P_B_EOF = Problem.BLOCK_PAST_EOF
+    P_B_ZERO_IND = Problem.INDIRECT_ALL_ZERO
     P_X_RANGE = Problem.XATTR_OUT_OF_RANGE
     P_X_META = Problem.XATTR_IN_METADATA
     P_X_SHARED = Problem.XATTR_SHARED

@@ -64,6 +64,7 @@ class Problem(IntEnum):
     XATTR_OUT_OF_RANGE = 24
     XATTR_IN_METADATA = 25
     XATTR_SHARED = 26
+    INDIRECT_ALL_ZERO = 27  # an indirect block holding no pointer (spec/checking.md 7.6): claimed, not descended
     # walk_directories: pages, nodes, entries
     NOT_A_DIRECTORY = 30  # where = inode address
     PAGE_BAD_MAGIC = 31  # page not descended

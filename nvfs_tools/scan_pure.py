@@ -340,6 +340,9 @@ class _FileWalker:
             return
         span = self.ppb ** (level - 1)
         start = block * self.claims.geo.block_size
+        if not any(self.view[start : start + self.claims.geo.block_size]):
+            _report(self.out, ino, addr, Problem.INDIRECT_ALL_ZERO)
+            return
         for i in range(self.ppb):
             self.tree(ino, start + i * _BLOCK_PTR_SIZE, level - 1, base + i * span, needed)
 

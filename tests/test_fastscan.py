@@ -406,6 +406,63 @@ def test_blocks_past_eof_are_reported_and_not_owned(image):
     assert not walk["owned"][third // 8] >> (third % 8) & 1
 
 
+def indirect_pointers(buf, geo, ino: int) -> list[tuple[int, int]]:
+    """(pointer word address, indirect block) of every indirect block below ``ino``'s ``block[]``, top-down."""
+    ppb = geo.block_size // 8
+    out: list[tuple[int, int]] = []
+
+    def walk(addr: int, level: int) -> None:
+        block = u64(buf, addr)
+        if not block or level == 0:
+            return
+        out.append((addr, block))
+        for i in range(ppb):
+            walk(block * geo.block_size + 8 * i, level - 1)
+
+    for k in range(F.N_INDIRECT):
+        walk(ptr_addr(geo, ino, F.N_DIRECT + k), k + 1)
+    return out
+
+
+def test_all_zero_indirect_block_is_reported_and_not_descended(image):
+    """spec/checking.md 7.6: an indirect block holding no pointer is a problem (claimed, reported once)."""
+    buf, facts = image
+    geo = facts["geo"]
+    ino = facts["names"]["ind3"]
+    (top_addr, top), *_ = indirect_pointers(buf, geo, ino)
+    buf[top * geo.block_size : (top + 1) * geo.block_size] = bytes(geo.block_size)
+    _, walk, _ = compare_backends(buf, geo, facts["seed"])
+    assert problems(walk) == [(ino, top_addr, Problem.INDIRECT_ALL_ZERO)]
+    assert walk["owned"][top // 8] >> (top % 8) & 1
+
+
+@SLOW
+@given(st.data())
+def test_zeroed_indirect_blocks_agree(image, data):
+    """Any set of indirect blocks zeroed: both backends report exactly the top-most zeroed ones."""
+    pristine, facts = image
+    buf = bytearray(pristine)  # examples must not see each other's damage
+    geo = facts["geo"]
+    trees = [(ino, indirect_pointers(buf, geo, ino)) for ino in sorted(facts["names"].values())]
+    candidates = [blk for _, ptrs in trees for _, blk in ptrs]
+    zeroed = set(data.draw(st.lists(st.sampled_from(candidates), min_size=1, max_size=6, unique=True)))
+    for blk in zeroed:
+        buf[blk * geo.block_size : (blk + 1) * geo.block_size] = bytes(geo.block_size)
+    _, walk, _ = compare_backends(buf, geo, facts["seed"])
+    reached: set[tuple[int, int]] = set()
+    for ino, ptrs in trees:  # a zeroed block hides every pointer below it
+        hidden: set[int] = set()
+        for addr, blk in ptrs:  # top-down: a pointer's own block comes before it
+            home = addr // geo.block_size
+            if home in zeroed or home in hidden:
+                hidden.add(blk)
+            elif blk in zeroed:
+                reached.add((ino, addr))
+    found = {(i, w) for i, w, c in problems(walk) if c == Problem.INDIRECT_ALL_ZERO}
+    assert found == reached
+    assert all(c == Problem.INDIRECT_ALL_ZERO for _, _, c in problems(walk))
+
+
 def test_inode_field_problems(image):
     buf, facts = image
     geo = facts["geo"]

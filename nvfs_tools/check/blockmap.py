@@ -52,11 +52,15 @@ class Visit:
         self.parent = parent  # indirect block holding the pointer word; 0 when it is in the inode
 
 
-def walk_file(img: Any, inode: Any, visit: Callable[[Visit], bool]) -> None:
+def walk_file(
+    img: Any, inode: Any, visit: Callable[[Visit], bool], after: Callable[[Visit], None] | None = None
+) -> None:
     """Call ``visit`` for every non-zero pointer, top-down.
 
     ``visit`` returns True to descend into (or keep) the pointer, False when
     it rejected it (the walk does not look below a rejected pointer).
+    ``after``, when given, is called for every accepted indirect block once
+    its children have been visited (a repair below may have emptied it).
     """
     bs = img.bs
     ppb = fmt.pointers_per_block(bs)
@@ -70,14 +74,18 @@ def walk_file(img: Any, inode: Any, visit: Callable[[Visit], bool]) -> None:
             visit(Visit(block, idx, 0, addr))
         else:
             k = idx - fmt.N_DIRECT
-            _walk_tree(img, Visit(block, tree_first_fblock(k, ppb), k + 1, addr), ppb, visit)
+            _walk_tree(img, Visit(block, tree_first_fblock(k, ppb), k + 1, addr), ppb, visit, after)
 
 
-def _walk_tree(img: Any, v: Visit, ppb: int, visit: Callable[[Visit], bool]) -> None:
+def _walk_tree(
+    img: Any, v: Visit, ppb: int, visit: Callable[[Visit], bool], after: Callable[[Visit], None] | None
+) -> None:
     if not visit(v) or v.level == 0:
         return
     for child in children(img, v, ppb):
-        _walk_tree(img, child, ppb, visit)
+        _walk_tree(img, child, ppb, visit, after)
+    if after is not None:
+        after(v)
 
 
 def children(img: Any, v: Visit, ppb: int) -> Iterator[Visit]:

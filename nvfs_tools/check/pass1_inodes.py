@@ -175,6 +175,8 @@ class Pass1:
         self.dropped: set[int] = set()  # addresses of pointers rejected by the ownership rule (see finish_deferred)
         self.quota = bool(self.img.static.feature_ro_compat & fmt.FEATURE_RO_COMPAT_QUOTA)
         self.blocks_seen = 0
+        self._zero_block = bytes(self.img.bs)
+        self._namer: Any = None
 
     # -- ownership ------------------------------------------------------------------------------
     def claim(self, block: int) -> None:
@@ -435,6 +437,9 @@ class Pass1:
         def visit(v: bm.Visit) -> bool:
             nonlocal count, deferred
             problem = self.judge(inode, v, nblocks)
+            if problem is None and self._zero_indirect(v):
+                deferred = True  # reported with the file's path once every directory has been read
+                return False
             if problem is not None:
                 if v.parent:
                     deferred = True
@@ -478,6 +483,8 @@ class Pass1:
                     where = f"level-{v.level} indirect block for {v.fblock}"
                     reason = "another file owns the block and it holds pointers that are not legal here"
                     problem = "INODE_BAD_BLOCK", {"ino": inode.ino, "block": v.block, "where": where, "reason": reason}
+                if problem is None and self._zero_indirect(v):
+                    problem = "INODE_ZERO_INDIRECT", self._zero_details(inode, v)
                 if problem is not None:
                     if v.addr not in reported:
                         code, details = problem
@@ -488,9 +495,34 @@ class Pass1:
                 count += 1
                 return True
 
-            bm.walk_file(img, inode, visit)
+            def emptied(v: bm.Visit, inode: Any = inode) -> None:
+                """Repairs below may have cleared the last pointer of ``v``: it goes too, in the same run."""
+                nonlocal count
+                if self._zero_indirect(v):
+                    details = self._zero_details(inode, v)
+                    self.chk.fix("INODE_ZERO_INDIRECT", details, lambda: (img.store(v.addr, 0), img.barrier()))
+                    self.dropped.add(v.addr)
+                    self.unclaim(v.block)
+                    count -= 1
+
+            bm.walk_file(img, inode, visit, emptied)
             self.check_count(inode, info, count + (1 if info.xattr else 0))
         self.deferred = []
+
+    def _zero_details(self, inode: Any, v: bm.Visit) -> dict[str, Any]:
+        """INODE_ZERO_INDIRECT's details; the path comes from the directories pass 1 has read by now."""
+        if self._namer is None:
+            from nvfs_tools.check.paths import PathNamer
+
+            self._namer = PathNamer(self.chk)
+        where = f"level-{v.level} indirect block for {v.fblock}"
+        return {"ino": inode.ino, "path": self._namer.path(inode.ino), "block": v.block, "where": where}
+
+    def _zero_indirect(self, v: bm.Visit) -> bool:
+        """Indirect block ``v`` holds no pointer (spec/checking.md 7.6); bad media reads as zeros but is not."""
+        if not v.level or (self.img.bad and v.block in self.img.bad):
+            return False
+        return self.img.block_view(v.block).tobytes() == self._zero_block
 
     def _foreign(self, inode: Any, v: bm.Visit, nblocks: int, ppb: int) -> bool:
         """Indirect block ``v`` is another inode's block that is no indirect block of this file."""

@@ -180,6 +180,14 @@ _ROWS: tuple[ProblemDef, ...] = (
         "unmap and free the block",
     ),
     ProblemDef(
+        "INODE_ZERO_INDIRECT",
+        1,
+        "inode {ino} ({path}): {where} is block {block}, which holds no pointer",
+        "notice",
+        True,
+        "clear the pointer to it (a hole) and free the block",
+    ),
+    ProblemDef(
         "INODE_BLOCK_COUNT",
         1,
         "inode {ino}: block count {found} should be {expected}",
