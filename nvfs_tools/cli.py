@@ -96,38 +96,63 @@ def run(
     - ``KeyboardInterrupt``: exit ``interrupt_code`` (fsck passes 32);
     - anything else: ``prog: internal error: ...``, exit ``error_code`` or 8.
     """
-    import click
+    import click  # noqa: F401 - loaded before the call so that run_call recognises its exceptions
 
+    def call() -> Any:
+        return command.main(args=args, prog_name=prog, standalone_mode=False)  # type: ignore[attr-defined]
+
+    return run_call(call, prog, error_code=error_code, usage_code=usage_code, interrupt_code=interrupt_code)
+
+
+def run_call(
+    call: Callable[[], Any],
+    prog: str,
+    *,
+    error_code: int | None = None,
+    usage_code: int = 16,
+    interrupt_code: int = 130,
+) -> int:
+    """:func:`run` for any callable: the same error handling, without loading click unless it is in use.
+
+    mkfs parses ordinary command lines itself (click costs more to import than
+    a small mkfs takes), so its errors must be handled the same way here.
+    """
     try:
-        result = command.main(args=args, prog_name=prog, standalone_mode=False)  # type: ignore[attr-defined]
+        result = call()
     except NvfsError as exc:
         error(prog, str(exc))
         if error_code is not None:
             return error_code
         return usage_code if isinstance(exc, UsageError) else exc.exit_code
-    except click.exceptions.Abort:  # click turns Ctrl-C into Abort (after printing a newline)
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return interrupt_code
-    except click.ClickException as exc:
-        exc.show()
-        return usage_code
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         return interrupt_code
-    except BrokenPipeError:
-        _silence_stdout()
-        return 0
-    except MemoryError:
-        error(prog, "out of memory")
-        return error_code if error_code is not None else 8
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
-        if os.environ.get("NVFS_DEBUG") == "1":
-            raise
-        error(prog, f"internal error: {type(exc).__name__}: {exc} (set NVFS_DEBUG=1 for a traceback)")
-        return error_code if error_code is not None else 8
+        return _unexpected(exc, prog, error_code, usage_code, interrupt_code)
     if isinstance(result, int):
         return result
     return 0
+
+
+def _unexpected(exc: Exception, prog: str, error_code: int | None, usage_code: int, interrupt_code: int) -> int:
+    """Exit code (and message) for an exception that is not an :class:`NvfsError`."""
+    click = sys.modules.get("click")
+    if click is not None and isinstance(exc, click.exceptions.Abort):  # click turns Ctrl-C into Abort
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return interrupt_code
+    if click is not None and isinstance(exc, click.ClickException):
+        exc.show()
+        return usage_code
+    if isinstance(exc, BrokenPipeError):
+        _silence_stdout()
+        return 0
+    if isinstance(exc, MemoryError):
+        error(prog, "out of memory")
+        return error_code if error_code is not None else 8
+    if os.environ.get("NVFS_DEBUG") == "1":
+        raise exc
+    error(prog, f"internal error: {type(exc).__name__}: {exc} (set NVFS_DEBUG=1 for a traceback)")
+    return error_code if error_code is not None else 8
 
 
 def _silence_stdout() -> None:

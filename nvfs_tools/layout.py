@@ -8,6 +8,13 @@ start of every group and the backup in the last block of the device, every
 group's block bitmap, counters and inode bitmap, zeroed inode tables and
 microjournal, the root directory inode, and the quota inodes when asked for.
 
+With ``lost_found=True`` it also writes lost+found (inode 11, an empty
+directory named by the root's one page) exactly as ``Volume.mkdir`` would on
+the fresh filesystem, so a plain mkfs needs none of the library's volume
+machinery; mkfs asks for it only when no quota files and no bad media make
+the library's choices differ (``tests/test_mkfs_helpers.py`` checks the bytes
+against ``Volume.mkdir``).
+
 It is written for speed on huge sparse devices: one ``pwrite`` per group for
 the group's leading metadata blocks (built from a template, not from
 construct), holes instead of written zeros, and no mapping of the device's
@@ -28,6 +35,7 @@ from nvfs_tools.errors import DeviceError
 RESERVED_INODES = fmt.FIRST_INO - 1
 
 ROOT_MODE = fmt.S_IFDIR | 0o755
+LOST_FOUND_MODE = fmt.S_IFDIR | 0o700
 QUOTA_MODE = fmt.S_IFREG | 0o600
 
 
@@ -53,6 +61,7 @@ class LayoutResult:
     free_inodes: int
     zeroing: str  # how inode tables were cleared: "sparse", "punch", "zeroout", "discard", "written"
     wiped: list[str] = field(default_factory=list)
+    lost_found: bool = False  # made here (else the caller makes it through the library)
 
 
 def set_bit_range(buf: bytearray, start: int, end: int) -> None:
@@ -135,11 +144,14 @@ def total_free_blocks(geo: fmt.Geometry) -> int:
     return end - n * meta - geo.journal_blocks - (1 if geo.backup_block < end else 0)
 
 
-def block_bitmap(geo: fmt.Geometry, group: int) -> bytearray:
-    """The block bitmap of ``group`` right after mkfs: metadata, backup and past-the-end bits set."""
+def block_bitmap(geo: fmt.Geometry, group: int, lost_found: int = 0) -> bytearray:
+    """The block bitmap of ``group`` right after mkfs: metadata, backup and past-the-end bits set.
+
+    ``lost_found`` (0 or 1): group 0's first data block holds the root's page naming lost+found.
+    """
     bpg = geo.blocks_per_group
     buf = bytearray(geo.block_size)
-    set_bit_range(buf, 0, geo.metadata_blocks(group))
+    set_bit_range(buf, 0, geo.metadata_blocks(group) + (lost_found if group == 0 else 0))
     length = geo.group_end(group) - geo.group_start(group)
     set_bit_range(buf, length, bpg)
     backup = geo.backup_block - geo.group_start(group)
@@ -148,33 +160,34 @@ def block_bitmap(geo: fmt.Geometry, group: int) -> bytearray:
     return buf
 
 
-def inode_bitmap(geo: fmt.Geometry, group: int) -> bytearray:
-    """The inode bitmap blocks of ``group``: reserved inodes (group 0) and bits past ipg set."""
+def inode_bitmap(geo: fmt.Geometry, group: int, lost_found: int = 0) -> bytearray:
+    """The inode bitmap blocks of ``group``: reserved inodes (group 0; and lost+found's) and bits past ipg set."""
     buf = bytearray(geo.inode_bitmap_blocks * geo.block_size)
     set_bit_range(buf, geo.inodes_per_group, len(buf) * 8)
     if group == 0:
-        set_bit_range(buf, 0, RESERVED_INODES)
+        set_bit_range(buf, 0, RESERVED_INODES + lost_found)
     return buf
 
 
-def group_counters(geo: fmt.Geometry, group: int) -> bytes:
-    free_inodes = geo.inodes_per_group - (RESERVED_INODES if group == 0 else 0)
+def group_counters(geo: fmt.Geometry, group: int, lost_found: int = 0) -> bytes:
+    """The counters block of ``group``; ``lost_found`` (0 or 1): group 0 also holds lost+found and its page."""
+    free_inodes = geo.inodes_per_group - (RESERVED_INODES + lost_found if group == 0 else 0)
     return fmt.GroupCounters.build(
         {
             "group": group,
-            "free_blocks": group_free_blocks(geo, group),
+            "free_blocks": group_free_blocks(geo, group) - (lost_found if group == 0 else 0),
             "free_inodes": free_inodes,
-            "used_dirs": 1 if group == 0 else 0,
+            "used_dirs": 1 + lost_found if group == 0 else 0,
         }
     )
 
 
-def dynamic_superblock(geo: fmt.Geometry, mkfs_time: tuple[int, int]) -> bytes:
+def dynamic_superblock(geo: fmt.Geometry, mkfs_time: tuple[int, int], lost_found: int = 0) -> bytes:
     return fmt.SuperblockDynamic.build(
         {
             "state": fmt.STATE_CLEAN,
-            "free_blocks": total_free_blocks(geo),
-            "free_inodes": geo.inodes_count - RESERVED_INODES,
+            "free_blocks": total_free_blocks(geo) - lost_found,
+            "free_inodes": geo.inodes_count - RESERVED_INODES - lost_found,
             "mount_count": 0,
             "max_mount_count": 0,
             "check_count": 0,
@@ -198,9 +211,17 @@ def new_inode(
     gid: int = 0,
     parent: int = 0,
     generation: int = 0,
+    page: tuple[int, int] | None = None,
 ) -> bytes:
-    """A fresh inode image with all four times set (root, quota files, fsck's re-created directories)."""
+    """A fresh inode image with all four times set (root, quota files, fsck's re-created directories).
+
+    ``page``: ``(block, block_size)`` of a directory's one page, reached from
+    bank 1 (where ``Directory.add`` puts the first page of an empty directory).
+    """
     sec, nsec = mkfs_time
+    pointers = [0] * fmt.N_BLOCK_POINTERS
+    if page is not None:
+        pointers[1] = page[0] | fmt.RADIX_PAGE_BIT
     return fmt.Inode.build(
         {
             "mode": mode,
@@ -210,8 +231,8 @@ def new_inode(
             "gid": gid,
             "links_count": links,
             "generation": generation,
-            "size": 0,
-            "blocks": 0,
+            "size": page[1] if page else 0,
+            "blocks": 1 if page else 0,
             "atime": sec,
             "mtime": sec,
             "ctime": sec,
@@ -224,8 +245,8 @@ def new_inode(
             "xattr_block": 0,
             "next_orphan": 0,
             "rdev": 0,
-            "dir_bank": 0,
-            "block": [0] * fmt.N_BLOCK_POINTERS,
+            "dir_bank": 1 if page else 0,
+            "block": pointers,
         }
     )
 
@@ -255,6 +276,7 @@ def make_filesystem(
     root_gid: int = 0,
     fresh: bool = False,
     discard: bool = False,
+    lost_found: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> LayoutResult:
     """Write a new, empty NVFS filesystem of geometry ``geo`` onto ``dev``.
@@ -265,9 +287,12 @@ def make_filesystem(
     ``progress(n)`` is called as groups are done (2 * group_count in total: a
     zeroing pass and a writing pass).  The root directory is written with an
     empty radix tree and 2 links; lost+found is added by the caller through the
-    library.  Nothing is flushed here: the caller closes the device, which
-    flushes (see ``Device(unordered=True)``).
+    library, unless ``lost_found`` asks for it here (not with quota: the
+    library charges it to the quota files).  Nothing is flushed here: the
+    caller closes the device, which flushes (see ``Device(unordered=True)``).
     """
+    if lost_found and features.quota:
+        raise ValueError("lost+found with quota is made through the library (it charges the quota files)")
     bs = geo.block_size
     if geo.blocks_count * bs > dev.size:
         raise DeviceError(f"{dev.path}: filesystem of {geo.blocks_count} blocks does not fit in {dev.size} bytes")
@@ -293,8 +318,17 @@ def make_filesystem(
     _write_groups(dev, geo, static, progress)
 
     # Root directory (and quota files) in group 0's inode table.
-    root = new_inode(ROOT_MODE, 2, mkfs_time, uid=root_uid, gid=root_gid, parent=fmt.ROOT_INO)
-    dev.pwrite(geo.inode_offset(fmt.ROOT_INO), root)
+    used = 1 if lost_found else 0  # lost+found's inode and its name's page
+    if lost_found:
+        page = geo.first_data_block(0)
+        dev.pwrite(page * bs, lost_found_page(geo, hash_seed))
+        root = new_inode(ROOT_MODE, 3, mkfs_time, uid=root_uid, gid=root_gid, parent=fmt.ROOT_INO, page=(page, bs))
+        lf = new_inode(LOST_FOUND_MODE, 2, mkfs_time, parent=fmt.ROOT_INO)
+        dev.pwrite(geo.inode_offset(fmt.ROOT_INO), root)
+        dev.pwrite(geo.inode_offset(fmt.FIRST_INO), lf)
+    else:
+        root = new_inode(ROOT_MODE, 2, mkfs_time, uid=root_uid, gid=root_gid, parent=fmt.ROOT_INO)
+        dev.pwrite(geo.inode_offset(fmt.ROOT_INO), root)
     if features.quota:
         quota = new_inode(QUOTA_MODE, 1, mkfs_time)
         for ino in fmt.QUOTA_INODES.values():
@@ -302,26 +336,54 @@ def make_filesystem(
 
     # Backup copy, then the superblock itself last.
     dev.pwrite(geo.backup_block * bs, static)
-    dev.pwrite(0, _group_head(geo, 0, static, dynamic_superblock(geo, mkfs_time)))
+    dev.pwrite(0, _group_head(geo, 0, static, dynamic_superblock(geo, mkfs_time, used), lost_found=used))
     return LayoutResult(
         geometry=geo,
-        free_blocks=total_free_blocks(geo),
-        free_inodes=geo.inodes_count - RESERVED_INODES,
+        free_blocks=total_free_blocks(geo) - used,
+        free_inodes=geo.inodes_count - RESERVED_INODES - used,
         zeroing=zeroing,
+        lost_found=lost_found,
     )
 
 
-def _group_head(geo: fmt.Geometry, group: int, static: bytes, dynamic: bytes = b"") -> bytearray:
+def lost_found_page(geo: fmt.Geometry, hash_seed: bytes) -> bytearray:
+    """The root's only directory page when it holds just lost+found, as ``Directory.add`` writes it.
+
+    The pure SipHash is used: one name does not justify loading the compiled
+    core, and both give the same hash by contract.
+    """
+    from nvfs_tools.namehash import siphash24_pure
+
+    name = fmt.LOST_FOUND_NAME
+    buf = bytearray(geo.block_size)
+    header = fmt.DirPageHeader.build({"depth": 0, "reserved0": 0, "prefix": 0, "dir_ino": fmt.ROOT_INO, "next": 0})
+    buf[: len(header)] = header
+    entry = fmt.DirEntryHeader.build(
+        {
+            "ino": fmt.FIRST_INO,
+            "hash": siphash24_pure(hash_seed, name),
+            "name_len": len(name),
+            "file_type": fmt.DT_DIR,
+            "rec_len": fmt.dir_entry_rec_len(len(name)),
+        }
+    )
+    at = fmt.DIR_PAGE_HEADER_SIZE
+    buf[at : at + len(entry)] = entry
+    buf[at + len(entry) : at + len(entry) + len(name)] = name
+    return buf
+
+
+def _group_head(geo: fmt.Geometry, group: int, static: bytes, dynamic: bytes = b"", lost_found: int = 0) -> bytearray:
     """Header block, block bitmap, counters and inode bitmap of ``group``, as one contiguous buffer."""
     bs = geo.block_size
     buf = bytearray((3 + geo.inode_bitmap_blocks) * bs)
     buf[0 : len(static)] = static
     if group == 0:
         buf[fmt.SB_DYNAMIC_OFFSET : fmt.SB_DYNAMIC_OFFSET + len(dynamic)] = dynamic
-    buf[bs : 2 * bs] = block_bitmap(geo, group)
-    counters = group_counters(geo, group)
+    buf[bs : 2 * bs] = block_bitmap(geo, group, lost_found)
+    counters = group_counters(geo, group, lost_found)
     buf[2 * bs : 2 * bs + len(counters)] = counters
-    buf[3 * bs :] = inode_bitmap(geo, group)
+    buf[3 * bs :] = inode_bitmap(geo, group, lost_found)
     return buf
 
 

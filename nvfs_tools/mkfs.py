@@ -13,11 +13,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import click
-
 from nvfs_tools import __version__
 from nvfs_tools import format as fmt
-from nvfs_tools.cli import format_size, parse_size, progress, run
+from nvfs_tools.cli import format_size, parse_size, progress, run, run_call
 from nvfs_tools.errors import DeviceError, NvfsError, UsageError
 
 PROG = "mkfs.nvfs"
@@ -445,6 +443,7 @@ def _write(dev, geo: fmt.Geometry, opts: Options, created: bool, sigs: list, rep
             root_gid=opts.root_gid,
             fresh=created,
             discard=opts.discard,
+            lost_found=not opts.features["ro_compat"] & fmt.FEATURE_RO_COMPAT_QUOTA and not dev.badblocks,
             progress=bar.update,
         )
         result.wiped = wipe_foreign_signatures(dev, geo, sigs)
@@ -457,32 +456,28 @@ def _write(dev, geo: fmt.Geometry, opts: Options, created: bool, sigs: list, rep
 
 
 def _finish(dev, opts: Options, rep: Reporter, result) -> tuple[int, int]:
-    """Create lost+found through the library on the still-open device; returns the free totals.
+    """Finish the root and lost+found, and copy ``-d``'s tree in; returns the free totals.
 
-    The library may stamp the current time and random generations; times,
-    lost+found's generation and ``last_write_time`` are pinned to the mkfs
-    time / 0 afterwards so that images stay reproducible.
+    The layout writes lost+found itself unless quota or bad media need the
+    library; the library (:class:`nvfs_tools.volume.Volume`, on the still-open
+    device) is then loaded only for those cases and for ``-d``.  It may stamp
+    the current time and random generations; times, lost+found's generation
+    and ``last_write_time`` are pinned to the mkfs time / 0 afterwards so that
+    images stay reproducible.
     """
-    try:
-        from nvfs_tools.volume import Volume
-    except ImportError:
-        rep.say("lost+found: not created (library nvfs_tools.volume not available)")
-        return result.free_blocks, result.free_inodes
     rep.say("Creating root directory and lost+found: ", end="")
+    if result.lost_found and opts.source_dir is None:  # the layout wrote it: no library needed
+        rep.say("done")
+        return result.free_blocks, result.free_inodes
+    from nvfs_tools.volume import Volume
+
     sec, nsec = opts.mkfs_time
     times = {f"{t}{sfx}": v for t in ("atime", "mtime", "ctime", "btime") for sfx, v in (("", sec), ("_nsec", nsec))}
     dev.hold_open = True
     vol = Volume.from_device(dev)
     try:
-        ino = _mkdir_lost_found(vol, opts.mkfs_time)
-        if ino != fmt.FIRST_INO:
-            raise NvfsError(f"lost+found got inode {ino}, expected {fmt.FIRST_INO}")
-        vol.set_inode_fields(ino, generation=0, **times)
-        vol.set_inode_fields(fmt.ROOT_INO, **times)
-        if vol.quota is not None:
-            _set_quota_usage(vol)
-            for qino in fmt.QUOTA_INODES.values():
-                vol.set_inode_fields(qino, generation=0, **times)
+        if not result.lost_found:
+            _lost_found_through_library(vol, times, opts.mkfs_time)
         rep.say("done")
         if opts.source_dir is not None:
             _populate(vol, opts, rep)
@@ -492,6 +487,19 @@ def _finish(dev, opts: Options, rep: Reporter, result) -> tuple[int, int]:
     dyn_off = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.SuperblockDynamic, "last_write_time")
     dev.write(dyn_off, sec.to_bytes(8, "little", signed=True))
     return free
+
+
+def _lost_found_through_library(vol, times: dict[str, int], mkfs_time: tuple[int, int]) -> None:
+    """``vol.mkdir`` of lost+found, times and generation pinned, quota usage set (when the layout could not)."""
+    ino = _mkdir_lost_found(vol, mkfs_time)
+    if ino != fmt.FIRST_INO:
+        raise NvfsError(f"lost+found got inode {ino}, expected {fmt.FIRST_INO}")
+    vol.set_inode_fields(ino, generation=0, **times)
+    vol.set_inode_fields(fmt.ROOT_INO, **times)
+    if vol.quota is not None:
+        _set_quota_usage(vol)
+        for qino in fmt.QUOTA_INODES.values():
+            vol.set_inode_fields(qino, generation=0, **times)
 
 
 def _populate(vol, opts: Options, rep: Reporter) -> None:
@@ -565,25 +573,27 @@ def _mkdir_lost_found(vol, mkfs_time: tuple[int, int]) -> int:
     return vol.mkdir(fmt.ROOT_INO, fmt.LOST_FOUND_NAME, fmt.S_IFDIR | 0o700, 0, 0, times=mkfs_time)
 
 
-@click.command(name=PROG, help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("device", type=click.Path(dir_okay=True, allow_dash=False))
-@click.argument("size", required=False)
-@click.option("-b", "--block-size", "block_size", metavar="BYTES", help="Block size: power of two, 4096..1M.")
-@click.option("-N", "--inodes", "inode_count", metavar="COUNT", help="Number of inodes (rounded up to whole blocks).")
-@click.option("-i", "--bytes-per-inode", "inode_ratio", metavar="BYTES", help="One inode per BYTES of device.")
-@click.option("-L", "--label", metavar="LABEL", help="Volume label, at most 64 bytes of UTF-8.")
-@click.option("-U", "--uuid", metavar="UUID", help="random (default), time, clear or a UUID.")
-@click.option("-F", "--force", is_flag=True, help="Overwrite an existing filesystem or signature.")
-@click.option("-n", "--dry-run", is_flag=True, help="Print the layout, write nothing.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@click.option("-v", "--verbose", is_flag=True, help="Also print every group's layout.")
-@click.option("-O", "--features", multiple=True, metavar="LIST", help="Features: xattr, quota (^ clears).")
-@click.option(
-    "-d", "--root-directory", "source_dir", metavar="DIR", help="Copy the tree at DIR into the new filesystem."
+# (short, long, keyword, kind, metavar, help); kind is "value", "multiple" or "flag".
+# The one table both the click command and the fast parser are made from.
+_OPTIONS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("-b", "--block-size", "block_size", "value", "BYTES", "Block size: power of two, 4096..1M."),
+    ("-N", "--inodes", "inode_count", "value", "COUNT", "Number of inodes (rounded up to whole blocks)."),
+    ("-i", "--bytes-per-inode", "inode_ratio", "value", "BYTES", "One inode per BYTES of device."),
+    ("-L", "--label", "label", "value", "LABEL", "Volume label, at most 64 bytes of UTF-8."),
+    ("-U", "--uuid", "uuid", "value", "UUID", "random (default), time, clear or a UUID."),
+    ("-F", "--force", "force", "flag", "", "Overwrite an existing filesystem or signature."),
+    ("-n", "--dry-run", "dry_run", "flag", "", "Print the layout, write nothing."),
+    ("-q", "--quiet", "quiet", "flag", "", "Print nothing but errors."),
+    ("-v", "--verbose", "verbose", "flag", "", "Also print every group's layout."),
+    ("-O", "--features", "features", "multiple", "LIST", "Features: xattr, quota (^ clears)."),
+    ("-d", "--root-directory", "source_dir", "value", "DIR", "Copy the tree at DIR into the new filesystem."),
+    ("-E", "--extended", "extended", "multiple", "OPTS", "Extended options (see above)."),
 )
-@click.option("-E", "--extended", multiple=True, metavar="OPTS", help="Extended options (see above).")
-@click.version_option(__version__, "-V", "--version", prog_name=PROG)
-def command(
+_BY_NAME = {name: opt for opt in _OPTIONS for name in opt[:2]}
+_EMPTY = {"flag": False, "multiple": (), "value": None}
+
+
+def execute(
     device: str,
     size: str | None,
     block_size: str | None,
@@ -599,6 +609,7 @@ def command(
     source_dir: str | None,
     extended: tuple[str, ...],
 ) -> int:
+    """The command itself, once the command line is parsed (by :func:`fast_parse` or by click)."""
     opts = build_options(
         block_size=block_size,
         inode_count=inode_count,
@@ -618,9 +629,118 @@ def command(
     return make(device, nbytes, opts, force=force, dry_run=dry_run, rep=Reporter(quiet, verbose))
 
 
+def fast_parse(argv: list[str]) -> dict | None:
+    """The keyword arguments click would give :func:`execute` for ``argv``, or None to let click answer.
+
+    Importing and running click costs more than a whole mkfs of a small
+    device, so ordinary command lines are parsed here, by click's rules
+    (clustered short flags, ``-bVALUE``, ``--opt=VALUE``, options anywhere,
+    ``--``, the last of a repeated option).  Anything else -- help, version,
+    an unknown option, a missing value, a value that looks like an option,
+    the wrong number of arguments -- returns None and click handles it, so
+    messages and exit codes stay click's.
+    """
+    kwargs: dict = {opt[2]: _EMPTY[opt[3]] for opt in _OPTIONS}
+    positional: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            positional.extend(argv[i:])
+            break
+        if not arg.startswith("-") or arg == "-":
+            positional.append(arg)
+            continue
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            opt = _BY_NAME.get(name)
+            if opt is None or (opt[3] == "flag" and eq):
+                return None
+            if opt[3] == "flag":
+                kwargs[opt[2]] = True
+                continue
+            if not eq:
+                if i >= len(argv):
+                    return None
+                value = argv[i]
+                i += 1
+            if not _store(kwargs, opt, value):
+                return None
+            continue
+        for j in range(1, len(arg)):
+            opt = _BY_NAME.get("-" + arg[j])
+            if opt is None:
+                return None
+            if opt[3] == "flag":
+                kwargs[opt[2]] = True
+                continue
+            value = arg[j + 1 :]
+            if not value:
+                if i >= len(argv):
+                    return None
+                value = argv[i]
+                i += 1
+            if not _store(kwargs, opt, value):
+                return None
+            break
+    if not 1 <= len(positional) <= 2 or not positional[0] or any(p.startswith("-") for p in positional):
+        return None
+    kwargs["device"] = positional[0]
+    kwargs["size"] = positional[1] if len(positional) == 2 else None
+    return kwargs
+
+
+def _store(kwargs: dict, opt: tuple[str, ...], value: str) -> bool:
+    """Record an option's value; False for a value click might read differently (one starting with '-')."""
+    if value.startswith("-"):
+        return False
+    kwargs[opt[2]] = (*kwargs[opt[2]], value) if opt[3] == "multiple" else value
+    return True
+
+
+_CLICK_COMMAND = None
+
+
+def click_command():
+    """The click command (built on first use: only help, version and mistakes need it)."""
+    global _CLICK_COMMAND
+    if _CLICK_COMMAND is None:
+        import click
+
+        def callback(**kwargs) -> int:
+            return execute(**kwargs)
+
+        cmd = click.version_option(__version__, "-V", "--version", prog_name=PROG)(callback)
+        for short, long, key, kind, metavar, text in reversed(_OPTIONS):
+            extra = {"is_flag": True} if kind == "flag" else {"metavar": metavar, "multiple": kind == "multiple"}
+            cmd = click.option(short, long, key, help=text, **extra)(cmd)
+        cmd = click.argument("size", required=False)(cmd)
+        cmd = click.argument("device", type=click.Path(dir_okay=True, allow_dash=False))(cmd)
+        settings = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+        _CLICK_COMMAND = click.command(name=PROG, help=HELP, context_settings=settings)(cmd)
+    return _CLICK_COMMAND
+
+
+def __getattr__(name: str):
+    """``command``: the click command, for callers (tests) that drive it through :func:`nvfs_tools.cli.run`."""
+    if name == "command":
+        return click_command()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def run_argv(argv: list[str] | None = None) -> int:
+    """Run mkfs on ``argv`` (default: ``sys.argv[1:]``) and return the exit code; never raises."""
+    codes = {"error_code": 1, "usage_code": 1, "interrupt_code": 130}
+    kwargs = fast_parse(sys.argv[1:] if argv is None else argv)
+    if kwargs is None:
+        return run(click_command(), PROG, args=argv, **codes)
+    return run_call(lambda: execute(**kwargs), PROG, **codes)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; exit 0 on success, 1 on any error (as mke2fs)."""
-    sys.exit(run(command, PROG, args=argv, error_code=1, usage_code=1, interrupt_code=130))
+    sys.exit(run_argv(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -198,6 +198,46 @@ def test_lost_found_is_in_root(img):
         assert vol.lookup(b"/lost+found") == fmt.FIRST_INO
 
 
+@pytest.mark.parametrize(("size", "block_size", "root_owner"), [(64 << 20, 4096, (0, 0)), (300 << 20, 8192, (7, 8))])
+def test_layout_lost_found_is_what_the_library_makes(tmp_path, size, block_size, root_owner):
+    """A plain mkfs writes lost+found in the layout; the bytes must be Volume.mkdir's (as mkfs did it before)."""
+    from nvfs_tools import layout
+    from nvfs_tools import mkfs as mkfs_module
+    from nvfs_tools.device import Device
+
+    geo = fmt.compute_geometry(size, block_size)
+    when = (1700000000, 123)
+    args = {"uuid": bytes(range(16)), "hash_seed": bytes(range(16, 32)), "mkfs_time": when, "fresh": True}
+    owner = {"root_uid": root_owner[0], "root_gid": root_owner[1]}
+    hashes = []
+    for in_layout in (True, False):
+        path = tmp_path / f"{in_layout}.img"
+        with open(path, "wb") as f:
+            f.truncate(size)
+        with Device(str(path), writable=True, unordered=True) as dev:
+            result = layout.make_filesystem(dev, geo, lost_found=in_layout, **args, **owner)
+            assert result.lost_found == in_layout
+            if not in_layout:
+                times = {
+                    f"{t}{s}": v
+                    for t in ("atime", "mtime", "ctime", "btime")
+                    for s, v in (("", 1700000000), ("_nsec", 123))
+                }
+                dev.hold_open = True
+                vol = Volume.from_device(dev)
+                mkfs_module._lost_found_through_library(vol, times, when)
+                assert (vol.dyn.free_blocks, vol.dyn.free_inodes) == (result.free_blocks - 1, result.free_inodes - 1)
+                vol.close()
+                dev.hold_open = False
+                stamp = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.SuperblockDynamic, "last_write_time")
+                dev.write(stamp, when[0].to_bytes(8, "little"))  # as mkfs pins it after the library
+            else:
+                free = (result.free_blocks, result.free_inodes)
+        hashes.append(file_hash(path))
+    assert hashes[0] == hashes[1]
+    assert free == (layout.total_free_blocks(geo) - 1, geo.inodes_count - layout.RESERVED_INODES - 1)
+
+
 def test_summary_and_quiet(img):
     res = _ok(img, "1G", "-U", FIXED_UUID)
     assert f"Filesystem UUID: {FIXED_UUID}" in res.out

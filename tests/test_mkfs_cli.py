@@ -92,3 +92,83 @@ def test_random_uuid_is_version_4():
         assert u.version == 4 and u.variant == uuid.RFC_4122 and uuid_text(raw) == str(u)
         seen.add(raw)
     assert len(seen) == 50
+
+
+# mkfs.nvfs parses ordinary command lines without click (nvfs_tools.mkfs.fast_parse); what it
+# accepts must mean exactly what click would make of it, and everything else is left to click.
+_SAME_AS_CLICK = [
+    ["img"],
+    ["img", "64M"],
+    ["-F", "-q", "img"],
+    ["-Fq", "img", "1G"],
+    ["img", "-F", "1G", "-q"],
+    ["-b", "8192", "-N", "100", "img"],
+    ["-b8192", "-Lmy label", "img"],
+    ["--block-size=8192", "--label", "x", "--uuid=clear", "img"],
+    ["-O", "quota", "-O", "^xattr", "-E", "discard", "--extended=journal_slots=4", "img"],
+    ["-L", "first", "-L", "second", "img"],
+    ["-qFL", "lab", "img"],
+    ["-d", "/tmp", "--root-directory", "/usr", "img"],
+    ["--force", "--dry-run", "--verbose", "--quiet", "img"],
+    ["-i", "4096", "--", "img", "1G"],
+    ["-U", "", "img"],
+]
+
+
+@pytest.mark.parametrize("argv", _SAME_AS_CLICK)
+def test_fast_parse_means_what_click_means(argv):
+    from nvfs_tools import mkfs as mkfs_module
+
+    fast = mkfs_module.fast_parse(argv)
+    assert fast is not None, f"{argv} should be parsed without click"
+    ctx = mkfs_module.click_command().make_context("mkfs.nvfs", list(argv))
+    assert fast == ctx.params
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--help"],
+        ["-h"],
+        ["-V"],
+        ["--version"],
+        ["-x", "img"],
+        ["--bogus", "img"],
+        ["img", "1G", "extra"],
+        ["-b"],
+        ["img", "-L"],
+        ["--force=yes", "img"],
+        ["-L", "-F", "img"],
+        ["-Fz", "img"],
+        ["--", "-img"],
+    ],
+)
+def test_fast_parse_leaves_the_rest_to_click(argv):
+    from nvfs_tools.mkfs import fast_parse
+
+    assert fast_parse(argv) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-x", "img"], "No such option '-x'"),
+        (["img", "1G", "extra"], "Got unexpected extra argument"),
+        (["img", "-L"], "requires an argument"),
+        ([], "Missing argument"),
+    ],
+)
+def test_click_still_reports_usage_mistakes(argv, message):
+    result = mkfs(*argv)
+    assert result.code == 1
+    assert message in result.err
+
+
+def test_help_and_version_come_from_click():
+    from nvfs_tools import __version__
+
+    help_text = mkfs("--help")
+    assert help_text.code == 0 and "-d, --root-directory DIR" in help_text.out and "Exit status" in help_text.out
+    version = mkfs("-V")
+    assert version.code == 0 and version.out.strip() == f"mkfs.nvfs, version {__version__}"

@@ -17,8 +17,7 @@ import random
 from dataclasses import dataclass
 
 from nvfs_tools import format as fmt
-from nvfs_tools.cli import run
-from nvfs_tools.mkfs import PROG, command
+from nvfs_tools.mkfs import run_argv
 
 EPOCH = "1700000000"
 FIXED_UUID = "0b4e5c8a-1f0d-4b64-9a3e-2a6f1c9d7e55"
@@ -32,7 +31,7 @@ class Result:
 
 
 def mkfs(*args: str, env: dict[str, str] | None = None) -> Result:
-    """Run mkfs.nvfs in this process (as its console script does) and capture its output."""
+    """Run mkfs.nvfs in this process (as its console script does: fast parser, else click) and capture its output."""
     out, err = io.StringIO(), io.StringIO()
     saved = dict(os.environ)
     os.environ["NVFS_NO_PROGRESS"] = "1"
@@ -40,7 +39,7 @@ def mkfs(*args: str, env: dict[str, str] | None = None) -> Result:
         os.environ.update(env)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = run(command, PROG, args=[str(a) for a in args], error_code=1, usage_code=1, interrupt_code=130)
+            code = run_argv([str(a) for a in args])
     finally:
         os.environ.clear()
         os.environ.update(saved)
