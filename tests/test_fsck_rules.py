@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -85,3 +84,95 @@ def test_a_cleared_bad_pointer_that_empties_its_block_frees_it_too(scratch):
     code, codes, out = run(path, "y")
     assert code == 1 and "INODE_BAD_BLOCK" in codes and "INODE_ZERO_INDIRECT" in codes, out
     assert run(path, "n")[:2] == (0, [])
+
+
+# -- rule 3.2: fsck -n judges the filesystem as the pending replay leaves it ---------------------
+def _pending_link_store(path: str) -> tuple[int, int]:
+    """Damage as f_journal_pending_n: readme's link count 3 on the media, a pending transaction storing 2."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "pending", Path(__file__).parent / "fcases/f_journal_pending_n/damage.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    fs = base.Damage(path)
+    mod.damage(fs)
+    ino = fs.ino("/docs/readme.txt")
+    return ino, fs.inode_addr(ino, "links_count")
+
+
+@pytest.fixture(scope="module")
+def base_image(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("rules") / "base.img")
+    base.build_base(path)
+    return path
+
+
+@pytest.fixture
+def image(base_image, scratch):
+    dst = str(scratch / "img")
+    base.copy_image(base_image, dst)
+    return dst
+
+
+def test_n_judges_after_the_replay_without_writing(image):
+    ino, addr = _pending_link_store(image)
+    before = content(image)
+    code, codes, out = run(image, "n")
+    assert (code, codes) == (4, ["JOURNAL_REPLAY"]), out
+    assert "in memory only" in out
+    assert content(image) == before
+    assert u64(image, addr) & 0xFFFFFFFF == 3  # the media still holds the pre-replay count
+    # the same media without the pending transaction: the link count is then a real problem
+    fs = base.Damage(image)
+    slot = fs.geo.journal_block * BS + 2 * fmt.JOURNAL_SLOT_SIZE
+    fs.put(slot, 0)
+    code, codes, out = run(image, "n")
+    assert code == 4 and codes == ["LINK_COUNT"], out
+
+
+def test_y_replays_then_a_second_run_is_clean(image):
+    _, addr = _pending_link_store(image)
+    code, codes, _ = run(image, "y")
+    assert (code, codes) == (1, ["JOURNAL_REPLAY"])
+    assert u64(image, addr) & 0xFFFFFFFF == 2
+    assert run(image, "n")[:2] == (0, [])
+
+
+def test_overlay_stores_stay_private(image):
+    from nvfs_tools.check.overlay import ReplayOverlay
+    from nvfs_tools.device import Device
+    from nvfs_tools.errors import DeviceError
+
+    with Device(image) as dev:
+        addr = 4 * BS + 8
+        old = dev.read(addr, 8)
+        overlay = ReplayOverlay.over(dev, [addr])
+        assert overlay is not None
+        overlay.store(addr, 0x1122334455667788)
+        assert overlay.read(addr, 8) == (0x1122334455667788).to_bytes(8, "little")
+        assert bytes(overlay.view[addr - 8 : addr]) == dev.read(addr - 8, 8)  # the rest of the page is the device's
+        assert dev.read(addr, 8) == old
+        with pytest.raises(DeviceError):
+            overlay.write(addr, b"x" * 8)
+        del overlay
+    with open(image, "rb") as handle:
+        handle.seek(addr)
+        assert handle.read(8) == old
+
+
+def test_n_replays_in_memory_over_bad_media(image):
+    """With bad media listed too: the overlay is built over the media-safe view; a store into bad media is dropped."""
+    ino, addr = _pending_link_store(image)
+    fs = base.Damage(image)
+    data_block = fs.inode(fs.ino("/docs/five.bin")).block[0]
+    before = content(image)
+    out = io.StringIO()
+    rep = check(image, Options(mode="n", force=True, badblocks=((data_block * BS, BS),)), out=out)
+    codes = {f.code for f in rep.findings}
+    assert codes == {"JOURNAL_REPLAY", "MEDIA_BAD_BLOCK"}, out.getvalue()
+    table_block = addr // BS
+    rep = check(image, Options(mode="n", force=True, badblocks=((table_block * BS, BS),)), out=io.StringIO())
+    assert "JOURNAL_REPLAY" in {f.code for f in rep.findings} and rep.exit_code() == 4
+    assert content(image) == before

@@ -203,9 +203,12 @@ GRANULES = (_PAGE, 2 << 20, 1 << 30)
 
 
 def _shadow_view(
-    dev: Any, bad: list[tuple[int, int]], granules: tuple[int, ...] = GRANULES
+    dev: Any, bad: list[tuple[int, int]], granules: tuple[int, ...] = GRANULES, extra: tuple[tuple[int, int], ...] = ()
 ) -> tuple[memoryview, list[tuple[int, int]]] | None:
     """A second mapping of the device in which anonymous memory replaces the chunks holding bad spans.
+
+    ``extra`` ``[start, end)`` spans get private chunks too, copied whole (``fsck -n`` replays a
+    pending journal transaction into them: check/overlay.py).
 
     Returns (writable view, overlay chunks).  The view is a real buffer
     (struct.unpack_from, cast() and the library's Directory work on it) and sees
@@ -232,7 +235,7 @@ def _shadow_view(
         base = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
         if base in (None, failed):
             return None
-        chunks = spans([(a, b - a) for a, b in bad], granule, length)
+        chunks = spans([(a, b - a) for a, b in [*bad, *extra]], granule, length)
         if all(libc.mmap(base + lo, hi - lo, rw, anon, -1, 0) == base + lo for lo, hi in chunks):
             break
         libc.munmap(base, length)
