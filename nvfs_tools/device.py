@@ -141,11 +141,19 @@ def parse_badblocks(text: str, *, shift: int = 0, size: int | None = None) -> li
 
 
 def _libc_fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    """fallocate(2) with a mode (os.posix_fallocate cannot punch holes)."""
-    import ctypes
-    import ctypes.util
+    """fallocate(2) with a mode (os.posix_fallocate cannot punch holes).
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    The C library is the one the interpreter already links (``CDLL(None)``):
+    ``ctypes.util.find_library`` would start several processes (ldconfig, gcc)
+    to look for it, which costs more than a whole mkfs of a small device.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "fallocate"):  # a static or unusual interpreter: look the library up
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     if libc.fallocate(fd, mode, offset, length) != 0:
         err = ctypes.get_errno()

@@ -7,6 +7,7 @@ lost+found is made through the library (:class:`nvfs_tools.volume.Volume`).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -389,7 +390,8 @@ def make(path: str, size: int | None, opts: Options, *, force: bool, dry_run: bo
                 raise DeviceError(f"{users[0]}; refusing to touch it")
         dev = Device(path, writable=not dry_run, unordered=True)
         try:
-            sigs = [] if created else probe.detect_signatures(_reader(dev), dev.size, use_blkid=path)
+            blank = created or _holds_no_data(dev)
+            sigs = [] if blank else probe.detect_signatures(_reader(dev), dev.size, use_blkid=path)
             _refuse_signatures(path, sigs, force, dry_run)
             geo = _geometry(new_size if new_size is not None else dev.size, opts)
             if new_size is not None and not dry_run:  # checks passed: now the image may change size
@@ -401,7 +403,7 @@ def make(path: str, size: int | None, opts: Options, *, force: bool, dry_run: bo
             if dry_run:
                 rep.say("Dry run (-n): nothing written.")
                 return 0
-            result = _write(dev, geo, opts, created, sigs, rep)
+            result = _write(dev, geo, opts, blank, sigs, rep)
             free_blocks, free_inodes = _finish(dev, opts, rep, result)
         finally:
             dev.hold_open = False
@@ -417,6 +419,22 @@ def make(path: str, size: int | None, opts: Options, *, force: bool, dry_run: bo
     return 0
 
 
+def _holds_no_data(dev) -> bool:
+    """True for an image file that is one hole (``SEEK_DATA`` finds nothing): it reads as zeros.
+
+    Such a file (``truncate -s 1T img``) can hold no signature and needs no
+    discard or zeroing, exactly like an image mkfs created itself; knowing it
+    saves running blkid and punching a hole through the whole file.
+    """
+    if dev.kind != "file" or dev.dax:
+        return False
+    try:
+        os.lseek(dev.fd, 0, os.SEEK_DATA)
+    except OSError as exc:
+        return exc.errno == errno.ENXIO
+    return False
+
+
 def _reader(dev):
     """Read for probing with pread where possible: faulting holes of a tmpfs image through
     the mapping would allocate pages, and a refused run must leave the file as it was."""
@@ -425,7 +443,7 @@ def _reader(dev):
     return lambda offset, length: os.pread(dev.fd, length, offset)
 
 
-def _write(dev, geo: fmt.Geometry, opts: Options, created: bool, sigs: list, rep: Reporter):
+def _write(dev, geo: fmt.Geometry, opts: Options, blank: bool, sigs: list, rep: Reporter):
     from nvfs_tools.layout import Features, make_filesystem, wipe_foreign_signatures
 
     rep.say("Writing group tables and superblocks: ", end="")
@@ -441,7 +459,7 @@ def _write(dev, geo: fmt.Geometry, opts: Options, created: bool, sigs: list, rep
             features=Features(compat=opts.features["compat"], ro_compat=opts.features["ro_compat"]),
             root_uid=opts.root_uid,
             root_gid=opts.root_gid,
-            fresh=created,
+            fresh=blank,
             discard=opts.discard,
             lost_found=not opts.features["ro_compat"] & fmt.FEATURE_RO_COMPAT_QUOTA and not dev.badblocks,
             progress=bar.update,
