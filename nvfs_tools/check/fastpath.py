@@ -300,52 +300,11 @@ def _lost_found_ok(img: Any, D: Any) -> bool:
 
 
 def _bitmaps_ok(img: Any, core: Any, owned: Any, inuse: Any, dirs_per_group: Any) -> tuple[int, int] | None:
-    """Compare every group's bitmaps and counters, then the totals; (free blocks, free inodes) or None.
+    """Every group's bitmaps and counters (pass5_bitmaps.groups_match), then the superblock totals;
+    (free blocks, free inodes) or None."""
+    from nvfs_tools.check.pass5_bitmaps import groups_match
 
-    Per group: the core's ``diff`` against ``owned`` and the expected inode bitmap, its ``popcount``
-    for the free counts, and the counters block against a template patched at the field offsets
-    (thousands of groups on a large device: no per-byte Python).
-    """
-    from nvfs_tools.check.pass5_bitmaps import _fill_from
-
-    geo = img.geo
-    bs = img.bs
-    view = img.dev.view
-    ipg, bpg = geo.inodes_per_group, geo.blocks_per_group
-    if ipg % 8 or bpg % 8 or bpg > 8 * bs:
-        return None  # geometries mkfs never makes: the detailed pass 5 handles them
-    ibm_bytes = geo.inode_bitmap_blocks * bs
-    layout = fmt.field_layout(fmt.GroupCounters)
-    template = bytearray(fmt.GroupCounters.build({"group": 0, "free_blocks": 0, "free_inodes": 0, "used_dirs": 0}))
-    clen = len(template)
-    reserved = bytearray(ipg // 8)
-    for i in range(1, fmt.FIRST_INO):
-        reserved[(i - 1) >> 3] |= 1 << ((i - 1) & 7)
-    pad = bytearray(ibm_bytes - ipg // 8)
-    _fill_from(pad, 0)
-    total_b = total_i = 0
-    for g in range(geo.group_count):
-        baddr = geo.block_bitmap_block(g) * bs
-        if len(core.diff(view, baddr, owned, g * bs, 8 * bs)):
-            return None
-        iwant = bytearray(inuse[g * ipg // 8 : (g + 1) * ipg // 8])
-        if g == 0:
-            iwant = bytearray(a | b for a, b in zip(iwant, reserved, strict=True))
-        iaddr = geo.inode_bitmap_block(g) * bs
-        if len(core.diff(view, iaddr, iwant, 0, ipg)) or len(core.diff(view, iaddr + ipg // 8, pad, 0, 8 * len(pad))):
-            return None
-        free_b = bpg - core.popcount(owned, g * bs, bpg // 8)
-        free_i = ipg - core.popcount(iwant, 0, ipg // 8)
-        for name, value in (("group", g), ("free_blocks", free_b), ("free_inodes", free_i)):
-            info = layout[name]
-            template[info.offset : info.offset + info.size] = value.to_bytes(info.size, "little")
-        info = layout["used_dirs"]
-        template[info.offset : info.offset + info.size] = dirs_per_group[g].to_bytes(info.size, "little")
-        caddr = geo.counters_block(g) * bs
-        if view[caddr : caddr + clen].tobytes() != template or core.popcount(view, caddr + clen, bs - clen):
-            return None
-        total_b += free_b
-        total_i += free_i
-    if img.dyn_field("free_blocks") != total_b or img.dyn_field("free_inodes") != total_i:
+    result = groups_match(img, core.popcount, owned, inuse, dirs_per_group)
+    if result is None or (img.dyn_field("free_blocks"), img.dyn_field("free_inodes")) != result:
         return None
-    return total_b, total_i
+    return result
