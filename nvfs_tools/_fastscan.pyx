@@ -369,6 +369,31 @@ cdef extern from *:
         return n;
     }
     static inline int nv_any(const uint8_t *p, uint64_t n) { for (uint64_t i = 0; i < n; i++) if (p[i]) return 1; return 0; }
+    /* the problems scan_inodes reports for one in-use inode record r at address addr */
+    static void nv_inode_probs(const nv_map *m, const uint8_t *r, uint64_t ino, uint64_t addr, nv_vec *probs,
+                               uint64_t max_size) {
+        uint64_t mode = nv_f(r, NV_I_MODE), flags = nv_f(r, NV_I_FLAGS), size = nv_f(r, NV_I_SIZE);
+        uint64_t links = nv_f(r, NV_I_LINKS), fmt = mode & NV_S_IFMT;
+        int valid = fmt == NV_S_IFSOCK || fmt == NV_S_IFLNK || fmt == NV_S_IFREG || fmt == NV_S_IFBLK ||
+                    fmt == NV_S_IFDIR || fmt == NV_S_IFCHR || fmt == NV_S_IFIFO;
+        if (!valid) nv_prob(probs, ino, addr, P_ILLEGAL_MODE);
+        if (flags & ~NV_FLAGS_KNOWN) nv_prob(probs, ino, addr, P_UNKNOWN_FLAGS);
+        if (flags & NV_FLAG_INLINE) {
+            if (fmt != NV_S_IFLNK) nv_prob(probs, ino, addr, P_INLINE_NOT_SYMLINK);
+            else if (size == 0 || size > NV_INLINE_MAX) nv_prob(probs, ino, addr, P_INLINE_BAD_SIZE);
+        }
+        if (size > max_size) nv_prob(probs, ino, addr, P_SIZE_TOO_LARGE);
+        if (nv_f(r, NV_I_RES0)) nv_prob(probs, ino, addr, P_RESERVED0);
+        if (links == 0) nv_prob(probs, ino, addr, P_LINKS_ZERO);
+        if (fmt == NV_S_IFDIR) {
+            uint64_t parent = nv_f(r, NV_I_PARENT);
+            if (parent == 0 || parent > m->inodes_count || (ino == NV_ROOT_INO && parent != ino))
+                nv_prob(probs, ino, addr, P_DIR_BAD_PARENT);
+            if (nv_f(r, NV_I_BANK) > 1) nv_prob(probs, ino, addr, P_DIR_BAD_BANK);
+        }
+        if (fmt == NV_S_IFCHR || fmt == NV_S_IFBLK || fmt == NV_S_IFIFO || fmt == NV_S_IFSOCK)
+            if (size || nv_any(r + NV_I_BLOCK.off, NV_I_BLOCK.size)) nv_prob(probs, ino, addr, P_SPECIAL_HAS_DATA);
+    }
     static void nv_ifill(const nv_map *m, uint64_t g0, uint64_t g1, int use_bitmap, nv_iout *o, uint64_t k,
                          nv_vec *probs, nv_vec *dirs, nv_vec *xattrs, uint8_t *inuse, uint64_t max_size) {
         for (uint64_t g = g0; g < g1 && nv_itable_off(m, g) < m->len; g++)
@@ -391,25 +416,7 @@ cdef extern from *:
                 }
                 uint64_t xb = nv_f(r, NV_I_XATTR);
                 if (xb) { uint64_t rec[3] = {ino, xb, 0}; nv_push(xattrs, rec); }
-                int valid = fmt == NV_S_IFSOCK || fmt == NV_S_IFLNK || fmt == NV_S_IFREG || fmt == NV_S_IFBLK ||
-                            fmt == NV_S_IFDIR || fmt == NV_S_IFCHR || fmt == NV_S_IFIFO;
-                if (!valid) nv_prob(probs, ino, addr, P_ILLEGAL_MODE);
-                if (flags & ~NV_FLAGS_KNOWN) nv_prob(probs, ino, addr, P_UNKNOWN_FLAGS);
-                if (flags & NV_FLAG_INLINE) {
-                    if (fmt != NV_S_IFLNK) nv_prob(probs, ino, addr, P_INLINE_NOT_SYMLINK);
-                    else if (size == 0 || size > NV_INLINE_MAX) nv_prob(probs, ino, addr, P_INLINE_BAD_SIZE);
-                }
-                if (size > max_size) nv_prob(probs, ino, addr, P_SIZE_TOO_LARGE);
-                if (nv_f(r, NV_I_RES0)) nv_prob(probs, ino, addr, P_RESERVED0);
-                if (links == 0) nv_prob(probs, ino, addr, P_LINKS_ZERO);
-                if (fmt == NV_S_IFDIR) {
-                    uint64_t parent = nv_f(r, NV_I_PARENT);
-                    if (parent == 0 || parent > m->inodes_count || (ino == NV_ROOT_INO && parent != ino))
-                        nv_prob(probs, ino, addr, P_DIR_BAD_PARENT);
-                    if (nv_f(r, NV_I_BANK) > 1) nv_prob(probs, ino, addr, P_DIR_BAD_BANK);
-                }
-                if (fmt == NV_S_IFCHR || fmt == NV_S_IFBLK || fmt == NV_S_IFIFO || fmt == NV_S_IFSOCK)
-                    if (size || nv_any(r + NV_I_BLOCK.off, NV_I_BLOCK.size)) nv_prob(probs, ino, addr, P_SPECIAL_HAS_DATA);
+                nv_inode_probs(m, r, ino, addr, probs, max_size);
             }
     }
 
@@ -668,6 +675,9 @@ cdef extern from *:
             if (d->c.parallel && *d->c.conflict) return;
         }
     }
+    static inline void nv_set_bit_atomic(uint8_t *bm, uint64_t i) {
+        __atomic_fetch_or(&bm[i >> 3], (uint8_t)(1u << (i & 7)), __ATOMIC_RELAXED);
+    }
     """
     ctypedef struct nv_field:
         uint32_t off
@@ -764,6 +774,13 @@ cdef extern from *:
         nv_col ents[6]
         uint64_t ent_start
     void nv_walk_dirs(nv_dctx *d, const uint64_t *dirs, uint64_t n, uint64_t *counts) nogil
+
+    int nv_inode_wanted(const nv_map *m, uint64_t g, uint64_t i, int use_bitmap, const uint8_t **rec) nogil
+    uint64_t nv_itable_off(const nv_map *m, uint64_t g) nogil
+    void nv_inode_probs(const nv_map *m, const uint8_t *r, uint64_t ino, uint64_t addr, nv_vec *probs,
+                        uint64_t max_size) nogil
+    uint64_t nv_walk_inode(nv_ctx *c, uint64_t ino) nogil
+    void nv_set_bit_atomic(uint8_t *bm, uint64_t i) nogil
 
 
 # ---------------------------------------------------------------------------
@@ -1790,6 +1807,238 @@ def verify_arrays(buf, geo, scan, blockmap, dirs, *, fields=True, pages=True):
     if code != M_NONE:
         pg[:] = 0
     return Mismatch(code), per_group
+
+
+# ---------------------------------------------------------------------------
+# fsck's bulk fast path: one pass per in-use inode, directory entries tallied into a table
+# ---------------------------------------------------------------------------
+
+#: check_inode_groups' directory records (column name, typecode), then xattr and "odd" inode records.
+_DIR_COLS = (("dir_ino", "Q"), ("dir_parent", "Q"), ("dir_mode", "H"), ("dir_links", "I"), ("dir_size", "Q"),
+             ("dir_blocks", "Q"), ("dir_bcount", "Q"))
+_XATTR_COLS = (("xattr_ino", "Q"), ("xattr_block", "Q"))
+_ODD_COLS = (("odd_ino", "Q"), ("odd_mode", "H"))
+#: table value = names still expected << 4 | file type (DT_*): link counts above this are "not proven"
+_LINK_LIMIT = 1 << 28
+cdef uint32_t _TABLE_LINK_LIMIT = _LINK_LIMIT
+cdef uint8_t _DT_DIR = F.DT_DIR
+cdef uint64_t _FIRST_INO = F.FIRST_INO
+
+
+cdef struct nv_fctx:
+    nv_ctx c
+    uint8_t *inuse
+    uint32_t *table
+    uint64_t max_size, used
+    nv_vec dirs, xattrs, odd
+    int fail
+
+
+cdef void _inode_pass(nv_fctx *f, uint64_t g0, uint64_t g1) noexcept nogil:
+    """check_inode_groups over groups [g0, g1): each in-use inode read once, its blocks claimed in ``owned``."""
+    cdef const nv_map *m = f.c.m
+    cdef uint64_t g = g0, i, ino, mode, fmt, links, blocks, count, xb
+    cdef const uint8_t *r = NULL
+    cdef int w
+    cdef uint64_t rec[7]
+    cdef uint8_t dt
+    while g < g1 and nv_itable_off(m, g) < m.len:
+        i = 0
+        while i < m.ipg:
+            w = nv_inode_wanted(m, g, i, 0, &r)
+            if w < 0:
+                break
+            i += 1
+            if w == 0:
+                continue
+            ino = g * m.ipg + i
+            nv_inode_probs(m, r, ino, <uint64_t>(r - m.base), &f.c.probs, f.max_size)
+            mode = nv_ld(r + NV_I_MODE.off, NV_I_MODE.size)
+            if f.c.probs.n or not _fields_ok(m, ino, <uint16_t>mode):
+                f.fail = 1
+                return
+            count = nv_walk_inode(&f.c, ino)
+            if f.c.probs.n or f.c.conflict[0]:
+                f.fail = 1
+                return
+            fmt = mode & NV_S_IFMT
+            links = nv_ld(r + NV_I_LINKS.off, NV_I_LINKS.size)
+            blocks = nv_ld(r + NV_I_BLOCKS.off, NV_I_BLOCKS.size)
+            dt = _DT_BY_TYPE[(mode >> 12) & 15]
+            if fmt == NV_S_IFDIR:
+                rec[0] = ino
+                rec[1] = nv_ld(r + NV_I_PARENT.off, NV_I_PARENT.size)
+                rec[2] = mode
+                rec[3] = links
+                rec[4] = nv_ld(r + NV_I_SIZE.off, NV_I_SIZE.size)
+                rec[5] = blocks
+                rec[6] = count
+                nv_push(&f.dirs, rec)
+                f.table[ino] = dt
+            else:
+                if blocks != count or links >= _TABLE_LINK_LIMIT:
+                    f.fail = 1
+                    return
+                f.table[ino] = <uint32_t>(links << 4) | dt
+            xb = nv_ld(r + NV_I_XATTR.off, NV_I_XATTR.size)
+            if xb:
+                rec[0] = ino
+                rec[1] = xb
+                nv_push(&f.xattrs, rec)
+            if ino < _FIRST_INO or (fmt != NV_S_IFREG and fmt != NV_S_IFDIR):
+                rec[0] = ino
+                rec[1] = mode
+                nv_push(&f.odd, rec)
+            nv_set_bit_atomic(f.inuse, ino - 1)
+            f.used += 1
+        g += 1
+    if f.dirs.oom or f.xattrs.oom or f.odd.oom or f.c.probs.oom:
+        f.fail = 1
+
+
+cdef class _InodePassJob:
+    """One thread's share of check_inode_groups' groups."""
+    cdef nv_map m
+    cdef nv_fctx f
+    cdef uint64_t g0, g1
+
+    def __cinit__(self):
+        memset(&self.f, 0, sizeof(self.f))
+        nv_vec_init(&self.f.c.probs, 3)
+        nv_vec_init(&self.f.c.claimed, 1)
+        nv_vec_init(&self.f.dirs, 7)
+        nv_vec_init(&self.f.xattrs, 2)
+        nv_vec_init(&self.f.odd, 2)
+
+    def __dealloc__(self):
+        nv_vec_free(&self.f.c.probs)
+        nv_vec_free(&self.f.c.claimed)
+        nv_vec_free(&self.f.dirs)
+        nv_vec_free(&self.f.xattrs)
+        nv_vec_free(&self.f.odd)
+
+    def run(self):
+        self.f.c.m = &self.m
+        with nogil:
+            _inode_pass(&self.f, self.g0, self.g1)
+
+
+cdef uint32_t* _table_ptr(table, Py_ssize_t n_inodes) except NULL:
+    cdef uint32_t[::1] tab = memoryview(table).cast("B").cast("I")
+    if tab.shape[0] < n_inodes + 1:
+        raise ValueError("link table shorter than inodes_count + 1 entries")
+    return &tab[0]
+
+
+def check_inode_groups(buf, geo, groups, owned, inuse, table, *, int threads=0):
+    """Every in-use inode of groups [first, end) checked in one pass (see scan_pure.check_inode_groups)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef nv_map m = _map(mv, geo)
+    cdef uint64_t first = max(0, groups[0]), last = min(groups[1], m.groups)
+    last = max(first, last)
+    cdef uint8_t[::1] own = _rw(owned)
+    cdef uint8_t[::1] inu = _rw(inuse)
+    if own.shape[0] < <Py_ssize_t>((m.blocks_count + 7) // 8) or inu.shape[0] < <Py_ssize_t>((m.inodes_count + 7) // 8):
+        raise ValueError("owned or inuse bitmap shorter than the device")
+    cdef uint32_t *tab = _table_ptr(table, m.inodes_count)
+    cdef volatile int conflict = 0
+    cdef int nt = _threads(threads, last - first), t
+    cdef uint64_t max_size = min(F.max_file_blocks(geo.block_size) * geo.block_size, _U64)
+    cdef list jobs = []
+    cdef _InodePassJob job
+    for t in range(nt):
+        job = _InodePassJob()
+        job.m = m
+        job.g0 = first + (last - first) * t // nt
+        job.g1 = first + (last - first) * (t + 1) // nt
+        job.f.c.owned = &own[0]
+        job.f.c.parallel = 1
+        job.f.c.conflict = &conflict
+        job.f.c.report = 1
+        job.f.c.ppb = m.bs // NV_PTR_SIZE
+        job.f.inuse = &inu[0]
+        job.f.table = tab
+        job.f.max_size = max_size
+        jobs.append(job)
+    _run_parallel(jobs)
+    cdef uint64_t used = 0
+    for job in jobs:
+        if job.f.fail:
+            return None
+        used += job.f.used
+    out = {"used": used}
+    for cols, offset in ((_DIR_COLS, 0), (_XATTR_COLS, 1), (_ODD_COLS, 2)):
+        vecs = <nv_vec*>PyMem_Malloc(sizeof(nv_vec) * nt)
+        if vecs == NULL:
+            raise MemoryError()
+        try:
+            for t in range(nt):
+                job = jobs[t]
+                vecs[t] = job.f.dirs if offset == 0 else job.f.xattrs if offset == 1 else job.f.odd
+            arrays = _vec_arrays(vecs, nt, [code for _, code in cols])
+        finally:
+            PyMem_Free(vecs)
+        out.update({name: a for (name, _), a in zip(cols, arrays)})
+    return out
+
+
+def tally_entries(table, entry_ino, file_type, Py_ssize_t n_inodes):
+    """Count directory entries against the link table; index of the first bad entry or -1 (see scan_pure)."""
+    cdef uint32_t *tab = _table_ptr(table, n_inodes)
+    cdef const uint64_t[::1] ent = _u64_array(entry_ino)
+    cdef const uint8_t[::1] ft = _ro(file_type)
+    if ent.shape[0] != ft.shape[0]:
+        raise ValueError("entry_ino and file_type differ in length")
+    cdef Py_ssize_t k, bad = -1
+    cdef uint64_t e
+    cdef uint32_t v
+    with nogil:
+        for k in range(ent.shape[0]):
+            e = ent[k]
+            if e < _FIRST_INO or e > <uint64_t>n_inodes:
+                bad = k
+                break
+            v = tab[e]
+            if (v & 15) == 0 or (v & 15) != ft[k]:
+                bad = k
+                break
+            if ft[k] != _DT_DIR:
+                if (v >> 4) == 0:
+                    bad = k
+                    break
+                tab[e] = v - 16
+    return bad
+
+
+def unsettled_links(table, inuse, Py_ssize_t n_inodes):
+    """First in-use non-directory inode >= FIRST_INO whose names were not all tallied, or 0 (see scan_pure)."""
+    cdef uint32_t *tab = _table_ptr(table, n_inodes)
+    cdef const uint8_t[::1] bm = _ro(inuse)
+    cdef Py_ssize_t nbytes = (n_inodes + 7) // 8, b
+    if bm.shape[0] < nbytes:
+        raise ValueError("inuse bitmap shorter than inodes_count bits")
+    cdef uint64_t ino, found = 0, word
+    cdef const uint8_t *p = _ro_ptr(bm)
+    cdef uint32_t v
+    cdef int bit
+    with nogil:
+        b = 0
+        while b < nbytes and not found:
+            if b + 8 <= nbytes:
+                memcpy(&word, p + b, 8)
+                if word == 0:
+                    b += 8
+                    continue
+            if p[b]:
+                for bit in range(8):
+                    ino = <uint64_t>b * 8 + bit + 1
+                    if (p[b] >> bit) & 1 and _FIRST_INO <= ino <= <uint64_t>n_inodes:
+                        v = tab[ino]
+                        if (v & 15) != _DT_DIR and (v >> 4):
+                            found = ino
+                            break
+            b += 1
+    return found
 
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,9 @@ __all__ = [
     "check_inode_fields",
     "merge_bits",
     "pages_clean",
+    "check_inode_groups",
+    "tally_entries",
+    "unsettled_links",
     "cpu_features",
     "flush_instruction",
     "flush_range",
@@ -870,6 +873,134 @@ def _all_reach_root(parent: Any, index: dict[int, int], root: int) -> bool:
         for j in path:
             state[j] = 2
     return True
+
+
+# ---------------------------------------------------------------------------
+# fsck's bulk fast path: one pass per in-use inode, directory entries tallied into a table
+# ---------------------------------------------------------------------------
+
+_DIR_COLS = (
+    ("dir_ino", "Q"),
+    ("dir_parent", "Q"),
+    ("dir_mode", "H"),
+    ("dir_links", "I"),
+    ("dir_size", "Q"),
+    ("dir_blocks", "Q"),
+    ("dir_bcount", "Q"),
+)
+_XATTR_COLS = (("xattr_ino", "Q"), ("xattr_block", "Q"))
+_ODD_COLS = (("odd_ino", "Q"), ("odd_mode", "H"))
+#: link-table value = names still expected << 4 | file type (DT_*); link counts at or above this: "not proven"
+_LINK_LIMIT = 1 << 28
+
+
+def _table(table: Any, n_inodes: int) -> memoryview:
+    tab = memoryview(table).cast("B").cast("I")
+    if len(tab) < n_inodes + 1:
+        raise ValueError("link table shorter than inodes_count + 1 entries")
+    return tab
+
+
+def check_inode_groups(
+    buf: Any, geo: F.Geometry, groups: tuple[int, int], owned: Any, inuse: Any, table: Any, *, threads: int = 0
+) -> dict[str, Any] | None:
+    """fsck's fast path over the in-use inodes of groups [first, end), each read once; None when not proven.
+
+    It is ``scan_inodes(groups=...)``, ``check_inode_fields`` and ``walk_blockmaps(mark_metadata=False)``
+    at once: any problem of those, a block claimed twice (within these groups or already set in
+    ``owned``, a bitmap of ``blocks_count`` bits), or a non-directory whose ``blocks`` differs from
+    the blocks it owns, or whose link count is 2**28 or more, gives None (then the contents of
+    ``owned``, ``inuse`` and ``table`` are unspecified).  Otherwise the blocks are claimed in
+    ``owned``, bit ino-1 of ``inuse`` is set for each in-use inode, and ``table`` (uint32 per inode
+    number, inodes_count + 1 of them) gets ``links << 4 | DT`` for non-directories and ``DT_DIR`` for
+    directories, which :func:`tally_entries` and :func:`unsettled_links` then consume.
+    Returns ``used`` (in-use inodes), per directory (inode order) ``dir_ino``, ``dir_parent``,
+    ``dir_mode`` (H), ``dir_links`` (I), ``dir_size``, ``dir_blocks`` and ``dir_bcount`` (blocks its
+    walk owns: the xattr block), ``xattr_ino``/``xattr_block`` and ``odd_ino``/``odd_mode`` (H): the
+    in-use inodes below FIRST_INO, symbolic links and special files, which the caller checks itself.
+    """
+    view = memoryview(buf).cast("B")
+    n = geo.inodes_count
+    own, inu, tab = _rw_bytes(owned), _rw_bytes(inuse), _table(table, n)
+    if len(own) < (geo.blocks_count + 7) // 8 or len(inu) < (n + 7) // 8:
+        raise ValueError("owned or inuse bitmap shorter than the device")
+    S = scan_inodes(view, geo, groups=groups)
+    if len(S["prob_code"]) or check_inode_fields(view, geo, S["ino"], S["mode"]) >= 0:
+        return None
+    B = walk_blockmaps(view, geo, S["ino"], mark_metadata=False)
+    if len(B["prob_code"]):
+        return None
+    nbytes = min(len(own), len(B["owned"]))
+    if merge_bits(own, B["owned"], 0, nbytes) or any(B["owned"][nbytes:]):
+        return None
+    out: dict[str, Any] = {"used": len(S["ino"])}
+    for name, code in _DIR_COLS + _XATTR_COLS + _ODD_COLS:
+        out[name] = array(code)
+    fields = (S["ino"], S["mode"], S["links"], S["size"], S["blocks"], B["counts"])
+    parents = dict(zip(S["dir_ino"], S["dir_parent"], strict=True))
+    for ino, mode, links, size, blocks, count in zip(*fields, strict=True):
+        ftype = mode & F.S_IFMT
+        if ftype == F.S_IFDIR:
+            for (name, _), value in zip(_DIR_COLS, (ino, parents[ino], mode, links, size, blocks, count), strict=True):
+                out[name].append(value)
+            tab[ino] = F.DT_DIR
+        elif blocks != count or links >= _LINK_LIMIT:
+            return None
+        else:
+            tab[ino] = links << 4 | _dt_of(mode)
+        if ino < F.FIRST_INO or ftype not in (F.S_IFREG, F.S_IFDIR):
+            out["odd_ino"].append(ino)
+            out["odd_mode"].append(mode)
+        inu[(ino - 1) >> 3] |= 1 << ((ino - 1) & 7)
+    out["xattr_ino"].extend(S["xattr_ino"])
+    out["xattr_block"].extend(S["xattr_block"])
+    return out
+
+
+def _rw_bytes(buf: Any) -> memoryview:
+    return memoryview(buf).cast("B")
+
+
+def tally_entries(table: Any, entry_ino: Any, file_type: Any, n_inodes: int) -> int:
+    """Count live directory entries against the link table of :func:`check_inode_groups`.
+
+    For each entry in order: its inode must be in [FIRST_INO, n_inodes] and in use with the
+    entry's file type; a non-directory's expected names (``table >> 4``) must not be used up, and
+    one is consumed (directories are named-once checked by the caller).  Returns the index of the
+    first entry that fails (the table then holds the entries before it), or -1.
+    """
+    tab = _table(table, n_inodes)
+    if len(entry_ino) != len(file_type):
+        raise ValueError("entry_ino and file_type differ in length")
+    for k, (e, t) in enumerate(zip(entry_ino, file_type, strict=True)):
+        if not F.FIRST_INO <= e <= n_inodes:
+            return k
+        v = tab[e]
+        if v & 15 == 0 or v & 15 != t:
+            return k
+        if t != F.DT_DIR:
+            if v >> 4 == 0:
+                return k
+            tab[e] = v - 16
+    return -1
+
+
+def unsettled_links(table: Any, inuse: Any, n_inodes: int) -> int:
+    """First in-use inode >= FIRST_INO, not a directory, with names still expected in the table; 0 if none.
+
+    After every directory's entries went through :func:`tally_entries`, this is the link-count
+    check of non-directories: each is named exactly ``links_count`` times.
+    """
+    tab = _table(table, n_inodes)
+    bm = memoryview(inuse).cast("B")
+    if len(bm) < (n_inodes + 7) // 8:
+        raise ValueError("inuse bitmap shorter than inodes_count bits")
+    for ino in range(F.FIRST_INO, n_inodes + 1):
+        if bm[(ino - 1) >> 3] >> ((ino - 1) & 7) & 1:
+            v = tab[ino]
+            if v & 15 != F.DT_DIR and v >> 4:
+                return ino
+    return 0
 
 
 def cpu_features() -> dict[str, bool]:

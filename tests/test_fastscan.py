@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 import tempfile
+from array import array
 from collections import Counter
 
 import pytest
@@ -80,12 +81,68 @@ def full_scan(mod, buf, geo, seed, threads=0):
 def compare_backends(buf, geo, seed) -> tuple:
     ref = full_scan(P, buf, geo, seed)
     verdict = P.verify_arrays(buf, geo, *ref)
+    fused_ref = fused(P, buf, geo, seed)
     for threads in (1, 2, 3) if C is not None else ():
         got = full_scan(C, buf, geo, seed, threads=threads)
         for a, b in zip(ref, got, strict=True):
             same(a, b)
         assert C.verify_arrays(buf, geo, *got) == verdict
+        fused_got = fused(C, buf, geo, seed, threads=threads)
+        assert (fused_got is None) == (fused_ref is None)
+        if fused_ref is not None:
+            same(fused_ref[0], fused_got[0])
+            assert fused_ref[1:] == fused_got[1:]
+    fused_agrees_with_scans(buf, geo, ref, fused_ref)
     return ref
+
+
+def fused(mod, buf, geo, seed, threads=0):
+    """The fast path's one-pass inode check over every group, then every directory's entries tallied:
+    (records, owned and inuse after the inode check, the link table before and after the tally, first
+    bad entry, first unsettled inode), or None when not proven."""
+    n = geo.inodes_count
+    owned, inuse, table = bytearray(geo.group_count * geo.block_size), bytearray((n + 7) // 8), bytearray(4 * n + 4)
+    found = mod.check_inode_groups(buf, geo, (0, geo.group_count), owned, inuse, table, threads=threads)
+    if found is None:
+        return None
+    claimed, counted = bytes(owned), bytes(table)
+    dirs = mod.walk_directories(buf, geo, seed, found["dir_ino"], owned)
+    bad = mod.tally_entries(table, dirs["entry_ino"], dirs["file_type"], n)
+    return found, claimed, bytes(inuse), counted, bytes(table), bad, mod.unsettled_links(table, inuse, n)
+
+
+def fused_agrees_with_scans(buf, geo, ref, fused_ref) -> None:
+    """check_inode_groups proves exactly what the separate scans would, and records the same facts."""
+    inodes, walk, _dirs = ref
+    bare = P.walk_blockmaps(buf, geo, inodes["ino"], mark_metadata=False)
+    non_dirs = [
+        (blocks, count, links)
+        for mode, blocks, count, links in zip(
+            inodes["mode"], inodes["blocks"], walk["counts"], inodes["links"], strict=True
+        )
+        if mode & F.S_IFMT != F.S_IFDIR
+    ]
+    expect = (
+        not len(inodes["prob_code"])
+        and not len(walk["prob_code"])
+        and P.check_inode_fields(buf, geo, inodes["ino"], inodes["mode"]) < 0
+        and all(blocks == count and links < 1 << 28 for blocks, count, links in non_dirs)
+    )
+    assert (fused_ref is not None) == expect
+    if fused_ref is None:
+        return
+    found, owned, inuse, table = fused_ref[:4]
+    assert found["used"] == len(inodes["ino"])
+    assert found["dir_ino"] == inodes["dir_ino"] and found["dir_parent"] == inodes["dir_parent"]
+    assert found["xattr_ino"] == inodes["xattr_ino"] and found["xattr_block"] == inodes["xattr_block"]
+    assert inuse == bytes(inodes["inuse"])[: len(inuse)]
+    assert owned == bytes(bare["owned"])[: len(owned)]
+    odd = [
+        (i, m)
+        for i, m in zip(inodes["ino"], inodes["mode"], strict=True)
+        if i < F.FIRST_INO or m & F.S_IFMT not in (F.S_IFREG, F.S_IFDIR)
+    ]
+    assert list(zip(found["odd_ino"], found["odd_mode"], strict=True)) == odd
 
 
 def problems(result) -> list[tuple[int, int, Problem]]:
@@ -573,6 +630,10 @@ def test_verify_arrays_finds_each_mismatch(image, kind):
     if kind == "PAGE_RESIDUE":
         skipped = [mod.verify_arrays(buf, facts["geo"], inodes, walk, dirs, pages=False)[0] for mod in MODS]
         assert skipped == [scan.Mismatch.NONE] * len(MODS)
+    # the fast path's one-pass check catches what lies in inodes and link counts (the rest: the dirs' verify)
+    proof = fused(P, buf, facts["geo"], facts["seed"])
+    caught = proof is None or proof[5] >= 0 or proof[6] != 0
+    assert caught == (kind in ("BLOCK_COUNT", "INODE_FIELDS", "INODE_FIELDS_NSEC", "ENTRY_INO", "ENTRY_TYPE", "LINKS"))
     if kind == "NONE":
         assert sum(per_group) == len(inodes["dir_ino"]) == 5  # root, lost+found, many, few, few/sub
     else:
@@ -593,6 +654,34 @@ def test_merge_bits_ors_and_reports_overlap(a, data):
         assert dst == want
         with pytest.raises(ValueError):
             mod.merge_bits(bytearray(a), b, off, len(a) - off + 1)
+
+
+@given(st.integers(11, 80), st.data())
+def test_tally_entries_and_unsettled_links_agree(n, data):
+    """Random link tables, entries and in-use bitmaps: same verdicts and same table left behind."""
+    values = st.integers(0, 3).map(lambda k: k << 4) | st.integers(0, (1 << 32) - 1)  # few names, or any
+    start = data.draw(st.lists(values, min_size=n + 1, max_size=n + 1))
+    start = [v & ~15 | data.draw(st.sampled_from([0, F.DT_REG, F.DT_DIR, F.DT_LNK])) for v in start]
+    entries = data.draw(st.lists(st.integers(0, n + 2), max_size=40))
+    types = bytes(data.draw(st.sampled_from([F.DT_REG, F.DT_DIR, F.DT_LNK])) for _ in entries)
+    inuse = data.draw(st.binary(min_size=(n + 7) // 8, max_size=(n + 7) // 8))
+    results = []
+    for mod in MODS:
+        table = array("I", start)
+        bad = mod.tally_entries(table, array("Q", entries), array("B", types), n)
+        results.append((bad, table.tobytes(), mod.unsettled_links(table, inuse, n)))
+        with pytest.raises(ValueError):
+            mod.tally_entries(array("I", start[:-1]), array("Q", entries), array("B", types), n)
+    assert len(set(results)) == 1
+    bad, _table, unsettled = results[0]
+    first_bad = next(
+        (k for k, e in enumerate(entries) if not F.FIRST_INO <= e <= n or start[e] & 15 != types[k]),
+        -1,
+    )
+    assert first_bad == -1 or 0 <= bad <= first_bad  # a name count used up may fail earlier, never later
+    assert unsettled == 0 or (
+        F.FIRST_INO <= unsettled <= n and inuse[(unsettled - 1) >> 3] >> ((unsettled - 1) & 7) & 1
+    )
 
 
 def test_directory_entry_problems(image):

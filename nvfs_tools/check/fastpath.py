@@ -1,12 +1,16 @@
 """The bulk verification of passes 1-5 over the fast-scan core (no per-inode Python).
 
 Almost every filesystem fsck sees is consistent.  This module proves that
-with whole-filesystem array operations: the scan backend's ``scan_inodes``,
-``walk_blockmaps``, ``walk_directories`` and ``link_counts`` (compiled
-``_fastscan`` or the pure reference), then the core's ``verify_arrays``
-cross-checks of the arrays they return (block counts, directory sizes,
-per-type fields, file types, pages, names, link counts) and bitmap and
-counter comparisons per group.
+with the scan backend (compiled ``_fastscan`` or the pure reference):
+``check_inode_groups`` reads each in-use inode once, window by window of
+inode tables (fields, block maps claimed in one ownership bitmap, block
+counts, link counts into a table); ``walk_directories`` then walks the
+directories window by window of pages, ``pages_clean`` checks their slack and
+``tally_entries`` counts every name against the link table, which
+``unsettled_links`` closes; ``verify_arrays`` cross-checks the directories
+alone (sizes, block counts, named once by their parent, no cycles, link
+counts); bitmaps and counters are compared per group.  Only directories and a
+few odd inodes are kept as records: memory grows with them, not with files.
 
 It only ever answers "consistent" or "not proven": on the first doubt it
 returns None and the checker runs the detailed passes, which find, explain
@@ -17,14 +21,10 @@ and repair.  So it must check at least everything the detailed passes check;
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from nvfs_tools import format as fmt
-
-# high byte of the little-endian mode: (mode >> 8); file type = high >> 4
-_SPECIAL_OR_LINK = re.compile(rb"[\x10-\x2f\x60-\x6f\xa0-\xaf\xc0-\xcf]")
 
 
 @dataclass
@@ -56,32 +56,35 @@ def _verify(img: Any, quota: bool, core: Any) -> FastResult | None:
     n = geo.inodes_count
     stats: dict[int, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    windows = _scan_windows(img, core)
+    windows = _inode_windows(img, core)
     if windows is None:
         return None
-    S, B = windows
-    dir_ino = S["dir_ino"]
-    if not _reserved_ok(S["ino"], S["mode"], quota) or not len(dir_ino) or dir_ino[0] != fmt.ROOT_INO:
+    owned, inuse, table, found = windows
+    dir_ino = found["dir_ino"]
+    if not _reserved_ok(found["odd_ino"], found["odd_mode"], quota) or not len(dir_ino) or dir_ino[0] != fmt.ROOT_INO:
         return None
-    if not _reserved_slots_ok(img, quota) or not _specials_and_links_ok(img, S):
+    if not _reserved_slots_ok(img, quota) or not _specials_and_links_ok(img, found["odd_ino"], found["odd_mode"]):
         return None
-    stats[1] = {"seconds": time.perf_counter() - t0, "inodes": len(S["ino"])}
+    stats[1] = {"seconds": time.perf_counter() - t0, "inodes": found["used"]}
 
     t0 = time.perf_counter()
-    D = _walk_directory_windows(img, core, S, B["owned"])
-    if D is None:
+    D = _walk_directory_windows(img, core, found, owned, table)
+    if D is None or core.unsettled_links(table, inuse, n):
         return None
-    # block counts, directory sizes, per-type fields, entries, pages, names, cycles, link counts
-    verdict, dirs_per_group = core.verify_arrays(view, geo, S, B, D, fields=False, pages=False)
-    if verdict != Mismatch.NONE or not _xattrs_ok(img, S) or not _lost_found_ok(img, D):
+    # directories: block counts, sizes, named once by their parent, no cycles, link counts
+    scan = {"ino": dir_ino, "mode": found["dir_mode"], "links": found["dir_links"], "blocks": found["dir_blocks"]}
+    scan.update(size=found["dir_size"], dir_ino=dir_ino, dir_parent=found["dir_parent"])
+    owned_by_walk = {"counts": found["dir_bcount"]}
+    verdict, dirs_per_group = core.verify_arrays(view, geo, scan, owned_by_walk, D, fields=False, pages=False)
+    if verdict != Mismatch.NONE or not _xattrs_ok(img, found):
         return None
     stats[2] = {"seconds": time.perf_counter() - t0, "inodes": len(dir_ino), "blocks": sum(D["counts"])}
     stats[3] = {"seconds": 0.0, "inodes": len(dir_ino)}
-    stats[4] = {"seconds": 0.0, "inodes": len(S["ino"])}
+    stats[4] = {"seconds": 0.0, "inodes": found["used"]}
 
     # bitmaps and counters
     t0 = time.perf_counter()
-    result = _bitmaps_ok(img, core, B["owned"], S["inuse"], dirs_per_group)
+    result = _bitmaps_ok(img, core, owned, inuse, dirs_per_group)
     if result is None:
         return None
     stats[5] = {"seconds": time.perf_counter() - t0, "blocks": geo.blocks_count}
@@ -90,67 +93,64 @@ def _verify(img: Any, quota: bool, core: Any) -> FastResult | None:
 
 
 #: Inode-table or directory-page bytes read (then dropped from the mapping) at a time: bounds the
-#: resident set.  Inode windows are at least as large as the block bitmap, which each window's
-#: block-map walk builds and merges whole (so a 1 TiB device is not walked in 8 MiB steps).
+#: resident set (mapped pages of a tmpfs or DAX image count in it).
 WINDOW_BYTES = 8 << 20
-#: Columns of scan_inodes the fast path keeps (flags, dir_bank and the problem arrays are only tested).
-_KEEP = ("ino", "mode", "links", "size", "blocks", "dir_ino", "dir_parent", "xattr_ino", "xattr_block")
 
 
-def _scan_windows(img: Any, core: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """scan_inodes + per-type field checks + walk_blockmaps, window by window of inode-table groups.
+def _inode_windows(img: Any, core: Any) -> tuple[Any, Any, Any, dict[str, Any]] | None:
+    """The core's ``check_inode_groups`` window by window of inode-table groups: (owned, inuse, link
+    table, records) or None.
 
-    Groups whose inode table is a hole of the image file (SEEK_DATA) hold only free inodes and are
-    not read at all: cost grows with what is used, and a sparse image in tmpfs is not filled with
-    zero pages by reading its holes.  After each window its tables are dropped from the mapping
-    (MADV_DONTNEED) so the resident set stays near one window.  A block claimed in two windows,
-    like any scan problem, means "not proven".
+    Each in-use inode is read once: its fields checked, its blocks claimed in ``owned`` (a block
+    claimed twice, in one window or across windows, means "not proven") and its link count put in
+    the table that the directory walk then counts names against.  Groups whose inode table is a hole
+    of the image file (SEEK_DATA) hold only free inodes and are not read at all: cost grows with
+    what is used, and a sparse image in tmpfs is not filled with zero pages by reading its holes.
+    After each window its tables are dropped from the mapping (MADV_DONTNEED) so the resident set
+    stays near one window.  Only directories, xattr blocks and the few "odd" inodes (reserved
+    numbers, symbolic links, special files) are kept as records.
     """
+    import mmap
     from array import array
 
     geo = img.geo
     view = img.dev.view
+    n = geo.inodes_count
     owned = core.walk_blockmaps(view, geo, array("Q"), mark_metadata=True)["owned"]
-    inuse = None
-    cols: dict[str, Any] = {}
-    counts = array("Q")
+    inuse = mmap.mmap(-1, (n + 7) // 8)
+    table = mmap.mmap(-1, 4 * (n + 1))  # pages cost memory only where inodes are in use
+    records: dict[str, Any] = {"used": 0}
     for g0, g1 in _windows(img):
-        S = core.scan_inodes(view, geo, groups=(g0, g1))
-        if len(S["prob_code"]) or core.check_inode_fields(view, geo, S["ino"], S["mode"]) >= 0:
-            return None
-        B = core.walk_blockmaps(view, geo, S["ino"], mark_metadata=False)
-        if len(B["prob_code"]) or core.merge_bits(owned, B["owned"], 0, len(owned)):
+        found = core.check_inode_groups(view, geo, (g0, g1), owned, inuse, table)
+        if found is None:
             return None
         _drop(img, geo.inode_table_block(g0) * img.bs, (g1 - g0) * geo.blocks_per_group * img.bs)
-        if inuse is None:
-            inuse = S["inuse"]
-        else:
-            core.merge_bits(inuse, S["inuse"], 0, len(inuse))
-        for key in _KEEP:
-            cols.setdefault(key, array(S[key].typecode)).extend(S[key])
-        counts.extend(B["counts"])
-    if inuse is None:
+        records["used"] += found.pop("used")
+        for key, values in found.items():
+            records.setdefault(key, array(values.typecode)).extend(values)
+    if not records["used"]:
         return None
-    cols["inuse"] = inuse
-    return cols, {"owned": owned, "counts": counts}
+    return owned, inuse, table, records
 
 
-#: Columns of walk_directories the fast path keeps (entry_hash is only tested).
-_KEEP_ENTRIES = ("entry_dir", "entry_ino", "name_off", "name_len", "file_type", "counts")
-
-
-def _walk_directory_windows(img: Any, core: Any, S: dict[str, Any], owned: Any) -> dict[str, Any] | None:
-    """walk_directories + pages_clean over runs of directories of about WINDOW_BYTES of pages each,
-    the mapping dropped after each run; pages shared across runs are caught through ``owned``."""
+def _walk_directory_windows(
+    img: Any, core: Any, found: dict[str, Any], owned: Any, table: Any
+) -> dict[str, Any] | None:
+    """walk_directories + pages_clean + tally_entries over runs of directories of about WINDOW_BYTES
+    of pages each, the mapping dropped after each run; pages shared across runs are caught through
+    ``owned``.  Returns the directories' page counts and their entries that name directories (the
+    rest are only counted, in the link table), as verify_arrays takes them."""
     from array import array
 
     geo = img.geo
     view = img.dev.view
-    dir_ino = S["dir_ino"]
-    sizes = _dir_sizes(S)
-    out: dict[str, Any] = {key: None for key in _KEEP_ENTRIES}
+    n = geo.inodes_count
+    dir_ino, sizes = found["dir_ino"], found["dir_size"]
+    out: dict[str, Any] = {"counts": array("Q"), "entry_ino": array("Q"), "entry_dir": array("Q")}
+    out.update(file_type=array("B"), name_off=array("Q"), name_len=array("H"))
+    dt_dir = bytes([fmt.DT_DIR])
     start = 0
-    while start < len(dir_ino) or start == 0:
+    while start < len(dir_ino):
         end, total = start, 0
         while end < len(dir_ino) and (end == start or total + sizes[end] <= WINDOW_BYTES):
             total += sizes[end]
@@ -158,27 +158,20 @@ def _walk_directory_windows(img: Any, core: Any, S: dict[str, Any], owned: Any) 
         D = core.walk_directories(view, geo, img.hash_seed, dir_ino[start:end], owned)
         if len(D["prob_code"]) or not core.pages_clean(view, geo, D["name_off"], D["name_len"]):
             return None
+        if core.tally_entries(table, D["entry_ino"], D["file_type"], n) >= 0:
+            return None
+        if start == 0 and not _lost_found_ok(img, D):
+            return None
         _drop(img, 0, len(view))
-        for key in _KEEP_ENTRIES:
-            if out[key] is None:
-                out[key] = D[key]
-            else:
-                out[key].extend(D[key])
+        out["counts"].extend(D["counts"])
+        types = D["file_type"].tobytes()
+        k = types.find(dt_dir)
+        while k >= 0:
+            out["entry_ino"].append(D["entry_ino"][k])
+            out["entry_dir"].append(D["entry_dir"][k])
+            k = types.find(dt_dir, k + 1)
         start = end
-        if end >= len(dir_ino):
-            break
-    return {key: value if value is not None else array("Q") for key, value in out.items()}
-
-
-def _dir_sizes(S: dict[str, Any]) -> list[int]:
-    """Byte size of each directory of S["dir_ino"] (a window bound only: the checks come later)."""
-    from bisect import bisect_left
-
-    ino, size = S["ino"], S["size"]
-    out = []
-    for d in S["dir_ino"]:
-        p = bisect_left(ino, d)
-        out.append(size[p] if p < len(ino) and ino[p] == d else 0)
+    out["file_type"].extend(dt_dir * len(out["entry_ino"]))
     return out
 
 
@@ -186,7 +179,7 @@ def _windows(img: Any) -> list[tuple[int, int]]:
     """Runs of groups whose inode tables hold data, each at most WINDOW_BYTES of table."""
     geo = img.geo
     table = geo.inode_table_blocks * img.bs
-    per = max(1, max(WINDOW_BYTES, geo.group_count * img.bs) // max(table, 1))
+    per = max(1, WINDOW_BYTES // max(table, 1))
     out: list[tuple[int, int]] = []
     for g in range(geo.group_count):
         if not _has_data(img, geo.inode_table_block(g) * img.bs, table):
@@ -255,14 +248,13 @@ def _reserved_slots_ok(img: Any, quota: bool) -> bool:
     return True
 
 
-def _specials_and_links_ok(img: Any, S: Any) -> bool:
-    """Symbolic links and special files, found by their mode's type nibble (few of them)."""
+def _specials_and_links_ok(img: Any, odd_ino: Any, odd_mode: Any) -> bool:
+    """Symbolic links and special files (few of them: the "odd" records of check_inode_groups)."""
     from nvfs_tools.check.pass1_inodes import symlink_reason
 
-    high = S["mode"].tobytes()[1::2]
-    for match in _SPECIAL_OR_LINK.finditer(high):
-        pos = match.start()
-        number = S["ino"][pos]
+    for number, mode in zip(odd_ino, odd_mode, strict=True):
+        if mode & fmt.S_IFMT in (fmt.S_IFREG, fmt.S_IFDIR):
+            continue
         inode = img.inode(number)
         ft = inode.ftype
         if ft == fmt.S_IFLNK:
