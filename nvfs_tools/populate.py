@@ -131,6 +131,8 @@ _EXPECTED_ORDER = (
 _U64 = struct.Struct("<Q")
 _ZERO_PTRS = (0,) * fmt.N_BLOCK_POINTERS
 _S_IFMT, _S_IFDIR, _S_IFREG, _S_IFLNK = fmt.S_IFMT, fmt.S_IFDIR, fmt.S_IFREG, fmt.S_IFLNK
+#: file type bits of a mode -> directory entry file type
+_DT = fmt.MODE_TO_DT
 
 
 class _DirectBytes(dict):
@@ -224,7 +226,20 @@ class PopulateStats:
 class _Dir:
     """One source directory: its path, its stat and its children."""
 
-    __slots__ = ("path", "st", "names", "stats", "extra", "ino", "subdirs", "xattrs", "parent_ino", "merge", "fresh")
+    __slots__ = (
+        "path",
+        "st",
+        "names",
+        "stats",
+        "extra",
+        "ino",
+        "subdirs",
+        "xattrs",
+        "parent_ino",
+        "merge",
+        "fresh",
+        "pool",
+    )
 
     def __init__(self, path: bytes, st: os.stat_result) -> None:
         self.path = path
@@ -240,6 +255,8 @@ class _Dir:
         self.merge = False
         #: non-directory inodes whose first name (in walk order) is in this directory
         self.fresh = 0
+        #: blocks those inodes take from the directory's one allocation (all but files over _HUGE_BYTES)
+        self.pool = 0
 
 
 def _open_dir(path: bytes) -> int:
@@ -422,7 +439,7 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
         prefix = d.path + b"/"
         listxattr = os.listxattr
         fsencode = os.fsencode
-        blocks = inodes = fresh = 0
+        blocks = inodes = fresh = huge = 0
         for entry in entries:
             name = fsencode(entry.name)
             path = prefix + name
@@ -449,7 +466,9 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
                     inodes += 1
                     fresh += 1
                     size = st.st_size
-                    if kind == _S_IFREG and size <= _DIRECT_BYTES[bs] and st.st_blocks * 512 >= size:
+                    if kind == _S_IFREG and size > _HUGE_BYTES:  # allocated on its own, not from d.pool
+                        huge += _entry_blocks(name, dfd, path, st, bs, p, plan)
+                    elif kind == _S_IFREG and size <= _DIRECT_BYTES[bs] and st.st_blocks * 512 >= size:
                         blocks += -(-size // bs)
                     elif extra is not None:
                         blocks += _symlink_blocks(extra, bs)
@@ -469,9 +488,10 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
             names.append(name)
             stats.append(st)
             extras.append(extra)
-        plan.blocks += blocks
+        plan.blocks += blocks + huge
         plan.inodes += inodes
         d.fresh += fresh
+        d.pool += blocks
     finally:
         os.close(dfd)
 
@@ -746,50 +766,21 @@ class _Writer:
         return node
 
     # -- one directory ----------------------------------------------------
-    def _child_inos(self, d: _Dir) -> tuple[list[int], list[bool]]:
-        """Inode numbers for every child of ``d``; ``new`` is False for extra hard-link names."""
+    def _take_inodes_and_pool(self, d: _Dir) -> tuple[list[int], list[int]]:
+        """Inode numbers for ``d``'s new non-directories (popped in order), its subdirectories' inodes,
+        then one allocation for the data, indirect, symlink and xattr blocks of its new small files
+        (``d.pool``, counted by the walk) and its own page when it has only one."""
         group = self.geo.group_of_inode(d.ino)
         supply = self._inodes(d.fresh, group)  # inodes first met in this directory, counted by the walk
         supply.reverse()
-        inos: list[int] = []
-        new: list[bool] = []
-        for st, extra in zip(d.stats, d.extra, strict=True):
-            if stat.S_ISDIR(st.st_mode):
-                sub: _Dir = extra  # type: ignore[assignment]
-                sub.parent_ino = d.ino
-                if not sub.ino:
-                    sub.ino = self._inode(True, group)
-                inos.append(sub.ino)
-                new.append(True)
-                continue
-            key = (st.st_dev, st.st_ino)
-            ino = self.inos.get(key)
-            if ino is None:
-                ino = self.inos[key] = supply.pop()
-                new.append(True)
-            else:
-                new.append(False)
-                self.stats.hard_links += 1
-            inos.append(ino)
-        return inos, new
-
-    def _pool_for(self, d: _Dir, new: list[bool]) -> list[int]:
-        """One allocation for the data and indirect blocks of every small new file of ``d``."""
-        need = 0
-        for st, extra, is_new in zip(d.stats, d.extra, new, strict=True):
-            if not is_new:
-                continue
-            if (st.st_dev, st.st_ino) in self.plan.xattrs:
-                need += 1
-            if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= _HUGE_BYTES:
-                need += self._file_blocks(st)
-            elif stat.S_ISLNK(st.st_mode):
-                need += _symlink_blocks(extra, self.bs)
-        if not d.merge:
-            need += 1 if self._single_page(d.names) else 0
+        for sub in d.subdirs:
+            sub.parent_ino = d.ino
+            if not sub.ino:
+                sub.ino = self._inode(True, group)
+        need = d.pool + (1 if not d.merge and self._single_page(d.names) else 0)
         pool = self._blocks(need)
         pool.reverse()  # pop() hands them out in ascending order
-        return pool
+        return supply, pool
 
     def _single_page(self, names: list[bytes]) -> bool:
         """True when a non-empty directory's records fit one page (written here, not by Directory.build)."""
@@ -805,23 +796,72 @@ class _Writer:
         return True
 
     def write_dir(self, d: _Dir) -> None:
-        """Write every child of ``d`` (files completely, subdirectory inodes) and build ``d``."""
+        """Write every child of ``d`` (files completely, subdirectory inodes) and build ``d``.
+
+        This loop runs once per source entry, so the common case -- a new,
+        dense file of at most ``N_DIRECT`` blocks without xattrs, landing in
+        consecutive pool blocks -- is written inline: one read, its blocks
+        queued for the gathered write, its inode packed in one call.
+        """
         if d.merge and d.ino != fmt.ROOT_INO:
             self._merge_dir_inode(d, d.st.st_uid, d.st.st_gid)
-        inos, new = self._child_inos(d)
-        pool = self._pool_for(d, new)
+        supply, pool = self._take_inodes_and_pool(d)
         entries: list[tuple[bytes, int, int]] = []
+        add = entries.append
+        inos, links, with_xattrs = self.inos, self.plan.links, self.plan.xattrs
+        pending, stats, getrandbits, now = self.pending, self.stats, self.rng.getrandbits, self.now
+        bs, put, pack = self.bs, self._put, INODE_STRUCT.pack
+        direct_bytes = _DIRECT_BYTES[bs]
+        inline = self.usage is None and self.direct_fd >= 0
+        prefix = d.path + b"/"
         dfd = _open_dir(d.path)
         try:
-            for name, st, ino, is_new, extra in zip(d.names, d.stats, inos, new, d.extra, strict=True):
+            for name, st, extra in zip(d.names, d.stats, d.extra, strict=True):
                 mode = st.st_mode
-                if not (d.ino == fmt.ROOT_INO and name == fmt.LOST_FOUND_NAME):
-                    entries.append((name, ino, fmt.MODE_TO_DT[stat.S_IFMT(mode)]))
-                if not is_new or stat.S_ISDIR(mode):
+                kind = mode & _S_IFMT
+                if kind == _S_IFDIR:
+                    add((name, extra.ino, fmt.DT_DIR))  # type: ignore[attr-defined]
                     continue
-                self._write_child(d, dfd, name, st, ino, extra, pool)
+                key = (st.st_dev, st.st_ino)
+                ino = inos.get(key)
+                if ino is not None:
+                    stats.hard_links += 1
+                    add((name, ino, _DT[kind]))
+                    continue
+                ino = inos[key] = supply.pop()
+                add((name, ino, _DT[kind]))
+                size = st.st_size
+                n = -(-size // bs)
+                if (
+                    inline and kind == _S_IFREG and 0 < size <= direct_bytes and st.st_blocks * 512 >= size
+                    and key not in with_xattrs and len(pool) >= n and pool[-n] == pool[-1] + n - 1
+                ):  # fmt: skip
+                    first = pool[-1]
+                    del pool[-n:]
+                    fd = _open_file(name, dfd, prefix + name)
+                    try:
+                        data = os.pread(fd, size, 0)
+                    except OSError as exc:
+                        raise SourceError(f"{os.fsdecode(prefix + name)}: read error: {exc.strerror}") from None
+                    finally:
+                        os.close(fd)
+                    put(first * bs, data, n * bs)
+                    a, an = divmod(st.st_atime_ns, _NS)
+                    m, mn = divmod(st.st_mtime_ns, _NS)
+                    c, cn = divmod(st.st_ctime_ns, _NS)
+                    b, bn = divmod(now, _NS)
+                    pending.append((ino, pack(
+                        mode, 0, 0, st.st_uid, st.st_gid, links[key], getrandbits(32), size, n, a, m, c, b,
+                        an, mn, cn, bn, 0, 0, 0, 0, 0, *range(first, first + n), *_ZERO_PTRS[n:],
+                    )))  # fmt: skip
+                    stats.files += 1
+                    stats.data_bytes += size
+                else:
+                    self._write_child(d, dfd, name, st, ino, extra, pool)
         finally:
             os.close(dfd)
+        if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME in d.names:  # mkfs made it, and named it
+            entries = [e for e in entries if e[0] != fmt.LOST_FOUND_NAME]
         # Subdirectory inodes exist (empty) before the page that names them; their own
         # pages are attached when they are visited.  Children first, then the names.
         for sub in d.subdirs:
@@ -855,14 +895,6 @@ class _Writer:
         if xattrs:
             raw = self._with_xattrs(raw, xattrs, pool.pop())
         self._write_inode(ino, raw)
-
-    def _file_blocks(self, st: os.stat_result) -> int:
-        key = (st.st_dev, st.st_ino)
-        fblocks = self.plan.sparse.get(key)
-        if fblocks is not None:
-            return len(fblocks) + indirect_blocks_sparse(fblocks, self.p)
-        n = -(-st.st_size // self.bs)
-        return n + indirect_blocks_dense(n, self.p)
 
     def _regular(self, name: bytes, dfd: int, path: bytes, st: os.stat_result, links: int, pool: list[int]) -> bytes:
         size = st.st_size
