@@ -144,7 +144,14 @@ class Hit:
     inodes: list[int] = field(default_factory=list)  # owners (files) or inodes stored there
     paths: list[bytes] = field(default_factory=list)
 
+    @property
+    def recorded(self) -> bool:
+        """The block is one the bad-blocks inode (1) already holds: known, and never allocated."""
+        return self.what == "file data" and self.inodes == [fmt.BADBLOCKS_INO]
+
     def describe(self) -> str:
+        if self.recorded:
+            return f"block {self.block}: recorded in the bad-blocks inode ({fmt.BADBLOCKS_INO})"
         s = f"block {self.block}: {self.what}"
         if self.what in ("block bitmap", "counters", "inode bitmap", "group header"):
             s += f" of group {self.group}"

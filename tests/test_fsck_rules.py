@@ -176,3 +176,110 @@ def test_n_replays_in_memory_over_bad_media(image):
     rep = check(image, Options(mode="n", force=True, badblocks=((table_block * BS, BS),)), out=io.StringIO())
     assert "JOURNAL_REPLAY" in {f.code for f in rep.findings} and rep.exit_code() == 4
     assert content(image) == before
+
+
+# -- rule 5.1: the bad-blocks inode -----------------------------------------------------------------
+def _free_blocks(path: str, count: int, goal: int | None = None) -> list[int]:
+    """``count`` blocks the library would hand out next (taken and given back)."""
+    with Volume.open(path, writable=True) as vol:
+        blocks = vol.alloc.allocate_blocks(count, goal)
+        vol.alloc.free_block_list(blocks)
+    return blocks
+
+
+def _listed(blocks: list[int]) -> tuple[tuple[int, int], ...]:
+    return tuple((b * BS, BS) for b in blocks)
+
+
+def _media_run(path: str, mode: str, blocks: list[int]) -> tuple[int, list[str], str]:
+    out = io.StringIO()
+    rep = check(path, Options(mode=mode, force=True, badblocks=_listed(blocks)), out=out)
+    return rep.exit_code(), [f.code for f in rep.findings], out.getvalue()
+
+
+def _bad_inode_blocks(path: str) -> tuple[list[int], int]:
+    """(data blocks of inode 1 in file order, its size) through the library's block map."""
+    from nvfs_tools import filemap
+
+    with Volume.open(path) as vol:
+        inode = vol.read_inode(fmt.BADBLOCKS_INO)
+        assert inode.mode == fmt.S_IFREG and inode.links_count == 1
+        n = inode.size // BS
+        return [filemap.lookup_block(vol, list(inode.block), f) for f in range(n)], inode.size
+
+
+def test_free_bad_blocks_are_recorded_and_a_second_run_is_clean(scratch):
+    path = make_image(scratch / "b.img", 16 << 20)
+    first = _free_blocks(path, 3)
+    before = content(path)
+    code, codes, _ = _media_run(path, "n", first)
+    assert code == 4 and codes.count("MEDIA_BAD_FREE") == 1 and content(path) == before
+    code, codes, _ = _media_run(path, "y", first)
+    assert code == 1 and "MEDIA_BAD_FREE" in codes
+    assert _bad_inode_blocks(path) == (first, 3 * BS)
+    code, codes, out = _media_run(path, "y", first)  # the same list again: known, nothing to do
+    assert (code, codes) == (0, []), out
+    assert out.count("recorded in the bad-blocks inode (1)") == 3
+    assert run(path, "n")[:2] == (0, [])
+    # more bad blocks later: appended after the first three, through a new indirect block
+    more = [b for b in _free_blocks(path, 14) if b not in first][:12]
+    code, codes, out = _media_run(path, "y", first + more)
+    assert code == 1 and codes.count("MEDIA_BAD_FREE") == 1, out
+    assert _bad_inode_blocks(path) == (first + more, 15 * BS)
+    assert run(path, "n")[:2] == (0, [])
+    assert _media_run(path, "n", first + more)[:2] == (0, [])
+
+
+def test_the_library_never_allocates_recorded_bad_blocks(scratch):
+    path = make_image(scratch / "b.img", 8 << 20)
+    bad = _free_blocks(path, 5)
+    assert _media_run(path, "y", bad)[0] == 1
+    taken: list[int] = []
+    with Volume.open(path, writable=True) as vol:
+        while True:  # every block the allocator has, one call at a time from the first data block on
+            try:
+                taken += vol.alloc.allocate_blocks(1, vol.geo.first_data_block(0))
+            except Exception as exc:  # noqa: BLE001 - NoSpaceError ends the loop
+                assert type(exc).__name__ == "NoSpaceError"
+                break
+        vol.alloc.free_block_list(taken)
+    assert taken and not set(taken) & set(bad)
+    assert run(path, "n")[:2] == (0, [])
+
+
+def test_bad_blocks_inode_size_follows_its_map(scratch):
+    """A size past the map never makes bad blocks fall free as "past EOF": the size is repaired."""
+    path = make_image(scratch / "b.img", 16 << 20)
+    bad = _free_blocks(path, 2)
+    _media_run(path, "y", bad)
+    base.Damage(path).set_inode(fmt.BADBLOCKS_INO, "size", BS)
+    code, codes, out = run(path, "y")
+    assert (code, codes) == (1, ["INODE_BAD_SIZE"]), out
+    assert _bad_inode_blocks(path) == (bad, 2 * BS)
+    assert run(path, "n")[:2] == (0, [])
+
+
+def test_inode_1_of_another_type_is_cleared(scratch):
+    path = make_image(scratch / "b.img", 16 << 20)
+    base.Damage(path).set_inode(fmt.BADBLOCKS_INO, "mode", fmt.S_IFDIR)
+    code, codes, _ = run(path, "y")
+    assert code == 1 and "INODE_RESERVED" in codes
+    assert run(path, "n")[:2] == (0, [])
+
+
+def test_fast_path_leaves_a_bad_blocks_inode_to_the_detailed_passes(scratch):
+    """The bulk path does not judge inode 1: it must say "not proven" (the detailed passes then find it clean)."""
+    from nvfs_tools.check import fastpath
+    from nvfs_tools.check.image import Image
+    from nvfs_tools.check.pass0_super import load_superblock
+    from nvfs_tools.device import Device
+
+    path = make_image(scratch / "b.img", 16 << 20)
+    _media_run(path, "y", _free_blocks(path, 2))
+    with Device(path) as dev:
+        static, raw, _reason, _off = load_superblock(dev, False)
+        image = Image(dev, static, raw)
+        proven = fastpath.verify(image, quota=False)
+        del image
+    assert proven is None
+    assert run(path, "n")[:2] == (0, [])

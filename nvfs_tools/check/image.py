@@ -272,6 +272,14 @@ class CheckAllocator:
             byte += 1
         return None
 
+    def take(self, block: int) -> None:
+        """Mark one chosen block used (a bad block going into the bad-blocks inode), like allocate_block."""
+        self.mark(block, True)
+        img = self.image
+        if img.set_block_bit(block, True):
+            img.add_counter(img.geo.group_of_block(block), "free_blocks", -1)
+            img.add_dyn("free_blocks", -1)
+
     def free_block(self, block: int) -> None:
         self.mark(block, False)
         img = self.image

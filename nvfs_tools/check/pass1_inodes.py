@@ -228,6 +228,7 @@ class Pass1:
         chk.shared_blocks = set(self.dup_blocks)
         if self.dup_blocks:
             self.resolve_dups()
+        self.check_badblocks_size()
         stats.extra["shared_blocks"] = len(self.dup_blocks)
         chk.end_pass(stats)
 
@@ -236,7 +237,8 @@ class Pass1:
         inode = img.inode(ino)
         ft = inode.ftype
         if ino < fmt.FIRST_INO and ino != fmt.ROOT_INO:
-            if not (self.quota and ino in fmt.QUOTA_INODES.values() and ft == fmt.S_IFREG):
+            quota_file = self.quota and ino in fmt.QUOTA_INODES.values()
+            if not ((quota_file or ino == fmt.BADBLOCKS_INO) and ft == fmt.S_IFREG):
                 if not inode.mode:
                     return  # a reserved inode with leftovers: see check_reserved_slots
                 chk.fix("INODE_RESERVED", {"ino": ino, "mode": inode.mode}, lambda: img.clear_inode(ino))
@@ -295,6 +297,23 @@ class Pass1:
                 lambda: img.set_inode(ino, blocks=count),
             )
 
+    def check_badblocks_size(self) -> None:
+        """The bad-blocks file's size is its data blocks times the block size (spec/checking.md 5.1)."""
+        info = self.chk.inodes.get(fmt.BADBLOCKS_INO)
+        if info is None:
+            return
+        from nvfs_tools.check.badinode import data_blocks
+
+        expected = len(data_blocks(self.chk)) * self.img.bs
+        if info.size != expected:
+            img = self.img
+            self.chk.fix(
+                "INODE_BAD_SIZE",
+                {"ino": info.ino, "found": info.size, "expected": expected, "reason": "bad blocks mapped"},
+                lambda: (img.set_inode(fmt.BADBLOCKS_INO, size=expected), img.barrier()),
+            )
+            info.size = expected
+
     def check_reserved_slots(self) -> None:
         """Reserved inodes 1 and 6..10 (and 3..5 without QUOTA) are all zero when not in use (spec 5)."""
         img = self.img
@@ -322,6 +341,11 @@ class Pass1:
                 wrong.append(("mode", inode.mode, "a quota file is S_IFREG | 0600", fmt.S_IFREG | 0o600))
             if inode.links_count != 1:
                 wrong.append(("links_count", inode.links_count, "a quota file has one link", 1))
+        if ino == fmt.BADBLOCKS_INO:  # spec/checking.md 5.1
+            if inode.mode != fmt.S_IFREG:
+                wrong.append(("mode", inode.mode, "the bad-blocks file is S_IFREG, permissions 0", fmt.S_IFREG))
+            if inode.links_count != 1:
+                wrong.append(("links_count", inode.links_count, "the bad-blocks file has one link", 1))
         for name in ("atime_nsec", "mtime_nsec", "ctime_nsec", "btime_nsec"):
             value = getattr(inode, name)
             if value >= 10**9:
@@ -637,7 +661,13 @@ class Pass1:
 
 
 def map_blocks(inode: Any, bs: int) -> int:
-    """File blocks a block map may map: a symlink's one block, a regular file's blocks up to EOF."""
+    """File blocks a block map may map: a symlink's one block, a regular file's blocks up to EOF.
+
+    The bad-blocks inode's ``size`` follows its map (5.1), never the other way: a wrong size is
+    repaired, and never makes a bad block fall free.
+    """
+    if inode.ino == fmt.BADBLOCKS_INO:
+        return fmt.max_file_blocks(bs)
     return 1 if inode.ftype == fmt.S_IFLNK else -(-inode.size // bs)
 
 

@@ -104,6 +104,9 @@ def run(chk: Any) -> None:
     geo = img.geo
     bs = img.bs
     stats = chk.start_pass(5, geo.group_count)
+    from nvfs_tools.check.badinode import record_free_bad_blocks
+
+    record_free_bad_blocks(chk)  # before the bitmaps are judged: they must show the blocks as used
     ipg = geo.inodes_per_group
     per_group: dict[int, list[int]] = {}
     dirs_per_group: dict[int, int] = {}

@@ -400,6 +400,14 @@ _ROWS: tuple[ProblemDef, ...] = (
         "rewrite the records from the usage counted over all inodes",
     ),
     ProblemDef(
+        "MEDIA_BAD_FREE",
+        5,
+        "bad media: {count} free block(s) not in the bad-blocks inode ({blocks})",
+        "error",
+        True,
+        "map them into the bad-blocks inode (inode {ino}, created when free) so that nothing allocates them",
+    ),
+    ProblemDef(
         "SB_FREE_COUNTS",
         5,
         "superblock free counts wrong ({diffs})",
