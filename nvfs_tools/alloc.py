@@ -55,6 +55,14 @@ def _lowest_zero_bit(byte: int) -> int:
     return ((~byte) & (byte + 1)).bit_length() - 1
 
 
+def _bad_blocks(dev: object, block_size: int) -> frozenset[int]:
+    """Blocks touching the device's listed bad media (sysfs, or ``badblocks.apply``); usually none."""
+    ranges = getattr(dev, "badblocks", ())
+    return frozenset(
+        b for start, length in ranges for b in range(start // block_size, -(-(start + length) // block_size))
+    )
+
+
 class Allocator:
     """Allocates and frees blocks and inodes of one open :class:`Volume`."""
 
@@ -76,6 +84,7 @@ class Allocator:
         self.block_cursor = geo.first_data_block(0)
         self.inode_cursor = [0] * geo.group_count
         self.huge_blocks = max(1, HUGE_BYTES // self.bs)
+        self.bad_blocks = _bad_blocks(vol.dev, self.bs)
 
     # ------------------------------------------------------------------ stores
     def _store_group(self, g: int, offset: int, value: int) -> None:
@@ -114,7 +123,26 @@ class Allocator:
         self.sb_free_blocks -= count
         self.vol.dev.write(DYN_FREE_BLOCKS, _U64.pack(self.sb_free_blocks))
         self.block_cursor = got[-1] + 1
+        if self.bad_blocks:
+            got = self._skip_bad(got)
         return got
+
+    def _skip_bad(self, got: list[int]) -> list[int]:
+        """Never hand out a block on media the device lists as bad (spec/checking.md 5.1).
+
+        Such a block stays marked used, owned by nobody: fsck, given the same list, maps it into the
+        bad-blocks inode (without it, frees it again).  Other blocks replace it.
+        """
+        bad = [b for b in got if b in self.bad_blocks]
+        if not bad:
+            return got
+        good = [b for b in got if b not in self.bad_blocks]
+        try:
+            good.extend(self.allocate_blocks(len(bad), good[-1] + 1 if good else None))
+        except (NoSpaceError, CorruptError):
+            self.free_block_list(good)
+            raise
+        return good
 
     def _groups_from(self, block: int) -> Iterator[int]:
         """Groups in rotating order starting with ``block``'s (lazily: devices may have 10^5 groups)."""

@@ -283,3 +283,26 @@ def test_fast_path_leaves_a_bad_blocks_inode_to_the_detailed_passes(scratch):
         del image
     assert proven is None
     assert run(path, "n")[:2] == (0, [])
+
+
+def test_library_skips_listed_bad_media_and_fsck_records_what_it_left(scratch):
+    """The allocator never hands out a block the device lists as bad; fsck with that list records it in inode 1."""
+    from nvfs_tools import badblocks as bb
+    from nvfs_tools.device import Device
+
+    path = make_image(scratch / "b.img", 16 << 20)
+    bad = _free_blocks(path, 12)[3:5]
+    with Device(path, writable=True) as dev:
+        bb.apply(dev, list(_listed(bad)))
+        vol = Volume.from_device(dev)
+        try:
+            ino = vol.create(fmt.ROOT_INO, b"f", 0o644, data=b"d" * (10 * BS))
+            inode = vol.read_inode(ino)
+            mapped = [b for b in inode.block[: fmt.N_DIRECT] if b]
+        finally:
+            vol.close()
+    assert len(mapped) == 10 and not set(mapped) & set(bad)
+    code, codes, out = _media_run(path, "y", bad)
+    assert code == 1 and "MEDIA_BAD_FREE" in codes and "BLOCK_BITMAP" not in codes, out
+    assert _bad_inode_blocks(path) == (bad, 2 * BS)
+    assert run(path, "n")[:2] == (0, [])
