@@ -416,12 +416,12 @@ def _named_inodes(img: Image) -> set[int]:
 
 def _orphans(chk: Any, img: Image) -> None:
     """The orphan list (spec/checking.md 6): complete interrupted deletes, keep inodes still named."""
-    from nvfs_tools.check.blockmap import owned_blocks_simple
-
     geo = img.geo
     ino = img.dyn_field("orphan_head")
     if not ino:
         return
+    from nvfs_tools.check.blockmap import owned_blocks_simple  # only with orphans (import cost)
+
     named = _named_inodes(img)
     prev: int | None = None
     seen: set[int] = set()
