@@ -27,7 +27,6 @@ from cpython cimport array as carray
 import mmap
 import os
 from array import array
-from concurrent.futures import ThreadPoolExecutor
 
 from nvfs_tools import format as F
 from nvfs_tools.scan import Problem
@@ -126,6 +125,7 @@ cdef extern from *:
         uint64_t bs, blocks_count, bpg, ipg, groups, ibm_blocks, itable_blocks, journal_blocks, inodes_count;
         uint64_t block_limit;  /* min(blocks_count, whole blocks in the mapping) */
         int bpg_shift;         /* log2(bpg) when a power of two, else -1 */
+        int bs_shift;          /* log2(bs) when a power of two, else -1 (no division per inode) */
     } nv_map;
     static inline uint64_t nv_meta_blocks(const nv_map *m, uint64_t g) {
         return 3 + m->ibm_blocks + m->itable_blocks + (g == 0 ? m->journal_blocks : 0);
@@ -470,11 +470,10 @@ cdef extern from *:
             if (c->parallel && *c->conflict) return;
         }
     }
-    static uint64_t nv_walk_inode(nv_ctx *c, uint64_t ino) {
+    /* nv_walk_inode for the inode at byte address a (inside the mapping) */
+    static uint64_t nv_walk_at(nv_ctx *c, uint64_t ino, uint64_t a) {
         const nv_map *m = c->m;
         c->count = 0;
-        uint64_t a = nv_inode_addr(m, ino);
-        if (a == UINT64_MAX) return 0;
         const uint8_t *r = m->base + a;
         uint64_t mode = nv_f(r, NV_I_MODE), flags = nv_f(r, NV_I_FLAGS), xb = nv_f(r, NV_I_XATTR);
         if (!mode) return 0;
@@ -482,7 +481,8 @@ cdef extern from *:
         uint64_t fmt = mode & NV_S_IFMT;
         if (fmt == NV_S_IFREG || (fmt == NV_S_IFLNK && !(flags & NV_FLAG_INLINE))) {
             uint64_t size = nv_f(r, NV_I_SIZE);
-            uint64_t needed = size / m->bs + (size % m->bs != 0);
+            uint64_t needed = m->bs_shift >= 0 ? (size >> m->bs_shift) + ((size & (m->bs - 1)) != 0)
+                                               : size / m->bs + (size % m->bs != 0);
             uint64_t p0 = a + NV_I_BLOCK.off;
             for (uint64_t i = 0; i < NV_N_DIRECT; i++) nv_tree(c, ino, p0 + i * NV_PTR_SIZE, 0, i, needed);
             unsigned __int128 fb = NV_N_DIRECT, span = 1;
@@ -493,6 +493,11 @@ cdef extern from *:
             }
         }
         return c->count;
+    }
+    static uint64_t nv_walk_inode(nv_ctx *c, uint64_t ino) {
+        uint64_t a = nv_inode_addr(c->m, ino);
+        if (a == UINT64_MAX) { c->count = 0; return 0; }
+        return nv_walk_at(c, ino, a);
     }
     static void nv_walk_files(nv_ctx *c, const uint64_t *inos, uint64_t n, uint64_t *counts) {
         for (uint64_t i = 0; i < n; i++) {
@@ -715,6 +720,7 @@ cdef extern from *:
         uint64_t len, bs, blocks_count, bpg, ipg, groups, ibm_blocks, itable_blocks, journal_blocks, inodes_count
         uint64_t block_limit
         int bpg_shift
+        int bs_shift
 
     uint64_t nv_inode_addr(const nv_map *m, uint64_t ino) nogil
     uint64_t nv_siphash(uint64_t k0, uint64_t k1, const uint8_t *inp, size_t length) nogil
@@ -779,7 +785,7 @@ cdef extern from *:
     uint64_t nv_itable_off(const nv_map *m, uint64_t g) nogil
     void nv_inode_probs(const nv_map *m, const uint8_t *r, uint64_t ino, uint64_t addr, nv_vec *probs,
                         uint64_t max_size) nogil
-    uint64_t nv_walk_inode(nv_ctx *c, uint64_t ino) nogil
+    uint64_t nv_walk_at(nv_ctx *c, uint64_t ino, uint64_t a) nogil
     void nv_set_bit_atomic(uint8_t *bm, uint64_t i) nogil
 
 
@@ -952,6 +958,8 @@ def _run_parallel(jobs):
     if len(jobs) == 1:
         jobs[0].run()
         return
+    from concurrent.futures import ThreadPoolExecutor  # here: importing it costs ~12 ms of start-up
+
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         for fut in [pool.submit(job.run) for job in jobs]:
             fut.result()
@@ -979,6 +987,7 @@ cdef nv_map _map(const uint8_t[::1] mv, geo):
     m.block_limit = min(m.blocks_count, m.len // m.bs)
     bpg = geo.blocks_per_group
     m.bpg_shift = bpg.bit_length() - 1 if bpg & (bpg - 1) == 0 else -1
+    m.bs_shift = m.bs.bit_length() - 1 if m.bs & (m.bs - 1) == 0 else -1
     return m
 
 
@@ -1569,11 +1578,16 @@ cdef inline bint _zero(const uint8_t *p, uint64_t n) noexcept nogil:
 
 
 cdef bint _fields_ok(const nv_map *m, uint64_t ino, uint16_t mode) noexcept nogil:
-    cdef uint64_t a = nv_inode_addr(m, ino), rdev, ftype = mode & NV_S_IFMT
-    cdef int i
+    cdef uint64_t a = nv_inode_addr(m, ino)
     if a == <uint64_t>-1:
         return False
-    cdef const uint8_t *r = m.base + a
+    return _fields_ok_at(m.base + a, mode)
+
+
+cdef bint _fields_ok_at(const uint8_t *r, uint16_t mode) noexcept nogil:
+    """_fields_ok of the inode record at r."""
+    cdef uint64_t rdev, ftype = mode & NV_S_IFMT
+    cdef int i
     if nv_ld(r + _F_ORPHAN.off, _F_ORPHAN.size):
         return False
     for i in range(4):
@@ -1854,10 +1868,10 @@ cdef void _inode_pass(nv_fctx *f, uint64_t g0, uint64_t g1) noexcept nogil:
             ino = g * m.ipg + i
             nv_inode_probs(m, r, ino, <uint64_t>(r - m.base), &f.c.probs, f.max_size)
             mode = nv_ld(r + NV_I_MODE.off, NV_I_MODE.size)
-            if f.c.probs.n or not _fields_ok(m, ino, <uint16_t>mode):
+            if f.c.probs.n or not _fields_ok_at(r, <uint16_t>mode):
                 f.fail = 1
                 return
-            count = nv_walk_inode(&f.c, ino)
+            count = nv_walk_at(&f.c, ino, <uint64_t>(r - m.base))
             if f.c.probs.n or f.c.conflict[0]:
                 f.fail = 1
                 return

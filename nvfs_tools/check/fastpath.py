@@ -95,6 +95,9 @@ def _verify(img: Any, quota: bool, core: Any) -> FastResult | None:
 #: Inode-table or directory-page bytes read (then dropped from the mapping) at a time: bounds the
 #: resident set (mapped pages of a tmpfs or DAX image count in it).
 WINDOW_BYTES = 8 << 20
+#: Threads per core call.  One: the kernels are bound by memory bandwidth, and on 2 shared cores a
+#: second thread (started per window) cost more CPU and wall time than it saved (1 M files, measured).
+THREADS = 1
 
 
 def _inode_windows(img: Any, core: Any) -> tuple[Any, Any, Any, dict[str, Any]] | None:
@@ -121,7 +124,7 @@ def _inode_windows(img: Any, core: Any) -> tuple[Any, Any, Any, dict[str, Any]] 
     table = mmap.mmap(-1, 4 * (n + 1))  # pages cost memory only where inodes are in use
     records: dict[str, Any] = {"used": 0}
     for g0, g1 in _windows(img):
-        found = core.check_inode_groups(view, geo, (g0, g1), owned, inuse, table)
+        found = core.check_inode_groups(view, geo, (g0, g1), owned, inuse, table, threads=THREADS)
         if found is None:
             return None
         _drop(img, geo.inode_table_block(g0) * img.bs, (g1 - g0) * geo.blocks_per_group * img.bs)
@@ -155,7 +158,7 @@ def _walk_directory_windows(
         while end < len(dir_ino) and (end == start or total + sizes[end] <= WINDOW_BYTES):
             total += sizes[end]
             end += 1
-        D = core.walk_directories(view, geo, img.hash_seed, dir_ino[start:end], owned)
+        D = core.walk_directories(view, geo, img.hash_seed, dir_ino[start:end], owned, threads=THREADS)
         if len(D["prob_code"]) or not core.pages_clean(view, geo, D["name_off"], D["name_len"]):
             return None
         if core.tally_entries(table, D["entry_ino"], D["file_type"], n) >= 0:
@@ -250,11 +253,11 @@ def _reserved_slots_ok(img: Any, quota: bool) -> bool:
 
 def _specials_and_links_ok(img: Any, odd_ino: Any, odd_mode: Any) -> bool:
     """Symbolic links and special files (few of them: the "odd" records of check_inode_groups)."""
-    from nvfs_tools.check.pass1_inodes import symlink_reason
-
     for number, mode in zip(odd_ino, odd_mode, strict=True):
         if mode & fmt.S_IFMT in (fmt.S_IFREG, fmt.S_IFDIR):
             continue
+        from nvfs_tools.check.pass1_inodes import symlink_reason  # loaded only when there is one
+
         inode = img.inode(number)
         ft = inode.ftype
         if ft == fmt.S_IFLNK:
@@ -269,9 +272,10 @@ def _specials_and_links_ok(img: Any, odd_ino: Any, odd_mode: Any) -> bool:
 
 
 def _xattrs_ok(img: Any, S: Any) -> bool:
-    from nvfs_tools.check.pass1_inodes import xattr_reason
-
+    """Each xattr block as pass 1 judges it (pass1_inodes is loaded only when there is one)."""
     for number, block in zip(S["xattr_ino"], S["xattr_block"], strict=True):
+        from nvfs_tools.check.pass1_inodes import xattr_reason
+
         is_dir = img.inode(number).ftype == fmt.S_IFDIR
         if xattr_reason(img, block, is_dir) is not None:
             return False

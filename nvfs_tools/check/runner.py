@@ -106,9 +106,9 @@ def _media_safe(dev: Any, options: Options) -> Any:
 
     ``--badblocks`` ranges join the kernel's own list (Device.badblocks, from sysfs).
     """
-    from nvfs_tools import badblocks as bb
-
     if options.badblocks:
+        from nvfs_tools import badblocks as bb  # only then: it loads ctypes and subprocess (~10 ms)
+
         bb.apply(dev, list(options.badblocks))
     if not dev.badblocks:
         return dev
@@ -179,12 +179,12 @@ def _summary_clean(chk: Checker) -> None:
 
 
 def _full_check(chk: Checker) -> None:
-    from nvfs_tools.check import pass1_inodes, pass2_dirs, pass3_connect, pass4_links, pass5_bitmaps
-
     quota = chk.image.static.feature_ro_compat & fmt.FEATURE_RO_COMPAT_QUOTA
     if not chk.report.findings and not quota and not chk.image.bad and _fast(chk):
         _finish(chk)
         return
+    from nvfs_tools.check import pass1_inodes, pass2_dirs, pass3_connect, pass4_links, pass5_bitmaps
+
     pass1_inodes.run(chk)
     pass2_dirs.run(chk)
     pass3_connect.run(chk)
