@@ -85,20 +85,19 @@ def _append(chk: Any, blocks: list[int]) -> None:
     if fresh:
         img.write_bytes(img.geo.inode_offset(BAD_INO), bytes(fmt.INODE_SIZE))
         img.barrier()
-        nfile = 0
-        count = 0
+        nfile = ndata = count = 0
     else:
         mapped = data_blocks(chk)
-        nfile = mapped[-1][0] + 1 if mapped else 0
-        count = inode.blocks
-    for block in blocks:
-        chk.checkpoint()
+        nfile = mapped[-1][0] + 1 if mapped else 0  # the next file block (the map has no holes when fsck made it)
+        ndata, count = len(mapped), inode.blocks
+    for block in blocks:  # each block complete (bit, pointer, counts) before the next: a cut leaves no half
         alloc.take(block)
         img.barrier()
         count += 1 + _map(img, alloc, nfile, block)
         img.barrier()
         nfile += 1
-        img.set_inode(BAD_INO, blocks=count, size=nfile * img.bs)
+        ndata += 1
+        img.set_inode(BAD_INO, blocks=count, size=ndata * img.bs)
         img.barrier()
     if fresh:
         now = int(time.time())
@@ -108,11 +107,11 @@ def _append(chk: Any, blocks: list[int]) -> None:
         img.barrier()
     info = chk.inodes.get(BAD_INO)
     if info is not None:
-        info.nblocks, info.size = count, nfile * img.bs
+        info.nblocks, info.size = count, ndata * img.bs
     else:
         from nvfs_tools.check.pass1_inodes import InodeInfo
 
-        info = chk.inodes[BAD_INO] = InodeInfo(BAD_INO, BAD_MODE, 1, nfile * img.bs, 0)
+        info = chk.inodes[BAD_INO] = InodeInfo(BAD_INO, BAD_MODE, 1, ndata * img.bs, 0)
         info.nblocks = count
 
 
