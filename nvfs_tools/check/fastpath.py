@@ -195,18 +195,8 @@ def _windows(img: Any) -> list[tuple[int, int]]:
 
 
 def _has_data(img: Any, start: int, length: int) -> bool:
-    """False only when [start, start+length) is certainly a hole of the image file (reads as zeros)."""
-    import os
-
-    fd = getattr(img.dev, "fd", -1)
-    if not isinstance(fd, int) or fd < 0:
-        return True
-    try:
-        return os.lseek(fd, start, os.SEEK_DATA) < start + length
-    except OSError as exc:  # ENXIO: no data at or after start; EINVAL: not supported
-        import errno
-
-        return exc.errno != errno.ENXIO
+    """False only when [start, start+length) is certainly a hole of the image file (Image.is_hole)."""
+    return not img.is_hole(start, length)
 
 
 def _drop(img: Any, start: int, length: int) -> None:

@@ -16,6 +16,8 @@ library allocator does.
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from typing import Any
 
@@ -127,6 +129,23 @@ class Image:
 
     def block_view(self, block: int) -> memoryview:
         return self.dev.view[block * self.bs : (block + 1) * self.bs]
+
+    def is_hole(self, start: int, length: int) -> bool:
+        """True only when bytes [start, start+length) are certainly a hole of the image file (all zero).
+
+        Lets a check skip what was never written (a sparse 1 TiB image's inode tables: reading them
+        through a tmpfs mapping would also fill them with zero pages).  Only trusted when the view is
+        the device's own mapping: a shadow mapping (check/media.py) or a replay overlay
+        (check/overlay.py) may hold private pages over a hole of the file.
+        """
+        dev = self.dev
+        fd = getattr(dev, "fd", -1)
+        if not isinstance(fd, int) or fd < 0 or getattr(dev.view, "obj", None) is not getattr(dev, "map", None):
+            return False
+        try:
+            return os.lseek(fd, start, os.SEEK_DATA) >= start + length
+        except OSError as exc:  # ENXIO: no data at or after start; EINVAL: not supported
+            return exc.errno == errno.ENXIO
 
     def inode(self, ino: int) -> RawInode:
         off = self.geo.inode_offset(ino)

@@ -404,6 +404,8 @@ def _named_inodes(img: Image) -> set[int]:
     ipg = geo.inodes_per_group
     for g in range(geo.group_count):
         start = geo.inode_table_block(g) * img.bs
+        if img.is_hole(start, ipg * fmt.INODE_SIZE):  # never written: only free inodes
+            continue
         modes = img.dev.view[start : start + ipg * fmt.INODE_SIZE].cast("H")[:: fmt.INODE_SIZE // 2]
         for index, mode in enumerate(modes):
             if mode & fmt.S_IFMT == fmt.S_IFDIR:

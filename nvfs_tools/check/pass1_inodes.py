@@ -211,6 +211,9 @@ class Pass1:
         self.check_reserved_slots()
         for g in range(geo.group_count):
             start = geo.inode_table_block(g) * img.bs
+            if img.is_hole(start, ipg * fmt.INODE_SIZE):  # never written: only free inodes
+                chk.progress(1)
+                continue
             table = img.dev.view[start : start + ipg * fmt.INODE_SIZE]
             modes = table.cast("H")[:: fmt.INODE_SIZE // 2]
             base = g * ipg + 1
