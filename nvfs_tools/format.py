@@ -12,22 +12,13 @@ number times the block size is a byte offset on the device.
 
 from __future__ import annotations
 
+import struct as _struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from construct import (
-    Array,
-    Bytes,
-    Const,
-    Int8ul,
-    Int16ul,
-    Int32ul,
-    Int64sl,
-    Int64ul,
-    Padding,
-    Struct,
-)
+if TYPE_CHECKING:
+    from construct import Struct
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -171,189 +162,311 @@ QUOTA_INODES = {"user": USR_QUOTA_INO, "group": GRP_QUOTA_INO, "project": PRJ_QU
 # Schemas
 # ---------------------------------------------------------------------------
 
-#: Bytes 0..2047 of block 0: written by mkfs, never changed afterwards.  A copy
-#: is kept at the start of the last block of the device and at the start of
-#: the first block of every group after group 0.
-SuperblockStatic = Struct(
-    "magic" / Const(MAGIC),
-    "version" / Int32ul,
-    "feature_compat" / Int32ul,
-    "feature_incompat" / Int32ul,
-    "feature_ro_compat" / Int32ul,
-    "log_block_size" / Int32ul,
-    "inode_size" / Int32ul,
-    "blocks_count" / Int64ul,
-    "blocks_per_group" / Int64ul,
-    "inodes_per_group" / Int64ul,
-    "group_count" / Int64ul,
-    "inodes_count" / Int64ul,
-    "root_ino" / Int64ul,
-    "lost_found_ino" / Int64ul,
-    "first_ino" / Int64ul,
-    "journal_block" / Int64ul,
-    "journal_slots" / Int32ul,
-    "journal_entries" / Int32ul,
-    "mkfs_time" / Int64sl,
-    "mkfs_time_nsec" / Int32ul,
-    "hash_version" / Int32ul,
-    "hash_seed" / Bytes(16),
-    "uuid" / Bytes(16),
-    "label" / Bytes(64),
-    "inode_bitmap_blocks" / Int32ul,
-    "inode_table_blocks" / Int32ul,
-    "journal_blocks" / Int32ul,
-)
-SuperblockStatic = Struct(
-    *SuperblockStatic.subcons,
-    "reserved" / Padding(SB_STATIC_SIZE - SuperblockStatic.sizeof() - 4),
-    "checksum" / Int32ul,
-)
 
-#: Bytes 2048..4095 of block 0: the state that changes while the filesystem
-#: lives.  Every field is updated by single aligned 8-byte (or smaller) stores.
-SuperblockDynamic = Struct(
-    "state" / Int64ul,
-    "free_blocks" / Int64ul,
-    "free_inodes" / Int64ul,
-    "mount_count" / Int32ul,
-    "max_mount_count" / Int32ul,
-    "check_count" / Int32ul,
-    "error_count" / Int32ul,
-    "last_mount_time" / Int64sl,
-    "last_write_time" / Int64sl,
-    "last_check_time" / Int64sl,
-    "orphan_head" / Int64ul,
-    "journal_seq" / Int64ul,
-    "repair_generation" / Int64ul,
-)
-SuperblockDynamic = Struct(
-    *SuperblockDynamic.subcons,
-    "reserved" / Padding(SB_DYNAMIC_SIZE - SuperblockDynamic.sizeof()),
-)
+def _declare(c: Any) -> dict[str, Any]:
+    """Every on-media structure, declared once.
 
-#: The third block of every group: its free counters, kept exact by the
-#: allocators and rebuilt by fsck.
-GroupCounters = Struct(
-    "magic" / Const(GROUP_COUNTERS_MAGIC),
-    "group" / Int64ul,
-    "free_blocks" / Int64ul,
-    "free_inodes" / Int64ul,
-    "used_dirs" / Int64ul,
-)
+    ``c`` is the ``construct`` module (the schemas everything parses with) or
+    :class:`_Plain`, which reads the same declarations into plain ``struct``
+    layouts.  Importing construct costs more than a whole mkfs of a small
+    device, so the construct schemas are built on first use (module
+    ``__getattr__`` below); mkfs builds its few structures from the plain ones.
+    """
+    Array, Bytes, Const, Padding, Struct = c.Array, c.Bytes, c.Const, c.Padding, c.Struct
+    Int8ul, Int16ul, Int32ul, Int64sl, Int64ul = c.Int8ul, c.Int16ul, c.Int32ul, c.Int64sl, c.Int64ul
 
-#: One inode (256 bytes).  For directories ``block[0]`` and ``block[1]`` are
-#: the radix roots of bank 0 and bank 1 and ``dir_bank`` says which is live;
-#: for inline symlinks ``block[]`` holds the target bytes.
-Inode = Struct(
-    "mode" / Int16ul,
-    "reserved0" / Int16ul,
-    "flags" / Int32ul,
-    "uid" / Int32ul,
-    "gid" / Int32ul,
-    "links_count" / Int32ul,
-    "generation" / Int32ul,
-    "size" / Int64ul,
-    "blocks" / Int64ul,
-    "atime" / Int64sl,
-    "mtime" / Int64sl,
-    "ctime" / Int64sl,
-    "btime" / Int64sl,
-    "atime_nsec" / Int32ul,
-    "mtime_nsec" / Int32ul,
-    "ctime_nsec" / Int32ul,
-    "btime_nsec" / Int32ul,
-    "parent" / Int64ul,
-    "xattr_block" / Int64ul,
-    "next_orphan" / Int64ul,
-    "rdev" / Int64ul,
-    "dir_bank" / Int64ul,
-    "block" / Array(N_BLOCK_POINTERS, Int64ul),
-)
+    #: Bytes 0..2047 of block 0: written by mkfs, never changed afterwards.  A copy
+    #: is kept at the start of the last block of the device and at the start of
+    #: the first block of every group after group 0.
+    SuperblockStatic = Struct(
+        "magic" / Const(MAGIC),
+        "version" / Int32ul,
+        "feature_compat" / Int32ul,
+        "feature_incompat" / Int32ul,
+        "feature_ro_compat" / Int32ul,
+        "log_block_size" / Int32ul,
+        "inode_size" / Int32ul,
+        "blocks_count" / Int64ul,
+        "blocks_per_group" / Int64ul,
+        "inodes_per_group" / Int64ul,
+        "group_count" / Int64ul,
+        "inodes_count" / Int64ul,
+        "root_ino" / Int64ul,
+        "lost_found_ino" / Int64ul,
+        "first_ino" / Int64ul,
+        "journal_block" / Int64ul,
+        "journal_slots" / Int32ul,
+        "journal_entries" / Int32ul,
+        "mkfs_time" / Int64sl,
+        "mkfs_time_nsec" / Int32ul,
+        "hash_version" / Int32ul,
+        "hash_seed" / Bytes(16),
+        "uuid" / Bytes(16),
+        "label" / Bytes(64),
+        "inode_bitmap_blocks" / Int32ul,
+        "inode_table_blocks" / Int32ul,
+        "journal_blocks" / Int32ul,
+    )
+    SuperblockStatic = Struct(
+        *SuperblockStatic.subcons,
+        "reserved" / Padding(SB_STATIC_SIZE - SuperblockStatic.sizeof() - 4),
+        "checksum" / Int32ul,
+    )
 
-#: Header of a directory page (one block); entries follow it.
-DirPageHeader = Struct(
-    "magic" / Const(DIR_PAGE_MAGIC),
-    "depth" / Int16ul,
-    "reserved0" / Int16ul,
-    "prefix" / Int64ul,
-    "dir_ino" / Int64ul,
-    "next" / Int64ul,
-    "reserved" / Padding(DIR_PAGE_HEADER_SIZE - 32),
-)
+    #: Bytes 2048..4095 of block 0: the state that changes while the filesystem
+    #: lives.  Every field is updated by single aligned 8-byte (or smaller) stores.
+    SuperblockDynamic = Struct(
+        "state" / Int64ul,
+        "free_blocks" / Int64ul,
+        "free_inodes" / Int64ul,
+        "mount_count" / Int32ul,
+        "max_mount_count" / Int32ul,
+        "check_count" / Int32ul,
+        "error_count" / Int32ul,
+        "last_mount_time" / Int64sl,
+        "last_write_time" / Int64sl,
+        "last_check_time" / Int64sl,
+        "orphan_head" / Int64ul,
+        "journal_seq" / Int64ul,
+        "repair_generation" / Int64ul,
+    )
+    SuperblockDynamic = Struct(
+        *SuperblockDynamic.subcons,
+        "reserved" / Padding(SB_DYNAMIC_SIZE - SuperblockDynamic.sizeof()),
+    )
 
-#: Fixed head of a directory entry; ``name_len`` bytes of name follow and the
-#: record is padded to ``rec_len`` (a multiple of 8).  ``ino`` is written
-#: last: an entry exists exactly when its ``ino`` word is non-zero.
-DirEntryHeader = Struct(
-    "ino" / Int64ul,
-    "hash" / Int64ul,
-    "name_len" / Int8ul,
-    "file_type" / Int8ul,
-    "rec_len" / Int16ul,
-)
+    #: The third block of every group: its free counters, kept exact by the
+    #: allocators and rebuilt by fsck.
+    GroupCounters = Struct(
+        "magic" / Const(GROUP_COUNTERS_MAGIC),
+        "group" / Int64ul,
+        "free_blocks" / Int64ul,
+        "free_inodes" / Int64ul,
+        "used_dirs" / Int64ul,
+    )
 
-#: Header of an extended-attribute block.
-XattrHeader = Struct(
-    "magic" / Const(XATTR_MAGIC),
-    "checksum" / Int32ul,
-    "count" / Int32ul,
-    "used" / Int32ul,
-)
+    #: One inode (256 bytes).  For directories ``block[0]`` and ``block[1]`` are
+    #: the radix roots of bank 0 and bank 1 and ``dir_bank`` says which is live;
+    #: for inline symlinks ``block[]`` holds the target bytes.
+    Inode = Struct(
+        "mode" / Int16ul,
+        "reserved0" / Int16ul,
+        "flags" / Int32ul,
+        "uid" / Int32ul,
+        "gid" / Int32ul,
+        "links_count" / Int32ul,
+        "generation" / Int32ul,
+        "size" / Int64ul,
+        "blocks" / Int64ul,
+        "atime" / Int64sl,
+        "mtime" / Int64sl,
+        "ctime" / Int64sl,
+        "btime" / Int64sl,
+        "atime_nsec" / Int32ul,
+        "mtime_nsec" / Int32ul,
+        "ctime_nsec" / Int32ul,
+        "btime_nsec" / Int32ul,
+        "parent" / Int64ul,
+        "xattr_block" / Int64ul,
+        "next_orphan" / Int64ul,
+        "rdev" / Int64ul,
+        "dir_bank" / Int64ul,
+        "block" / Array(N_BLOCK_POINTERS, Int64ul),
+    )
 
-#: Head of one extended attribute; name then value follow, padded to 8.
-XattrEntryHeader = Struct(
-    "name_index" / Int8ul,
-    "name_len" / Int8ul,
-    "reserved" / Int16ul,
-    "value_len" / Int32ul,
-)
+    #: Header of a directory page (one block); entries follow it.
+    DirPageHeader = Struct(
+        "magic" / Const(DIR_PAGE_MAGIC),
+        "depth" / Int16ul,
+        "reserved0" / Int16ul,
+        "prefix" / Int64ul,
+        "dir_ino" / Int64ul,
+        "next" / Int64ul,
+        "reserved" / Padding(DIR_PAGE_HEADER_SIZE - 32),
+    )
 
-#: One microjournal slot header; the entries follow it.
-JournalSlotHeader = Struct(
-    "commit" / Int64ul,
-    "checksum" / Int32ul,
-    "reserved" / Int32ul,
-)
+    #: Fixed head of a directory entry; ``name_len`` bytes of name follow and the
+    #: record is padded to ``rec_len`` (a multiple of 8).  ``ino`` is written
+    #: last: an entry exists exactly when its ``ino`` word is non-zero.
+    DirEntryHeader = Struct(
+        "ino" / Int64ul,
+        "hash" / Int64ul,
+        "name_len" / Int8ul,
+        "file_type" / Int8ul,
+        "rec_len" / Int16ul,
+    )
 
-#: One microjournal entry: store ``value`` at byte ``addr`` of the device.
-JournalEntry = Struct(
-    "addr" / Int64ul,
-    "value" / Int64ul,
-)
+    #: Header of an extended-attribute block.
+    XattrHeader = Struct(
+        "magic" / Const(XATTR_MAGIC),
+        "checksum" / Int32ul,
+        "count" / Int32ul,
+        "used" / Int32ul,
+    )
 
-JournalSlot = Struct(
-    "header" / JournalSlotHeader,
-    "entries" / Array(JOURNAL_ENTRIES, JournalEntry),
-    "reserved" / Padding(JOURNAL_SLOT_SIZE - JOURNAL_SLOT_HEADER_SIZE - 16 * JOURNAL_ENTRIES),
-)
+    #: Head of one extended attribute; name then value follow, padded to 8.
+    XattrEntryHeader = Struct(
+        "name_index" / Int8ul,
+        "name_len" / Int8ul,
+        "reserved" / Int16ul,
+        "value_len" / Int32ul,
+    )
 
-#: One quota usage record; the quota file is a sparse array indexed by id.
-QuotaRecord = Struct(
-    "bytes_used" / Int64ul,
-    "inodes_used" / Int64ul,
-    "bytes_soft" / Int64ul,
-    "bytes_hard" / Int64ul,
-    "inodes_soft" / Int64ul,
-    "inodes_hard" / Int64ul,
-    "grace_until" / Int64sl,
-    "flags" / Int64ul,
-)
+    #: One microjournal slot header; the entries follow it.
+    JournalSlotHeader = Struct(
+        "commit" / Int64ul,
+        "checksum" / Int32ul,
+        "reserved" / Int32ul,
+    )
 
-#: Every named structure, for generic tools (debugfs ``print``, spec tests).
-STRUCTURES: dict[str, Struct] = {
-    "superblock_static": SuperblockStatic,
-    "superblock_dynamic": SuperblockDynamic,
-    "group_counters": GroupCounters,
-    "inode": Inode,
-    "dir_page_header": DirPageHeader,
-    "dir_entry_header": DirEntryHeader,
-    "xattr_header": XattrHeader,
-    "xattr_entry_header": XattrEntryHeader,
-    "journal_slot_header": JournalSlotHeader,
-    "journal_entry": JournalEntry,
-    "journal_slot": JournalSlot,
-    "quota_record": QuotaRecord,
-}
+    #: One microjournal entry: store ``value`` at byte ``addr`` of the device.
+    JournalEntry = Struct(
+        "addr" / Int64ul,
+        "value" / Int64ul,
+    )
+
+    JournalSlot = Struct(
+        "header" / JournalSlotHeader,
+        "entries" / Array(JOURNAL_ENTRIES, JournalEntry),
+        "reserved" / Padding(JOURNAL_SLOT_SIZE - JOURNAL_SLOT_HEADER_SIZE - 16 * JOURNAL_ENTRIES),
+    )
+
+    #: One quota usage record; the quota file is a sparse array indexed by id.
+    QuotaRecord = Struct(
+        "bytes_used" / Int64ul,
+        "inodes_used" / Int64ul,
+        "bytes_soft" / Int64ul,
+        "bytes_hard" / Int64ul,
+        "inodes_soft" / Int64ul,
+        "inodes_hard" / Int64ul,
+        "grace_until" / Int64sl,
+        "flags" / Int64ul,
+    )
+
+    #: Every named structure, for generic tools (debugfs ``print``, spec tests).
+    STRUCTURES = {
+        "superblock_static": SuperblockStatic,
+        "superblock_dynamic": SuperblockDynamic,
+        "group_counters": GroupCounters,
+        "inode": Inode,
+        "dir_page_header": DirPageHeader,
+        "dir_entry_header": DirEntryHeader,
+        "xattr_header": XattrHeader,
+        "xattr_entry_header": XattrEntryHeader,
+        "journal_slot_header": JournalSlotHeader,
+        "journal_entry": JournalEntry,
+        "journal_slot": JournalSlot,
+        "quota_record": QuotaRecord,
+    }
+    return {"STRUCTURES": STRUCTURES, **{name: value for name, value in locals().items() if name in _SCHEMA_NAMES}}
+
+
+_SCHEMA_NAMES = frozenset(
+    (
+        "SuperblockStatic", "SuperblockDynamic", "GroupCounters", "Inode", "DirPageHeader", "DirEntryHeader",
+        "XattrHeader", "XattrEntryHeader", "JournalSlotHeader", "JournalEntry", "JournalSlot", "QuotaRecord",
+    )
+)  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """The construct schemas (and ``STRUCTURES``), built when first asked for."""
+    if name in _SCHEMA_NAMES or name == "STRUCTURES":
+        import construct
+
+        globals().update(_declare(construct))
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _PlainField:
+    """One field as the light reader of :func:`_declare` sees it: name, size, ``struct`` code, default."""
+
+    def __init__(self, kind: str, size: int, code: str, const: bytes | None = None, count: int = 1) -> None:
+        self.kind, self.size, self.code, self.const, self.count = kind, size, code, const, count
+        self.name: str | None = None
+        self.inner: PlainStruct | None = None
+
+    def sizeof(self) -> int:
+        return self.size
+
+    def __rtruediv__(self, name: str) -> _PlainField:
+        named = _PlainField(self.kind, self.size, self.code, self.const, self.count)
+        named.name, named.inner = name, self.inner
+        return named
+
+
+class PlainStruct:
+    """A fixed-size structure read from the same declaration as its construct schema, packed with ``struct``.
+
+    It has what :func:`field_layout` needs (``subcons``, ``sizeof``) and a
+    ``build`` that gives the bytes construct's ``build`` gives for a dict of
+    every named field (``Const`` and ``Padding`` filled in).  Nested
+    structures are not supported by ``build``.
+    """
+
+    def __init__(self, *subcons: _PlainField) -> None:
+        self.subcons = subcons
+        self.packer = _struct.Struct("<" + "".join(sub.code for sub in subcons))
+        if self.packer.size != self.sizeof():
+            raise AssertionError(f"plain layout {self.packer.format} does not add up to {self.sizeof()} bytes")
+
+    def sizeof(self) -> int:
+        return sum(sub.size for sub in self.subcons)
+
+    def __rtruediv__(self, name: str) -> _PlainField:
+        field = _PlainField("struct", self.sizeof(), f"{self.sizeof()}s")
+        field.name, field.inner = name, self
+        return field
+
+    def build(self, values: dict[str, Any]) -> bytes:
+        args: list[Any] = []
+        for sub in self.subcons:
+            if sub.kind == "const":
+                args.append(sub.const)
+            elif sub.kind == "array":
+                args.extend(values[sub.name])
+            elif sub.kind == "bytes" and len(values[sub.name]) != sub.size:
+                raise ValueError(f"{sub.name}: {len(values[sub.name])} bytes given, the field holds {sub.size}")
+            elif sub.kind == "struct":
+                raise TypeError("PlainStruct.build does not build nested structures")
+            elif sub.kind != "padding":
+                args.append(values[sub.name])
+        return self.packer.pack(*args)
+
+
+class _Plain:
+    """The stand-in for the construct module that :func:`_declare` reads into :class:`PlainStruct` layouts."""
+
+    Struct = PlainStruct
+    Int8ul = _PlainField("int", 1, "B")
+    Int16ul = _PlainField("int", 2, "H")
+    Int32ul = _PlainField("int", 4, "I")
+    Int64ul = _PlainField("int", 8, "Q")
+    Int64sl = _PlainField("int", 8, "q")
+
+    @staticmethod
+    def Bytes(size: int) -> _PlainField:  # noqa: N802 - construct's spelling
+        return _PlainField("bytes", size, f"{size}s")
+
+    @staticmethod
+    def Const(value: bytes) -> _PlainField:  # noqa: N802
+        return _PlainField("const", len(value), f"{len(value)}s", const=value)
+
+    @staticmethod
+    def Padding(size: int) -> _PlainField:  # noqa: N802
+        return _PlainField("padding", size, f"{size}x")
+
+    @staticmethod
+    def Array(count: int, item: _PlainField) -> _PlainField:  # noqa: N802
+        if isinstance(item, PlainStruct):  # an array of structures: laid out, not built
+            return _PlainField("struct", count * item.sizeof(), f"{count * item.sizeof()}s", count=count)
+        return _PlainField("array", count * item.size, f"{count}{item.code}", count=count)
+
+
+#: The structures as plain ``struct`` layouts (same names as the construct schemas), for code that
+#: must start fast (mkfs) -- same offsets (:func:`field_layout` accepts both) and the same built bytes.
+PLAIN: dict[str, PlainStruct] = {name: value for name, value in _declare(_Plain).items() if name in _SCHEMA_NAMES}
 
 
 # ---------------------------------------------------------------------------
@@ -370,7 +483,7 @@ class FieldInfo:
     size: int
 
 
-def field_layout(struct: Struct) -> dict[str, FieldInfo]:
+def field_layout(struct: Struct | PlainStruct) -> dict[str, FieldInfo]:
     """Offsets and sizes of the named fields of a fixed-size ``struct``.
 
     Derived from the schema itself so that the Cython core and bulk scans never
@@ -386,7 +499,7 @@ def field_layout(struct: Struct) -> dict[str, FieldInfo]:
     return layout
 
 
-def field_offset(struct: Struct, name: str) -> int:
+def field_offset(struct: Struct | PlainStruct, name: str) -> int:
     """Byte offset of field ``name`` in ``struct``."""
     return field_layout(struct)[name].offset
 
@@ -398,7 +511,7 @@ def sb_static_checksum(static_bytes: bytes) -> int:
 
 def build_static_superblock(fields: dict[str, Any]) -> bytes:
     """Build the 2048-byte static part with its checksum filled in."""
-    raw = bytearray(SuperblockStatic.build({**fields, "checksum": 0}))
+    raw = bytearray(PLAIN["SuperblockStatic"].build({**fields, "checksum": 0}))
     raw[SB_STATIC_SIZE - 4 :] = sb_static_checksum(bytes(raw)).to_bytes(4, "little")
     return bytes(raw)
 

@@ -12,14 +12,15 @@ With ``lost_found=True`` it also writes lost+found (inode 11, an empty
 directory named by the root's one page) exactly as ``Volume.mkdir`` would on
 the fresh filesystem, so a plain mkfs needs none of the library's volume
 machinery; mkfs asks for it only when no quota files and no bad media make
-the library's choices differ (``tests/test_mkfs_helpers.py`` checks the bytes
+the library's choices differ (``tests/test_mkfs.py`` checks the bytes
 against ``Volume.mkdir``).
 
 It is written for speed on huge sparse devices: one ``pwrite`` per group for
 the group's leading metadata blocks (built from a template, not from
 construct), holes instead of written zeros, and no mapping of the device's
 bulk.  All positions come from :class:`nvfs_tools.format.Geometry`; all field
-offsets from the schemas.
+offsets from the schemas (their plain ``struct`` form, :data:`nvfs_tools.format.PLAIN`, so that
+a plain mkfs never loads construct).
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def inode_bitmap(geo: fmt.Geometry, group: int, lost_found: int = 0) -> bytearra
 def group_counters(geo: fmt.Geometry, group: int, lost_found: int = 0) -> bytes:
     """The counters block of ``group``; ``lost_found`` (0 or 1): group 0 also holds lost+found and its page."""
     free_inodes = geo.inodes_per_group - (RESERVED_INODES + lost_found if group == 0 else 0)
-    return fmt.GroupCounters.build(
+    return fmt.PLAIN["GroupCounters"].build(
         {
             "group": group,
             "free_blocks": group_free_blocks(geo, group) - (lost_found if group == 0 else 0),
@@ -183,7 +184,7 @@ def group_counters(geo: fmt.Geometry, group: int, lost_found: int = 0) -> bytes:
 
 
 def dynamic_superblock(geo: fmt.Geometry, mkfs_time: tuple[int, int], lost_found: int = 0) -> bytes:
-    return fmt.SuperblockDynamic.build(
+    return fmt.PLAIN["SuperblockDynamic"].build(
         {
             "state": fmt.STATE_CLEAN,
             "free_blocks": total_free_blocks(geo) - lost_found,
@@ -222,7 +223,7 @@ def new_inode(
     pointers = [0] * fmt.N_BLOCK_POINTERS
     if page is not None:
         pointers[1] = page[0] | fmt.RADIX_PAGE_BIT
-    return fmt.Inode.build(
+    return fmt.PLAIN["Inode"].build(
         {
             "mode": mode,
             "reserved0": 0,
@@ -356,9 +357,11 @@ def lost_found_page(geo: fmt.Geometry, hash_seed: bytes) -> bytearray:
 
     name = fmt.LOST_FOUND_NAME
     buf = bytearray(geo.block_size)
-    header = fmt.DirPageHeader.build({"depth": 0, "reserved0": 0, "prefix": 0, "dir_ino": fmt.ROOT_INO, "next": 0})
+    header = fmt.PLAIN["DirPageHeader"].build(
+        {"depth": 0, "reserved0": 0, "prefix": 0, "dir_ino": fmt.ROOT_INO, "next": 0}
+    )
     buf[: len(header)] = header
-    entry = fmt.DirEntryHeader.build(
+    entry = fmt.PLAIN["DirEntryHeader"].build(
         {
             "ino": fmt.FIRST_INO,
             "hash": siphash24_pure(hash_seed, name),
@@ -396,7 +399,7 @@ def _write_groups(dev: Device, geo: fmt.Geometry, static: bytes, progress: Calla
     """
     bs = geo.block_size
     last = geo.group_count - 1
-    group_field = 2 * bs + fmt.field_offset(fmt.GroupCounters, "group")
+    group_field = 2 * bs + fmt.field_offset(fmt.PLAIN["GroupCounters"], "group")
     template = _group_head(geo, 1, static) if last > 1 else None
     step = 0
     for g in range(1, geo.group_count):

@@ -109,7 +109,7 @@ def _nvfs(read: Reader, size: int) -> Signature | None:
     if head[: len(fmt.MAGIC)] != fmt.MAGIC:
         return None
     detail = ""
-    label_off = fmt.field_offset(fmt.SuperblockStatic, "label")
+    label_off = fmt.field_offset(fmt.PLAIN["SuperblockStatic"], "label")
     label = head[label_off : label_off + 64].split(b"\0", 1)[0].decode("utf-8", "replace")
     if label:
         detail = f"label '{label}'"

@@ -591,3 +591,28 @@ def test_bad_media(img, monkeypatch, bad, code, message):
 def test_inode_bitmap_of_several_blocks(img, args):
     _ok(img, "-q", *args)
     assert verify_image(img)["geo"].inode_bitmap_blocks > 1
+
+
+@pytest.mark.parametrize("name", sorted(fmt.PLAIN))
+def test_plain_layouts_are_the_construct_schemas(name):
+    """mkfs builds from format.PLAIN (no construct at start-up): same offsets, sizes and bytes as the schemas."""
+    plain, schema = fmt.PLAIN[name], getattr(fmt, name)
+    assert fmt.field_layout(plain) == fmt.field_layout(schema)
+    assert plain.sizeof() == schema.sizeof()
+    if any(sub.kind == "struct" for sub in plain.subcons):
+        return  # nested structures are laid out only
+    rng = __import__("random").Random(name)
+    values = {}
+    for sub in schema.subcons:
+        inner = getattr(sub, "subcon", sub)
+        kind = type(inner).__name__
+        if sub.name is None or kind in ("Const", "Padding", "Padded"):
+            continue
+        if kind == "Array":
+            width = inner.subcon.sizeof()
+            values[sub.name] = [rng.randrange(1 << (8 * width - 1)) for _ in range(inner.count)]
+        elif kind == "Bytes" or kind == "StringEncoded":
+            values[sub.name] = rng.randbytes(sub.sizeof())
+        else:
+            values[sub.name] = rng.randrange(1 << (8 * sub.sizeof() - 1))
+    assert plain.build(values) == schema.build(values)
