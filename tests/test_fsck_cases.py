@@ -4,6 +4,7 @@ Per case: ``fsck -n`` finds the damage and writes nothing (image hash
 unchanged); ``fsck -y`` (first run) prints exactly ``expect.1`` and exits with
 the case's code; a second ``fsck -fn`` is clean (exit 0); every file the
 damage did not touch reads back byte-identical through the library.
+A case may pin what ``fsck -n`` finds (``FINDINGS_N``, problem codes in order).
 ``FSCK_REGEN=1`` rewrites the expect.1 files (review the diff!).
 """
 
@@ -77,9 +78,11 @@ def test_case(base_image, name, tmp_path):
     opts = getattr(case, "OPTIONS", {})
     force = getattr(case, "FORCE", True)
     before = digest(img)
-    code_n, out_n, _ = run_fsck(img, "n", force, **opts)
+    code_n, out_n, report_n = run_fsck(img, "n", force, **opts)
     assert digest(img) == before, "fsck -n wrote to the image"
     assert code_n == getattr(case, "EXIT_N", 4), out_n
+    if hasattr(case, "FINDINGS_N"):  # what -n must find, and nothing else
+        assert [f.code for f in report_n.findings] == case.FINDINGS_N, out_n
     code1, out1, report = run_fsck(img, "y", force, **opts)
     expect = CASES_DIR / name / "expect.1"
     if os.environ.get("FSCK_REGEN") == "1":
