@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import struct as _struct
 import zlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from construct import Struct
@@ -474,9 +473,12 @@ PLAIN: dict[str, PlainStruct] = {name: value for name, value in _declare(_Plain)
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FieldInfo:
-    """Where one named field of a structure sits, for raw-byte readers."""
+class FieldInfo(NamedTuple):
+    """Where one named field of a structure sits, for raw-byte readers.
+
+    (A NamedTuple, like :class:`Geometry`: creating dataclasses costs several
+    milliseconds of every tool's start-up.)
+    """
 
     name: str
     offset: int
@@ -575,9 +577,8 @@ class GeometryError(ValueError):
     """The requested filesystem does not fit the device."""
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Where every area of an NVFS filesystem lies.
+class Geometry(NamedTuple):
+    """Where every area of an NVFS filesystem lies (an immutable value, compared field by field).
 
     The device is cut into groups of ``blocks_per_group`` blocks.  Each group
     holds, in this order: one header block (the superblock in group 0, a copy

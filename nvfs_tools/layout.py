@@ -26,7 +26,7 @@ a plain mkfs never loads construct).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from nvfs_tools import format as fmt
 from nvfs_tools.device import Device
@@ -40,8 +40,7 @@ LOST_FOUND_MODE = fmt.S_IFDIR | 0o700
 QUOTA_MODE = fmt.S_IFREG | 0o600
 
 
-@dataclass(frozen=True)
-class Features:
+class Features(NamedTuple):
     """The three feature words of the static superblock."""
 
     compat: int = fmt.FEATURE_COMPAT_XATTR
@@ -53,16 +52,37 @@ class Features:
         return bool(self.ro_compat & fmt.FEATURE_RO_COMPAT_QUOTA)
 
 
-@dataclass
-class LayoutResult:
-    """What was written, for the mkfs summary and for tests."""
+#: What mkfs enables unless told otherwise: xattrs.
+DEFAULT_FEATURES = Features()
 
-    geometry: fmt.Geometry
-    free_blocks: int
-    free_inodes: int
-    zeroing: str  # how inode tables were cleared: "sparse", "punch", "zeroout", "discard", "written"
-    wiped: list[str] = field(default_factory=list)
-    lost_found: bool = False  # made here (else the caller makes it through the library)
+
+class LayoutResult:
+    """What was written, for the mkfs summary and for tests.
+
+    ``zeroing`` says how inode tables were cleared: "sparse", "punch",
+    "zeroout", "discard" or "written".  ``lost_found`` is true when the layout
+    made lost+found (else the caller makes it through the library).  A plain
+    class, not a dataclass: creating dataclasses costs several milliseconds of
+    mkfs's start-up.
+    """
+
+    __slots__ = ("geometry", "free_blocks", "free_inodes", "zeroing", "wiped", "lost_found")
+
+    def __init__(
+        self,
+        geometry: fmt.Geometry,
+        free_blocks: int,
+        free_inodes: int,
+        zeroing: str,
+        wiped: list[str] | None = None,
+        lost_found: bool = False,
+    ) -> None:
+        self.geometry, self.free_blocks, self.free_inodes = geometry, free_blocks, free_inodes
+        self.zeroing, self.wiped, self.lost_found = zeroing, wiped if wiped is not None else [], lost_found
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"LayoutResult({fields})"
 
 
 def set_bit_range(buf: bytearray, start: int, end: int) -> None:
@@ -272,7 +292,7 @@ def make_filesystem(
     label: bytes = b"",
     hash_seed: bytes,
     mkfs_time: tuple[int, int],
-    features: Features = Features(),
+    features: Features = DEFAULT_FEATURES,
     root_uid: int = 0,
     root_gid: int = 0,
     fresh: bool = False,

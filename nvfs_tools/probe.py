@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nvfs_tools import format as fmt
 
@@ -25,8 +25,7 @@ PROC_SWAPS = "/proc/swaps"
 Reader = Callable[[int, int], bytes]
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(NamedTuple):
     """A recognised on-device signature; ``offset``/``length`` locate the magic bytes."""
 
     kind: str  # e.g. "ext4 filesystem", "dos partition table"
@@ -180,8 +179,9 @@ def _blkid(path: str) -> list[Signature]:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
+    """One line of ``/proc/self/mountinfo``: what is mounted where."""
+
     devnum: tuple[int, int]
     mount_point: str
     fstype: str
