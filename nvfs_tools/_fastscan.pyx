@@ -794,6 +794,8 @@ cdef extern from *:
     uint64_t nv_walk_at(nv_ctx *c, uint64_t ino, uint64_t a) nogil
     void nv_set_bit_atomic(uint8_t *bm, uint64_t i) nogil
     void nv_prefetch_record(const nv_map *m, const uint8_t *r, uint64_t ahead) nogil
+    uint64_t nv_walk_dir(nv_dctx *d, uint64_t dir) nogil
+    enum: NV_C_DIR, NV_C_CHILD, NV_C_FTYPE, NV_C_HASH, NV_C_OFF, NV_C_LEN
 
 
 # ---------------------------------------------------------------------------
@@ -1614,7 +1616,15 @@ cdef bint _fields_ok_at(const uint8_t *r, uint16_t mode) noexcept nogil:
 
 
 cdef bint _pages_clean(const nv_map *m, const uint64_t[::1] name_off, const uint16_t[::1] name_len) noexcept nogil:
-    cdef Py_ssize_t k = 0, n = name_off.shape[0]
+    if name_off.shape[0] == 0:
+        return True
+    return _pages_clean_at(m, &name_off[0], &name_len[0], name_off.shape[0])
+
+
+cdef bint _pages_clean_at(const nv_map *m, const uint64_t *name_off, const uint16_t *name_len,
+                          Py_ssize_t n) noexcept nogil:
+    """_pages_clean of n entries (name offsets and lengths) given by pointers."""
+    cdef Py_ssize_t k = 0
     cdef uint64_t page, stop, end, base, hdr = NV_ENTRY_HDR, align = NV_ENTRY_ALIGN - 1, bs = m.bs
     while k < n:
         if name_off[k] < hdr:
@@ -2004,6 +2014,87 @@ def check_inode_groups(buf, geo, groups, owned, inuse, table, *, int threads=0):
             PyMem_Free(vecs)
         out.update({name: a for (name, _), a in zip(cols, arrays)})
     return out
+
+
+cdef int _dir_pass(nv_dctx *d, const uint64_t *dirs, uint64_t n, uint64_t *counts, uint32_t *table,
+                   uint64_t n_inodes, nv_vec *named) noexcept nogil:
+    """check_directories: each directory walked, its pages checked and its entries tallied, then its
+    entry columns emptied (memory stays one directory's worth); 0 at the first doubt."""
+    cdef uint64_t i, k, e, cnt
+    cdef uint32_t v
+    cdef int c
+    cdef uint64_t rec[4]
+    cdef const uint64_t *child
+    cdef const uint64_t *off
+    cdef const uint16_t *length
+    cdef const uint8_t *ftype
+    for i in range(n):
+        counts[i] = nv_walk_dir(d, dirs[i])
+        if d.c.probs.n or d.c.probs.oom:
+            return 0
+        for c in range(NV_N_COLS):
+            if d.ents[c].oom or d.ents[c].n != d.ents[0].n:
+                return 0
+        cnt = d.ents[0].n
+        child = <const uint64_t*>d.ents[NV_C_CHILD].d
+        off = <const uint64_t*>d.ents[NV_C_OFF].d
+        length = <const uint16_t*>d.ents[NV_C_LEN].d
+        ftype = <const uint8_t*>d.ents[NV_C_FTYPE].d
+        if cnt and not _pages_clean_at(d.c.m, off, length, cnt):
+            return 0
+        for k in range(cnt):
+            e = child[k]
+            if e < _FIRST_INO or e > n_inodes:
+                return 0
+            v = table[e]
+            if (v & 15) == 0 or (v & 15) != ftype[k]:
+                return 0
+            if ftype[k] == _DT_DIR:
+                rec[0] = dirs[i]
+                rec[1] = e
+                rec[2] = off[k]
+                rec[3] = length[k]
+                nv_push(named, rec)
+            elif (v >> 4) == 0:
+                return 0
+            else:
+                table[e] = v - 16
+        for c in range(NV_N_COLS):
+            d.ents[c].n = 0
+    return not named.oom
+
+
+def check_directories(buf, geo, seed, dir_inos, owned, table):
+    """walk_directories + pages_clean + tally_entries, directory by directory; None when not proven
+    (see scan_pure.check_directories)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef nv_map m = _map(mv, geo)
+    cdef uint64_t k0, k1
+    _key(bytes(seed), &k0, &k1)
+    cdef carray.array items = _u64_array(dir_inos)
+    cdef carray.array counts = carray.clone(array("Q"), len(items), zero=True)
+    cdef uint8_t[::1] own = _rw(owned)
+    if own.shape[0] < <Py_ssize_t>((m.blocks_count + 7) // 8):
+        raise ValueError("owned bitmap shorter than the device")
+    cdef uint32_t *tab = _table_ptr(table, m.inodes_count)
+    cdef volatile int conflict = 0
+    cdef _WalkJob job = _make_jobs(m, items, counts, 1, 0, &conflict, &own[0], NULL, NULL, 1, 1)[0]
+    job.d.k0 = k0
+    job.d.k1 = k1
+    job.d.bits = F.radix_bits(geo.block_size)
+    job.d.c.m = &job.m
+    cdef nv_vec named
+    nv_vec_init(&named, 4)
+    cdef int ok
+    try:
+        with nogil:
+            ok = _dir_pass(&job.d, job.items, job.n, job.counts, tab, m.inodes_count, &named)
+        if not ok:
+            return None
+        cols = _vec_arrays(&named, 1, ["Q", "Q", "Q", "H"])
+    finally:
+        nv_vec_free(&named)
+    return {"counts": counts, "entry_dir": cols[0], "entry_ino": cols[1], "name_off": cols[2], "name_len": cols[3]}
 
 
 def tally_entries(table, entry_ino, file_type, Py_ssize_t n_inodes):

@@ -33,6 +33,7 @@ __all__ = [
     "pages_clean",
     "check_inode_groups",
     "tally_entries",
+    "check_directories",
     "unsettled_links",
     "cpu_features",
     "flush_instruction",
@@ -983,6 +984,28 @@ def tally_entries(table: Any, entry_ino: Any, file_type: Any, n_inodes: int) -> 
                 return k
             tab[e] = v - 16
     return -1
+
+
+def check_directories(buf: Any, geo: F.Geometry, seed: bytes, dir_inos: Any, owned: Any, table: Any) -> dict | None:
+    """fsck's fast path over directories: ``walk_directories`` (claims in ``owned``), ``pages_clean``
+    and ``tally_entries`` against the link table of :func:`check_inode_groups`; None when any of
+    them finds something (then ``owned`` and ``table`` are unspecified).
+
+    Returns ``counts`` (Q, blocks each directory's walk owns) and, of the entries only those that
+    name directories (the caller checks that each is named once, by its parent): ``entry_dir``,
+    ``entry_ino``, ``name_off`` (Q) and ``name_len`` (H).  The compiled core does it directory by
+    directory and keeps no other entry: memory is one directory's worth.
+    """
+    found = walk_directories(buf, geo, seed, dir_inos, owned)
+    if len(found["prob_code"]) or not pages_clean(buf, geo, found["name_off"], found["name_len"]):
+        return None
+    if tally_entries(table, found["entry_ino"], found["file_type"], geo.inodes_count) >= 0:
+        return None
+    keep = [k for k, t in enumerate(found["file_type"]) if t == F.DT_DIR]
+    out = {"counts": found["counts"]}
+    for key, code in (("entry_dir", "Q"), ("entry_ino", "Q"), ("name_off", "Q"), ("name_len", "H")):
+        out[key] = array(code, (found[key][k] for k in keep))
+    return out
 
 
 def unsettled_links(table: Any, inuse: Any, n_inodes: int) -> int:

@@ -91,15 +91,20 @@ def compare_backends(buf, geo, seed) -> tuple:
         assert (fused_got is None) == (fused_ref is None)
         if fused_ref is not None:
             same(fused_ref[0], fused_got[0])
-            assert fused_ref[1:] == fused_got[1:]
-    fused_agrees_with_scans(buf, geo, ref, fused_ref)
+            assert fused_ref[1:5] == fused_got[1:5]
+            assert (fused_ref[5] is None) == (fused_got[5] is None)
+            if fused_ref[5] is not None:
+                same(fused_ref[5][0], fused_got[5][0])
+                assert fused_ref[5][1:] == fused_got[5][1:]
+    fused_agrees_with_scans(buf, geo, seed, ref, fused_ref)
     return ref
 
 
 def fused(mod, buf, geo, seed, threads=0):
-    """The fast path's one-pass inode check over every group, then every directory's entries tallied:
-    (records, owned and inuse after the inode check, the link table before and after the tally, first
-    bad entry, first unsettled inode), or None when not proven."""
+    """The fast path's one-pass inode check over every group, then the directories: (records, owned
+    and inuse and the link table after the inode check, (first bad entry, table after tally_entries,
+    first unsettled inode) over walk_directories' entries, check_directories' (result, owned, table)
+    or None), or None when the inodes are not proven."""
     n = geo.inodes_count
     owned, inuse, table = bytearray(geo.group_count * geo.block_size), bytearray((n + 7) // 8), bytearray(4 * n + 4)
     found = mod.check_inode_groups(buf, geo, (0, geo.group_count), owned, inuse, table, threads=threads)
@@ -108,10 +113,15 @@ def fused(mod, buf, geo, seed, threads=0):
     claimed, counted = bytes(owned), bytes(table)
     dirs = mod.walk_directories(buf, geo, seed, found["dir_ino"], owned)
     bad = mod.tally_entries(table, dirs["entry_ino"], dirs["file_type"], n)
-    return found, claimed, bytes(inuse), counted, bytes(table), bad, mod.unsettled_links(table, inuse, n)
+    tallied = (bad, bytes(table), mod.unsettled_links(table, inuse, n))
+    owned, table = bytearray(claimed), bytearray(counted)
+    checked = mod.check_directories(buf, geo, seed, found["dir_ino"], owned, table)
+    if checked is not None:
+        checked = (checked, bytes(owned), bytes(table))
+    return found, claimed, bytes(inuse), counted, tallied, checked
 
 
-def fused_agrees_with_scans(buf, geo, ref, fused_ref) -> None:
+def fused_agrees_with_scans(buf, geo, seed, ref, fused_ref) -> None:
     """check_inode_groups proves exactly what the separate scans would, and records the same facts."""
     inodes, walk, _dirs = ref
     bare = P.walk_blockmaps(buf, geo, inodes["ino"], mark_metadata=False)
@@ -143,6 +153,16 @@ def fused_agrees_with_scans(buf, geo, ref, fused_ref) -> None:
         if i < F.FIRST_INO or m & F.S_IFMT not in (F.S_IFREG, F.S_IFDIR)
     ]
     assert list(zip(found["odd_ino"], found["odd_mode"], strict=True)) == odd
+    # check_directories: proven exactly when the walk, the pages and the tally are clean, same table
+    dirs = P.walk_directories(buf, geo, seed, found["dir_ino"], bytearray(owned))
+    (bad, tallied, _unsettled), checked = fused_ref[4], fused_ref[5]
+    clean = not len(dirs["prob_code"]) and P.pages_clean(buf, geo, dirs["name_off"], dirs["name_len"]) and bad < 0
+    assert (checked is not None) == clean
+    if checked is not None:
+        assert checked[2] == tallied and checked[0]["counts"] == dirs["counts"]
+        named = [k for k, t in enumerate(dirs["file_type"]) if t == F.DT_DIR]
+        assert list(checked[0]["entry_ino"]) == [dirs["entry_ino"][k] for k in named]
+        assert list(checked[0]["entry_dir"]) == [dirs["entry_dir"][k] for k in named]
 
 
 def problems(result) -> list[tuple[int, int, Problem]]:
@@ -632,8 +652,10 @@ def test_verify_arrays_finds_each_mismatch(image, kind):
         assert skipped == [scan.Mismatch.NONE] * len(MODS)
     # the fast path's one-pass check catches what lies in inodes and link counts (the rest: the dirs' verify)
     proof = fused(P, buf, facts["geo"], facts["seed"])
-    caught = proof is None or proof[5] >= 0 or proof[6] != 0
+    caught = proof is None or proof[4][0] >= 0 or proof[4][2] != 0
     assert caught == (kind in ("BLOCK_COUNT", "INODE_FIELDS", "INODE_FIELDS_NSEC", "ENTRY_INO", "ENTRY_TYPE", "LINKS"))
+    if proof is not None:
+        assert (proof[5] is None) == (kind in ("ENTRY_INO", "ENTRY_TYPE", "PAGE_RESIDUE"))
     if kind == "NONE":
         assert sum(per_group) == len(inodes["dir_ino"]) == 5  # root, lost+found, many, few, few/sub
     else:

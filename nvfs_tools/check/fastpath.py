@@ -139,42 +139,31 @@ def _inode_windows(img: Any, core: Any) -> tuple[Any, Any, Any, dict[str, Any]] 
 def _walk_directory_windows(
     img: Any, core: Any, found: dict[str, Any], owned: Any, table: Any
 ) -> dict[str, Any] | None:
-    """walk_directories + pages_clean + tally_entries over runs of directories of about WINDOW_BYTES
-    of pages each, the mapping dropped after each run; pages shared across runs are caught through
-    ``owned``.  Returns the directories' page counts and their entries that name directories (the
-    rest are only counted, in the link table), as verify_arrays takes them."""
+    """The core's ``check_directories`` (walk, page slack, names counted in the link table) over runs
+    of directories of about WINDOW_BYTES of pages each, the mapping dropped after each run; pages
+    shared across runs are caught through ``owned``.  Returns the directories' page counts and the
+    entries that name directories, as verify_arrays takes them (every other entry is only counted)."""
     from array import array
 
     geo = img.geo
     view = img.dev.view
-    n = geo.inodes_count
     dir_ino, sizes = found["dir_ino"], found["dir_size"]
-    out: dict[str, Any] = {"counts": array("Q"), "entry_ino": array("Q"), "entry_dir": array("Q")}
-    out.update(file_type=array("B"), name_off=array("Q"), name_len=array("H"))
-    dt_dir = bytes([fmt.DT_DIR])
+    out: dict[str, Any] = {key: array("Q") for key in ("counts", "entry_ino", "entry_dir", "name_off")}
+    out["name_len"] = array("H")
     start = 0
     while start < len(dir_ino):
         end, total = start, 0
         while end < len(dir_ino) and (end == start or total + sizes[end] <= WINDOW_BYTES):
             total += sizes[end]
             end += 1
-        D = core.walk_directories(view, geo, img.hash_seed, dir_ino[start:end], owned, threads=THREADS)
-        if len(D["prob_code"]) or not core.pages_clean(view, geo, D["name_off"], D["name_len"]):
-            return None
-        if core.tally_entries(table, D["entry_ino"], D["file_type"], n) >= 0:
-            return None
-        if start == 0 and not _lost_found_ok(img, D):
+        D = core.check_directories(view, geo, img.hash_seed, dir_ino[start:end], owned, table)
+        if D is None or (start == 0 and not _lost_found_ok(img, D)):
             return None
         _drop(img, 0, len(view))
-        out["counts"].extend(D["counts"])
-        types = D["file_type"].tobytes()
-        k = types.find(dt_dir)
-        while k >= 0:
-            out["entry_ino"].append(D["entry_ino"][k])
-            out["entry_dir"].append(D["entry_dir"][k])
-            k = types.find(dt_dir, k + 1)
+        for key, values in D.items():
+            out[key].extend(values)
         start = end
-    out["file_type"].extend(dt_dir * len(out["entry_ino"]))
+    out["file_type"] = array("B", bytes([fmt.DT_DIR]) * len(out["entry_ino"]))
     return out
 
 
@@ -273,14 +262,13 @@ def _xattrs_ok(img: Any, S: Any) -> bool:
 
 
 def _lost_found_ok(img: Any, D: Any) -> bool:
-    """The root names a directory lost+found (the root's entries come first: it is dir_ino[0])."""
+    """The root names a directory lost+found (D: check_directories' entries naming directories; the
+    root's come first: it is dir_ino[0])."""
     view = img.dev.view
-    entry_dir, file_type, name_off, name_len = D["entry_dir"], D["file_type"], D["name_off"], D["name_len"]
-    for k in range(len(entry_dir)):
-        if entry_dir[k] != fmt.ROOT_INO:
+    for holder, off, length in zip(D["entry_dir"], D["name_off"], D["name_len"], strict=True):
+        if holder != fmt.ROOT_INO:
             break
-        off, length = name_off[k], name_len[k]
-        if file_type[k] == fmt.DT_DIR and bytes(view[off : off + length]) == fmt.LOST_FOUND_NAME:
+        if bytes(view[off : off + length]) == fmt.LOST_FOUND_NAME:
             return True
     return False
 
