@@ -1026,18 +1026,17 @@ class _Writer:
 
     def _write_page(self, dir_ino: int, entries: list[tuple[bytes, int, int]], block: int) -> None:
         """The one page of a small directory (depth 0, directly under the root word), as Directory.build writes it."""
-        names = [e[0] for e in entries]
-        hashes = self.hash_names(self.vol.hash_seed, names)
-        recs = sorted(zip(hashes, names, [e[1] for e in entries], [e[2] for e in entries], strict=True))
+        hashes = self.hash_names(self.vol.hash_seed, [e[0] for e in entries])
         buf = bytearray(self.bs)
         _dirwalk.PAGE_HEADER.pack_into(buf, 0, fmt.DIR_PAGE_MAGIC, 0, 0, 0, dir_ino, 0)
         off = fmt.DIR_PAGE_HEADER_SIZE
         pack = _dirwalk.ENTRY_HEADER.pack_into
-        for h, name, ino, ft in recs:
+        ehdr = fmt.DIR_ENTRY_HEADER_SIZE
+        for h, (name, ino, ft) in sorted(zip(hashes, entries, strict=True)):  # by hash, then name
             n = len(name)
             rl = (_REC_FIXED + n) & ~7
             pack(buf, off, ino, h, n, ft, rl)
-            buf[off + fmt.DIR_ENTRY_HEADER_SIZE : off + fmt.DIR_ENTRY_HEADER_SIZE + n] = name
+            buf[off + ehdr : off + ehdr + n] = name
             off += rl
         self.dev.write(block * self.bs, buf)
 
