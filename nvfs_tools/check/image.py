@@ -117,6 +117,9 @@ class Image:
         self.bs = self.geo.block_size
         self.hash_seed = bytes(static.hash_seed)
         self.writes = 0
+        # is_hole answers, valid for one device object and one value of ``writes``
+        self._holes: dict[tuple[int, int], bool] = {}
+        self._holes_for: tuple[Any, int] = (None, 0)
         # bad blocks (check/media.py): None when the device has no bad media, else the set the runner fills
         self.bad: set[int] | None = set() if hasattr(dev, "bad_blocks") else None
 
@@ -136,8 +139,18 @@ class Image:
         Lets a check skip what was never written (a sparse 1 TiB image's inode tables: reading them
         through a tmpfs mapping would also fill them with zero pages).  Only trusted when the view is
         the device's own mapping: a shadow mapping (check/media.py) or a replay overlay
-        (check/overlay.py) may hold private pages over a hole of the file.
+        (check/overlay.py) may hold private pages over a hole of the file.  Answers are remembered
+        until the next write through this Image: the fast path asks about every table twice.
         """
+        if self._holes_for != (self.dev, self.writes):
+            self._holes.clear()
+            self._holes_for = (self.dev, self.writes)
+        known = self._holes.get((start, length))
+        if known is None:
+            known = self._holes[start, length] = self._probe_hole(start, length)
+        return known
+
+    def _probe_hole(self, start: int, length: int) -> bool:
         dev = self.dev
         fd = getattr(dev, "fd", -1)
         if not isinstance(fd, int) or fd < 0 or getattr(dev.view, "obj", None) is not getattr(dev, "map", None):
