@@ -46,9 +46,9 @@ def check(device: str, options: Options, out: TextIO | None = None, answers: Tex
 
 
 def _close(chk: Checker, dev: Any) -> None:
-    """Close the device; scans may still hold views of the mapping, so collect them first."""
+    """Close the device; when scans still hold views of the mapping (in reference cycles), collect them
+    and close again (a full collection costs several ms, most runs need none)."""
     chk.image = None
-    gc.collect()
     try:
         dev.close()
     except BufferError:
