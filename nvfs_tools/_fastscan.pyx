@@ -455,9 +455,11 @@ cdef extern from *:
         if (c->dupw) c->dupw[b >> 3] |= (uint8_t)(1u << (b & 7));
         return 0;
     }
-    static void nv_tree(nv_ctx *c, uint64_t ino, uint64_t addr, int level, unsigned __int128 base, uint64_t needed) {
+    static void nv_tree(nv_ctx *c, uint64_t ino, uint64_t addr, int level, unsigned __int128 base, uint64_t needed);
+    /* nv_tree for the pointer word b stored at device address addr (the word already read) */
+    static void nv_tree_word(nv_ctx *c, uint64_t ino, uint64_t addr, uint64_t b, int level, unsigned __int128 base,
+                             uint64_t needed) {
         const nv_map *m = c->m;
-        uint64_t b = nv_u64(m->base + addr);
         if (!b) return;
         if (base >= needed && !nv_block_bad(m, b)) { nv_report(c, ino, addr, P_B_EOF); return; }
         if (!nv_pointer(c, ino, addr, b, P_B_RANGE, P_B_META, P_B_SHARED) || level == 0) return;
@@ -470,11 +472,14 @@ cdef extern from *:
             if (c->parallel && *c->conflict) return;
         }
     }
-    /* nv_walk_inode for the inode at byte address a (inside the mapping) */
-    static uint64_t nv_walk_at(nv_ctx *c, uint64_t ino, uint64_t a) {
+    static void nv_tree(nv_ctx *c, uint64_t ino, uint64_t addr, int level, unsigned __int128 base, uint64_t needed) {
+        nv_tree_word(c, ino, addr, nv_u64(c->m->base + addr), level, base, needed);
+    }
+    /* nv_walk_inode for the inode at device address a whose record bytes are at r (the mapping or a
+       copy of them): the record's own words are read from r, indirect blocks from the mapping */
+    static uint64_t nv_walk_rec(nv_ctx *c, uint64_t ino, uint64_t a, const uint8_t *r) {
         const nv_map *m = c->m;
         c->count = 0;
-        const uint8_t *r = m->base + a;
         uint64_t mode = nv_f(r, NV_I_MODE), flags = nv_f(r, NV_I_FLAGS), xb = nv_f(r, NV_I_XATTR);
         if (!mode) return 0;
         if (xb) nv_pointer(c, ino, a + NV_I_XATTR.off, xb, P_X_RANGE, P_X_META, P_X_SHARED);
@@ -484,16 +489,21 @@ cdef extern from *:
             uint64_t needed = m->bs_shift >= 0 ? (size >> m->bs_shift) + ((size & (m->bs - 1)) != 0)
                                                : size / m->bs + (size % m->bs != 0);
             uint64_t p0 = a + NV_I_BLOCK.off;
-            for (uint64_t i = 0; i < NV_N_DIRECT; i++) nv_tree(c, ino, p0 + i * NV_PTR_SIZE, 0, i, needed);
+            const uint8_t *w = r + NV_I_BLOCK.off;
+            for (uint64_t i = 0; i < NV_N_DIRECT; i++)
+                nv_tree_word(c, ino, p0 + i * NV_PTR_SIZE, nv_u64(w + i * NV_PTR_SIZE), 0, i, needed);
             unsigned __int128 fb = NV_N_DIRECT, span = 1;
             for (uint64_t k = 0; k < NV_N_INDIRECT; k++) {
                 span *= c->ppb;
-                nv_tree(c, ino, p0 + (NV_N_DIRECT + k) * NV_PTR_SIZE, (int)k + 1, fb, needed);
+                uint64_t at = (NV_N_DIRECT + k) * NV_PTR_SIZE;
+                nv_tree_word(c, ino, p0 + at, nv_u64(w + at), (int)k + 1, fb, needed);
                 fb += span;
             }
         }
         return c->count;
     }
+    /* nv_walk_inode for the inode at byte address a (inside the mapping) */
+    static uint64_t nv_walk_at(nv_ctx *c, uint64_t ino, uint64_t a) { return nv_walk_rec(c, ino, a, c->m->base + a); }
     static uint64_t nv_walk_inode(nv_ctx *c, uint64_t ino) {
         uint64_t a = nv_inode_addr(c->m, ino);
         if (a == UINT64_MAX) { c->count = 0; return 0; }
@@ -686,6 +696,7 @@ cdef extern from *:
         if (a + NV_INODE_SIZE <= m->len)
             for (uint64_t k = 0; k < NV_INODE_SIZE; k += 64) __builtin_prefetch(m->base + a + k, 0, 0);
     }
+    static inline void nv_prefetch_line(const uint8_t *p) { __builtin_prefetch(p, 0, 0); }
     static inline void nv_set_bit_atomic(uint8_t *bm, uint64_t i) {
         __atomic_fetch_or(&bm[i >> 3], (uint8_t)(1u << (i & 7)), __ATOMIC_RELAXED);
     }
@@ -791,9 +802,10 @@ cdef extern from *:
     uint64_t nv_itable_off(const nv_map *m, uint64_t g) nogil
     void nv_inode_probs(const nv_map *m, const uint8_t *r, uint64_t ino, uint64_t addr, nv_vec *probs,
                         uint64_t max_size) nogil
-    uint64_t nv_walk_at(nv_ctx *c, uint64_t ino, uint64_t a) nogil
+    uint64_t nv_walk_rec(nv_ctx *c, uint64_t ino, uint64_t a, const uint8_t *r) nogil
     void nv_set_bit_atomic(uint8_t *bm, uint64_t i) nogil
     void nv_prefetch_record(const nv_map *m, const uint8_t *r, uint64_t ahead) nogil
+    void nv_prefetch_line(const uint8_t *p) nogil
     uint64_t nv_walk_dir(nv_dctx *d, uint64_t dir) nogil
     enum: NV_C_DIR, NV_C_CHILD, NV_C_FTYPE, NV_C_HASH, NV_C_OFF, NV_C_LEN
 
@@ -1860,6 +1872,8 @@ cdef uint64_t _PREFETCH_AHEAD = 8
 
 cdef struct nv_fctx:
     nv_ctx c
+    const uint8_t *tables     # NULL: inode tables read from the mapping; else a copy of groups g0.. back to back
+    uint64_t tables_g0, table_bytes
     uint8_t *inuse
     uint32_t *table
     uint64_t max_size, used
@@ -1870,28 +1884,37 @@ cdef struct nv_fctx:
 cdef void _inode_pass(nv_fctx *f, uint64_t g0, uint64_t g1) noexcept nogil:
     """check_inode_groups over groups [g0, g1): each in-use inode read once, its blocks claimed in ``owned``."""
     cdef const nv_map *m = f.c.m
-    cdef uint64_t g = g0, i, ino, mode, fmt, links, blocks, count, xb
+    cdef uint64_t g = g0, i, ino, mode, fmt, links, blocks, count, xb, addr
     cdef const uint8_t *r = NULL
+    cdef const uint8_t *copy
     cdef int w
     cdef uint64_t rec[7]
     cdef uint8_t dt
     while g < g1 and nv_itable_off(m, g) < m.len:
         i = 0
+        copy = f.tables + (g - f.tables_g0) * f.table_bytes if f.tables != NULL else NULL
         while i < m.ipg:
-            w = nv_inode_wanted(m, g, i, 0, &r)
-            if w < 0:
-                break
+            if copy != NULL:  # the caller copied whole tables: every record is there
+                r = copy + i * NV_INODE_SIZE
+                w = nv_ld(r + NV_I_MODE.off, NV_I_MODE.size) != 0
+                if i + _PREFETCH_AHEAD < m.ipg:
+                    _prefetch(r + _PREFETCH_AHEAD * NV_INODE_SIZE)
+            else:
+                w = nv_inode_wanted(m, g, i, 0, &r)
+                if w < 0:
+                    break
+                nv_prefetch_record(m, r, _PREFETCH_AHEAD)
+            addr = nv_itable_off(m, g) + i * NV_INODE_SIZE
             i += 1
             if w == 0:
                 continue
             ino = g * m.ipg + i
-            nv_prefetch_record(m, r, _PREFETCH_AHEAD)
-            nv_inode_probs(m, r, ino, <uint64_t>(r - m.base), &f.c.probs, f.max_size)
+            nv_inode_probs(m, r, ino, addr, &f.c.probs, f.max_size)
             mode = nv_ld(r + NV_I_MODE.off, NV_I_MODE.size)
             if f.c.probs.n or not _fields_ok_at(r, <uint16_t>mode):
                 f.fail = 1
                 return
-            count = nv_walk_at(&f.c, ino, <uint64_t>(r - m.base))
+            count = nv_walk_rec(&f.c, ino, addr, r)
             if f.c.probs.n or f.c.conflict[0]:
                 f.fail = 1
                 return
@@ -1930,6 +1953,12 @@ cdef void _inode_pass(nv_fctx *f, uint64_t g0, uint64_t g1) noexcept nogil:
         f.fail = 1
 
 
+cdef inline void _prefetch(const uint8_t *p) noexcept nogil:
+    cdef uint64_t k
+    for k in range(0, NV_INODE_SIZE, 64):
+        nv_prefetch_line(p + k)
+
+
 cdef class _InodePassJob:
     """One thread's share of check_inode_groups' groups."""
     cdef nv_map m
@@ -1964,12 +1993,22 @@ cdef uint32_t* _table_ptr(table, Py_ssize_t n_inodes) except NULL:
     return &tab[0]
 
 
-def check_inode_groups(buf, geo, groups, owned, inuse, table, *, int threads=0):
+def check_inode_groups(buf, geo, groups, owned, inuse, table, *, tables=None, int threads=0):
     """Every in-use inode of groups [first, end) checked in one pass (see scan_pure.check_inode_groups)."""
     cdef const uint8_t[::1] mv = _ro(buf)
     cdef nv_map m = _map(mv, geo)
     cdef uint64_t first = max(0, groups[0]), last = min(groups[1], m.groups)
     last = max(first, last)
+    cdef uint64_t table_bytes = m.itable_blocks * m.bs
+    cdef const uint8_t[::1] copies
+    cdef const uint8_t *tables_ptr = NULL
+    if tables is not None:
+        copies = _ro(tables)
+        if m.ipg * NV_INODE_SIZE > table_bytes or copies.shape[0] < <Py_ssize_t>((last - first) * table_bytes):
+            raise ValueError("tables must hold the inode tables of every group of the range")
+        if last > first and nv_itable_off(&m, last - 1) + table_bytes > m.len:
+            raise ValueError("an inode table of the range is not wholly inside the device")
+        tables_ptr = _ro_ptr(copies)
     cdef uint8_t[::1] own = _rw(owned)
     cdef uint8_t[::1] inu = _rw(inuse)
     if own.shape[0] < <Py_ssize_t>((m.blocks_count + 7) // 8) or inu.shape[0] < <Py_ssize_t>((m.inodes_count + 7) // 8):
@@ -1993,6 +2032,9 @@ def check_inode_groups(buf, geo, groups, owned, inuse, table, *, int threads=0):
         job.f.inuse = &inu[0]
         job.f.table = tab
         job.f.max_size = max_size
+        job.f.tables = tables_ptr
+        job.f.tables_g0 = first
+        job.f.table_bytes = table_bytes
         jobs.append(job)
     _run_parallel(jobs)
     cdef uint64_t used = 0

@@ -903,7 +903,15 @@ def _table(table: Any, n_inodes: int) -> memoryview:
 
 
 def check_inode_groups(
-    buf: Any, geo: F.Geometry, groups: tuple[int, int], owned: Any, inuse: Any, table: Any, *, threads: int = 0
+    buf: Any,
+    geo: F.Geometry,
+    groups: tuple[int, int],
+    owned: Any,
+    inuse: Any,
+    table: Any,
+    *,
+    tables: Any = None,
+    threads: int = 0,
 ) -> dict[str, Any] | None:
     """fsck's fast path over the in-use inodes of groups [first, end), each read once; None when not proven.
 
@@ -919,8 +927,14 @@ def check_inode_groups(
     ``dir_mode`` (H), ``dir_links`` (I), ``dir_size``, ``dir_blocks`` and ``dir_bcount`` (blocks its
     walk owns: the xattr block), ``xattr_ino``/``xattr_block`` and ``odd_ino``/``odd_mode`` (H): the
     in-use inodes below FIRST_INO, symbolic links and special files, which the caller checks itself.
+
+    ``tables``, when given, holds the inode tables of the groups, back to back (e.g. read with
+    O_DIRECT into a reused buffer): the records are read from it, everything else from ``buf``.
+    Every table of the range must lie wholly inside ``buf`` (else ValueError).
     """
     view = memoryview(buf).cast("B")
+    if tables is not None:
+        view = _with_tables(view, geo, groups, tables)
     n = geo.inodes_count
     own, inu, tab = _rw_bytes(owned), _rw_bytes(inuse), _table(table, n)
     if len(own) < (geo.blocks_count + 7) // 8 or len(inu) < (n + 7) // 8:
@@ -956,6 +970,24 @@ def check_inode_groups(
     out["xattr_ino"].extend(S["xattr_ino"])
     out["xattr_block"].extend(S["xattr_block"])
     return out
+
+
+def _with_tables(view: memoryview, geo: F.Geometry, groups: tuple[int, int], tables: Any) -> memoryview:
+    """A copy of ``view`` with the inode tables of ``groups`` taken from ``tables`` (the reference's way
+    of reading records from the caller's copy)."""
+    first, last = max(0, groups[0]), min(groups[1], geo.group_count)
+    last = max(first, last)
+    size = geo.inode_table_blocks * geo.block_size
+    copies = memoryview(tables).cast("B")
+    if geo.inodes_per_group * F.INODE_SIZE > size or len(copies) < (last - first) * size:
+        raise ValueError("tables must hold the inode tables of every group of the range")
+    if last > first and _itable_offset(geo, last - 1) + size > len(view):
+        raise ValueError("an inode table of the range is not wholly inside the device")
+    out = bytearray(view)
+    for g in range(first, last):
+        at = _itable_offset(geo, g)
+        out[at : at + size] = copies[(g - first) * size : (g - first + 1) * size]
+    return memoryview(out)
 
 
 def _rw_bytes(buf: Any) -> memoryview:

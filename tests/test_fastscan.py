@@ -108,8 +108,12 @@ def fused(mod, buf, geo, seed, threads=0):
     n = geo.inodes_count
     owned, inuse, table = bytearray(geo.group_count * geo.block_size), bytearray((n + 7) // 8), bytearray(4 * n + 4)
     found = mod.check_inode_groups(buf, geo, (0, geo.group_count), owned, inuse, table, threads=threads)
+    copied = from_table_copies(mod, buf, geo)
+    assert (copied is None) == (found is None)
     if found is None:
         return None
+    same(copied[0], found)
+    assert copied[1:] == (bytes(owned), bytes(inuse), bytes(table))
     claimed, counted = bytes(owned), bytes(table)
     dirs = mod.walk_directories(buf, geo, seed, found["dir_ino"], owned)
     bad = mod.tally_entries(table, dirs["entry_ino"], dirs["file_type"], n)
@@ -119,6 +123,20 @@ def fused(mod, buf, geo, seed, threads=0):
     if checked is not None:
         checked = (checked, bytes(owned), bytes(table))
     return found, claimed, bytes(inuse), counted, tallied, checked
+
+
+def from_table_copies(mod, buf, geo):
+    """check_inode_groups reading the records from a copy of the inode tables (as the O_DIRECT path
+    does): (records, owned, inuse, table) or None; it must match the mapping's result exactly."""
+    n, size = geo.inodes_count, geo.inode_table_blocks * geo.block_size
+    tables = b"".join(bytes(buf[geo.inode_table_block(g) * geo.block_size :][:size]) for g in range(geo.group_count))
+    with pytest.raises(ValueError):
+        mod.check_inode_groups(
+            buf, geo, (0, geo.group_count), bytearray(1 << 20), bytearray(n), bytearray(4 * n + 4), tables=tables[:-1]
+        )
+    owned, inuse, table = bytearray(geo.group_count * geo.block_size), bytearray((n + 7) // 8), bytearray(4 * n + 4)
+    found = mod.check_inode_groups(buf, geo, (0, geo.group_count), owned, inuse, table, tables=tables)
+    return None if found is None else (found, bytes(owned), bytes(inuse), bytes(table))
 
 
 def fused_agrees_with_scans(buf, geo, seed, ref, fused_ref) -> None:
@@ -1056,3 +1074,34 @@ def test_nvfs_pure_selects_the_reference():
     env.pop("NVFS_PURE")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["nvfs_tools._fastscan", "True"]
+
+
+@pytest.mark.parametrize("read", ["map", "pread"])
+def test_fast_path_table_reads_prove_and_refute(populated, tmp_path, monkeypatch, read):
+    """fsck's fast path reading inode tables through the mapping or into its own buffer: a clean
+    image is proven, the same image with one wrong block count is not."""
+    from nvfs_tools.check import fastpath
+    from nvfs_tools.check.image import Image
+    from nvfs_tools.check.pass0_super import load_superblock
+    from nvfs_tools.device import Device
+
+    monkeypatch.setattr(fastpath, "TABLE_READ", read)
+    path = str(tmp_path / "copy.img")
+    with open(populated, "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+    verdicts = []
+    for damage in (False, True):
+        if damage:
+            with Volume.open(path) as vol:
+                addr = vol.geo.inode_offset(files_of(vol)["dense"]) + INODE["blocks"].offset
+            with open(path, "r+b") as handle:
+                handle.seek(addr)
+                blocks = int.from_bytes(handle.read(8), "little")
+                handle.seek(addr)
+                handle.write((blocks + 1).to_bytes(8, "little"))
+        with Device(path) as dev:
+            static, raw, _reason, _off = load_superblock(dev, False)
+            img = Image(dev, static, raw)
+            verdicts.append(fastpath.verify(img, quota=False) is not None)
+            del img
+    assert verdicts == [True, False]

@@ -123,17 +123,108 @@ def _inode_windows(img: Any, core: Any) -> tuple[Any, Any, Any, dict[str, Any]] 
     inuse = mmap.mmap(-1, (n + 7) // 8)
     table = mmap.mmap(-1, 4 * (n + 1))  # pages cost memory only where inodes are in use
     records: dict[str, Any] = {"used": 0}
-    for g0, g1 in _windows(img):
-        found = core.check_inode_groups(view, geo, (g0, g1), owned, inuse, table, threads=THREADS)
-        if found is None:
-            return None
-        _drop(img, geo.inode_table_block(g0) * img.bs, (g1 - g0) * geo.blocks_per_group * img.bs)
-        records["used"] += found.pop("used")
-        for key, values in found.items():
-            records.setdefault(key, array(values.typecode)).extend(values)
+    reader = _TableReader.open(img, core)
+    try:
+        for g0, g1 in _windows(img):
+            tables = reader.read(g0, g1) if reader is not None else None
+            found = core.check_inode_groups(view, geo, (g0, g1), owned, inuse, table, tables=tables, threads=THREADS)
+            if found is None:
+                return None
+            if tables is None:
+                _drop(img, geo.inode_table_block(g0) * img.bs, (g1 - g0) * geo.blocks_per_group * img.bs)
+            _collect(records, found)
+    finally:
+        if reader is not None:
+            reader.close()
     if not records["used"]:
         return None
     return owned, inuse, table, records
+
+
+def _collect(records: dict[str, Any], found: dict[str, Any]) -> None:
+    from array import array
+
+    records["used"] += found.pop("used")
+    for key, values in found.items():
+        records.setdefault(key, array(values.typecode)).extend(values)
+
+
+#: How inode tables are read: "map" (the device mapping, pages dropped after each window), "pread"
+#: (buffered reads into one reused buffer), "direct" (O_DIRECT reads into it: block devices only) or
+#: "auto" (see _TableReader.open).
+TABLE_READ = "auto"
+
+
+class _TableReader:
+    """Reads the inode tables of a window of groups into one reused, page-aligned buffer."""
+
+    def __init__(self, img: Any, fd: int, own_fd: bool) -> None:
+        import mmap
+
+        geo = img.geo
+        self.img = img
+        self.fd = fd
+        self.own_fd = own_fd
+        self.table_bytes = geo.inode_table_blocks * img.bs
+        per = max(1, WINDOW_BYTES // max(self.table_bytes, 1))
+        self.buffer = mmap.mmap(-1, per * self.table_bytes)
+
+    @classmethod
+    def open(cls, img: Any, core: Any) -> _TableReader | None:
+        """A reader, or None to read through the mapping: the pure backend (which would copy the whole
+        device per window), devdax (no page cache to bypass), an unknown mode, or no way to open."""
+        import os
+
+        dev = img.dev
+        mode = TABLE_READ
+        if mode == "auto":
+            mode = "direct" if dev.kind == "block" else "map"
+        if mode == "map" or not core.__name__.endswith("_fastscan") or dev.kind == "dax" or dev.fd < 0:
+            return None
+        if mode == "pread":
+            return cls(img, dev.fd, False)
+        if mode != "direct" or dev.kind != "block":
+            return None
+        try:
+            fd = os.open(dev.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return None
+        return cls(img, fd, True)
+
+    def read(self, g0: int, g1: int) -> memoryview | None:
+        """The tables of groups [g0, g1) back to back, or None (a short read: use the mapping)."""
+        import os
+
+        geo = self.img.geo
+        size = self.table_bytes
+        if (g1 - g0) * size > len(self.buffer):
+            return None
+        whole = memoryview(self.buffer)
+        for g in range(g0, g1):
+            at = geo.inode_table_block(g) * self.img.bs
+            if at + size > self.img.dev.size:
+                return None
+            part = whole[(g - g0) * size : (g - g0 + 1) * size]
+            done = 0
+            while done < size:
+                try:
+                    got = os.preadv(self.fd, [part[done:]], at + done)
+                except OSError:
+                    return None
+                if got <= 0:
+                    return None
+                done += got
+        return whole[: (g1 - g0) * size]
+
+    def close(self) -> None:
+        import os
+
+        if self.own_fd:
+            os.close(self.fd)
+        try:
+            self.buffer.close()
+        except BufferError:
+            pass
 
 
 def _walk_directory_windows(
@@ -148,6 +239,7 @@ def _walk_directory_windows(
     geo = img.geo
     view = img.dev.view
     dir_ino, sizes = found["dir_ino"], found["dir_size"]
+    _advise(img, DIR_ADVICE)
     out: dict[str, Any] = {key: array("Q") for key in ("counts", "entry_ino", "entry_dir", "name_off")}
     out["name_len"] = array("H")
     start = 0
@@ -165,6 +257,24 @@ def _walk_directory_windows(
         start = end
     out["file_type"] = array("B", bytes([fmt.DT_DIR]) * len(out["entry_ino"]))
     return out
+
+
+#: madvise advice for the mapping while directories are walked ("random": no readahead).
+DIR_ADVICE = "random"
+
+
+def _advise(img: Any, advice: str) -> None:
+    """On a block device, page faults read ahead (128 KiB by default): directory pages are scattered
+    4 KiB blocks, so the walk would read many times their size through the block layer."""
+    import mmap
+
+    dev_map = getattr(img.dev, "map", None)
+    if img.dev.kind != "block" or dev_map is None or advice != "random":
+        return
+    try:
+        dev_map.madvise(mmap.MADV_RANDOM)
+    except (OSError, ValueError):
+        pass
 
 
 def _windows(img: Any) -> list[tuple[int, int]]:
