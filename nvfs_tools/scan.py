@@ -17,6 +17,13 @@ Both backends provide the same functions with the same signatures and results
 * ``link_counts(children, n_inodes) -> memoryview('I')``;
 * ``verify_arrays(buf, geo, scan, blockmap, dirs) -> (Mismatch, array('Q'))``: the
   cross-checks of fsck's bulk fast path over the three scans' results;
+* fsck's fast path, which keeps no per-file record: ``check_inode_groups(buf, geo, groups,
+  owned, inuse, table, *, tables=None, threads=0) -> dict | None`` (each in-use inode read once:
+  scan, fields, block map and block count, link count into a uint32 table),
+  ``check_directories(buf, geo, seed, dir_inos, owned, table) -> dict | None`` (walk, page
+  slack and names counted against the table, directory by directory),
+  ``tally_entries(table, entry_ino, file_type, n_inodes) -> int`` and
+  ``unsettled_links(table, inuse, n_inodes) -> int``;
 * CPU and persistence: ``cpu_features()``, ``popcount_kernels()``,
   ``flush_range(buf, offset, length)``, ``sfence()``, ``nt_zero(buf, offset, length)``.
 
