@@ -1,8 +1,14 @@
 """mkfs.nvfs: create an NVFS filesystem on a pmem device, devdax device or image file.
 
 The command line is modelled on mke2fs; the safety rules are stricter (see
-``docs/mkfs.md``).  The writing itself is :func:`nvfs_tools.layout.make_filesystem`;
-lost+found is made through the library (:class:`nvfs_tools.volume.Volume`).
+``docs/mkfs.md``).  The writing itself is :func:`nvfs_tools.layout.make_filesystem`,
+lost+found included, except with quota or bad media, where it is made through the
+library (:class:`nvfs_tools.volume.Volume`), which ``-d`` uses too.
+
+Start-up time is most of what a plain mkfs costs, so this module imports only
+what the run needs: ordinary command lines are parsed by :func:`fast_parse`
+(click is loaded for help, version and mistakes), and the library modules are
+imported inside the functions that use them.
 """
 
 from __future__ import annotations
