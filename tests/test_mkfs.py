@@ -113,6 +113,30 @@ def test_nodiscard_on_existing_file_still_zeroes(img):
     verify_image(img)
 
 
+def test_image_file_that_is_one_hole_is_not_probed_nor_zeroed(img, monkeypatch):
+    """``truncate -s`` then mkfs: nothing to find or clear, like an image mkfs created (blkid is not asked)."""
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    asked = []
+    monkeypatch.setattr(probe, "_blkid", lambda path: asked.append(path) or [])
+    res = _ok(img, "-F")
+    assert "inode tables: sparse" in res.out and asked == []
+    verify_image(img)
+
+
+def test_image_file_with_any_data_is_probed_and_zeroed(img, monkeypatch):
+    """One written byte anywhere and the file is treated as used: blkid asked, tables cleared."""
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(40 << 20)
+        f.write(b"\x01")
+    asked = []
+    monkeypatch.setattr(probe, "_blkid", lambda path: asked.append(path) or [])
+    res = _ok(img, "-F", "-E", "nodiscard")
+    assert "inode tables: punch" in res.out and asked == [str(img)]
+    verify_image(img)
+
+
 # ---------------------------------------------------------------------------
 # Options
 # ---------------------------------------------------------------------------
