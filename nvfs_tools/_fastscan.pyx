@@ -553,6 +553,11 @@ cdef extern from *:
         return 0;
     }
     static int nv_is_page(const nv_map *m, uint64_t page) { return memcmp(m->base + page, NV_PAGE_MAGIC, 4) == 0; }
+    /* a '/' or NUL in the name (names are short: a loop beats two memchr calls) */
+    static inline int nv_bad_name_byte(const uint8_t *name, uint64_t n) {
+        for (uint64_t i = 0; i < n; i++) if (name[i] == '/' || name[i] == 0) return 1;
+        return 0;
+    }
     static void nv_entries(nv_dctx *d, uint64_t dir, uint64_t page, uint64_t depth, uint64_t prefix) {
         const nv_map *m = d->c.m;
         nv_vec *pv = &d->c.probs;
@@ -569,7 +574,7 @@ cdef extern from *:
             uint64_t child = nv_f(r, NV_E_INO);
             if (!child) continue;
             const uint8_t *name = r + NV_ENTRY_HDR;
-            if (nl == 0 || memchr(name, '/', nl) || memchr(name, 0, nl)) nv_prob(pv, dir, rec, P_E_NAME);
+            if (nl == 0 || nv_bad_name_byte(name, nl)) nv_prob(pv, dir, rec, P_E_NAME);
             else if ((nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.')) nv_prob(pv, dir, rec, P_E_DOT);
             uint64_t h = nv_siphash(d->k0, d->k1, name, nl);
             if (nv_f(r, NV_E_HASH) != h) nv_prob(pv, dir, rec, P_E_HASH);
@@ -1591,10 +1596,17 @@ _init_verify()
 
 
 cdef inline bint _zero(const uint8_t *p, uint64_t n) noexcept nogil:
-    cdef uint64_t i
-    for i in range(n):
+    """All n bytes at p are zero (8 at a time: page slack is checked for every directory page)."""
+    cdef uint64_t i = 0, word
+    while i + 8 <= n:
+        memcpy(&word, p + i, 8)
+        if word:
+            return False
+        i += 8
+    while i < n:
         if p[i]:
             return False
+        i += 1
     return True
 
 
@@ -1627,6 +1639,10 @@ cdef bint _fields_ok_at(const uint8_t *r, uint16_t mode) noexcept nogil:
     return True
 
 
+cdef inline uint64_t _page_of(const nv_map *m, uint64_t addr) noexcept nogil:
+    return addr >> m.bs_shift if m.bs_shift >= 0 else addr // m.bs
+
+
 cdef bint _pages_clean(const nv_map *m, const uint64_t[::1] name_off, const uint16_t[::1] name_len) noexcept nogil:
     if name_off.shape[0] == 0:
         return True
@@ -1641,9 +1657,9 @@ cdef bint _pages_clean_at(const nv_map *m, const uint64_t *name_off, const uint1
     while k < n:
         if name_off[k] < hdr:
             return False
-        page = (name_off[k] - hdr) // bs
+        page = _page_of(m, name_off[k] - hdr)
         stop = 0
-        while k < n and name_off[k] >= hdr and (name_off[k] - hdr) // bs == page:
+        while k < n and name_off[k] >= hdr and _page_of(m, name_off[k] - hdr) == page:
             end = name_off[k] - hdr + ((hdr + name_len[k] + align) & ~align)
             if end > stop:
                 stop = end
@@ -2025,7 +2041,7 @@ def check_inode_groups(buf, geo, groups, owned, inuse, table, *, tables=None, in
         job.g0 = first + (last - first) * t // nt
         job.g1 = first + (last - first) * (t + 1) // nt
         job.f.c.owned = &own[0]
-        job.f.c.parallel = 1
+        job.f.c.parallel = nt > 1  # atomic claims only when threads share the bitmap
         job.f.c.conflict = &conflict
         job.f.c.report = 1
         job.f.c.ppb = m.bs // NV_PTR_SIZE
