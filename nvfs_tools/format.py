@@ -369,12 +369,17 @@ _SCHEMA_NAMES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    """The construct schemas (and ``STRUCTURES``), built when first asked for."""
+    """The construct schemas (and ``STRUCTURES``), built when first asked for.
+
+    Two threads asking at once may both build them; ``setdefault`` publishes
+    one set atomically, so everyone ends up with the same schema objects.
+    """
     if name in _SCHEMA_NAMES or name == "STRUCTURES":
         import construct
 
-        globals().update(_declare(construct))
-        return globals()[name]
+        schemas = globals().setdefault("_CONSTRUCT_SCHEMAS", _declare(construct))
+        globals().update(schemas)
+        return schemas[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
