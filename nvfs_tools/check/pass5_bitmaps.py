@@ -251,23 +251,23 @@ def groups_match(img: Any, popcount: Any, owned: Any, inuse: Any, dirs_per_group
     counters = _counters_template(bs)
     pack_into = _COUNTERS.pack_into
     table_bytes = geo.inode_table_blocks * bs
-    no_inodes = bytes(ibytes)
+    all_free = bytes(ibytes) + pad
     total_b = total_i = 0
     for g in range(groups):
         off = g * at.step
         blocks = owned_v[g * bs : (g + 1) * bs].tobytes()
         if bytes(view[at.block_bitmap + off : at.block_bitmap + off + bs]) != blocks:
             return None
-        if img.is_hole(at.inode_table + off, table_bytes):
-            inodes = no_inodes
+        if g and img.is_hole(at.inode_table + off, table_bytes):
+            inode_bitmap, free_i = all_free, ipg
         else:
             inodes = inuse_v[g * ibytes : (g + 1) * ibytes].tobytes()
-        if g == 0:
-            inodes = (int.from_bytes(inodes, "little") | reserved).to_bytes(ibytes, "little")
-        if bytes(view[at.inode_bitmap + off : at.inode_bitmap + off + ibm_bytes]) != inodes + pad:
+            if g == 0:
+                inodes = (int.from_bytes(inodes, "little") | reserved).to_bytes(ibytes, "little")
+            inode_bitmap, free_i = inodes + pad, ipg - popcount(inodes, 0, ibytes)
+        if bytes(view[at.inode_bitmap + off : at.inode_bitmap + off + ibm_bytes]) != inode_bitmap:
             return None
         free_b = bpg - popcount(blocks, 0, bs)
-        free_i = ipg - popcount(inodes, 0, ibytes)
         pack_into(counters, _COUNTERS_AT, g, free_b, free_i, dirs_per_group[g])
         if bytes(view[at.counters + off : at.counters + off + bs]) != counters:
             return None
