@@ -656,17 +656,16 @@ class _Writer:
         """Write the queued inode images, consecutive inode numbers in one store."""
         pending = sorted(self.pending)
         self.pending = []
+        ipg = self.geo.inodes_per_group
         i = 0
         n = len(pending)
         while i < n:
-            j = i + 1
-            while (
-                j < n
-                and pending[j][0] == pending[j - 1][0] + 1
-                and self.geo.group_of_inode(pending[j][0]) == self.geo.group_of_inode(pending[i][0])
-            ):
-                j += 1
-            self.dev.write(self.geo.inode_offset(pending[i][0]), b"".join(raw for _ino, raw in pending[i:j]))
+            first = pending[i][0]
+            last_of_group = ((first - 1) // ipg + 1) * ipg  # a run stops at its inode table's end
+            j, ino = i + 1, first
+            while j < n and pending[j][0] == ino + 1 <= last_of_group:
+                j, ino = j + 1, ino + 1
+            self.dev.write(self.geo.inode_offset(first), b"".join(raw for _ino, raw in pending[i:j]))
             i = j
 
     # -- data -------------------------------------------------------------
