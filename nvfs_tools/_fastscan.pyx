@@ -837,9 +837,9 @@ cdef _init_layout():
     global NV_ENTRY_ALIGN, NV_INLINE_MAX, NV_FLAGS_KNOWN, NV_FLAG_INLINE, NV_ROOT_INO
     global NV_S_IFMT, NV_S_IFREG, NV_S_IFDIR, NV_S_IFLNK, NV_S_IFCHR, NV_S_IFBLK, NV_S_IFIFO, NV_S_IFSOCK
     global NV_PAGE_BIT, NV_BLOCK_MASK
-    inode = F.field_layout(F.Inode)
-    page = F.field_layout(F.DirPageHeader)
-    entry = F.field_layout(F.DirEntryHeader)
+    inode = F.field_layout(F.PLAIN["Inode"])
+    page = F.field_layout(F.PLAIN["DirPageHeader"])
+    entry = F.field_layout(F.PLAIN["DirEntryHeader"])
     NV_I_MODE = _fld(inode, "mode")
     NV_I_RES0 = _fld(inode, "reserved0")
     NV_I_FLAGS = _fld(inode, "flags")
@@ -1574,8 +1574,8 @@ cdef uint64_t _NSEC_LIMIT = 1000000000, _MAJOR_LIMIT = 1 << 12, _MINOR_LIMIT = 1
 
 cdef _init_verify():
     global _F_PARENT, _F_BANK, _F_RDEV, _F_ORPHAN, _F_BLOCK, _F_PRES0, _F_PRES
-    inode = F.field_layout(F.Inode)
-    page = F.field_layout(F.DirPageHeader)
+    inode = F.field_layout(F.PLAIN["Inode"])
+    page = F.field_layout(F.PLAIN["DirPageHeader"])
     for t in range(16):
         _DT_BY_TYPE[t] = F.MODE_TO_DT.get(t << 12, 0)
     for i, name in enumerate(("atime_nsec", "mtime_nsec", "ctime_nsec", "btime_nsec")):
