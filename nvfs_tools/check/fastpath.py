@@ -283,19 +283,15 @@ def _windows(img: Any) -> list[tuple[int, int]]:
     table = geo.inode_table_blocks * img.bs
     per = max(1, WINDOW_BYTES // max(table, 1))
     out: list[tuple[int, int]] = []
-    for g in range(geo.group_count):
-        if not _has_data(img, geo.inode_table_block(g) * img.bs, table):
+    starts = [geo.inode_table_block(g) * img.bs for g in range(geo.group_count)]
+    for g, hole in enumerate(img.holes(starts, table)):
+        if hole:
             continue
         if out and out[-1][1] == g and g - out[-1][0] < per:
             out[-1] = (out[-1][0], g + 1)
         else:
             out.append((g, g + 1))
     return out
-
-
-def _has_data(img: Any, start: int, length: int) -> bool:
-    """False only when [start, start+length) is certainly a hole of the image file (Image.is_hole)."""
-    return not img.is_hole(start, length)
 
 
 def _drop(img: Any, start: int, length: int) -> None:
