@@ -58,8 +58,8 @@ def _field(buf: Any, base: int, info: F.FieldInfo) -> int:
 
 
 def _zero_map(nbytes: int) -> mmap.mmap:
-    """A zero-filled buffer whose pages cost memory only once written."""
-    return mmap.mmap(-1, max(nbytes, 1))
+    """A zero-filled buffer whose pages cost memory only once written (private: see _fastscan)."""
+    return mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)
 
 
 def _problems() -> dict[str, array]:
