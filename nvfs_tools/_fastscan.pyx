@@ -490,13 +490,15 @@ cdef extern from *:
                                                : size / m->bs + (size % m->bs != 0);
             uint64_t p0 = a + NV_I_BLOCK.off;
             const uint8_t *w = r + NV_I_BLOCK.off;
-            for (uint64_t i = 0; i < NV_N_DIRECT; i++)
-                nv_tree_word(c, ino, p0 + i * NV_PTR_SIZE, nv_u64(w + i * NV_PTR_SIZE), 0, i, needed);
+            for (uint64_t i = 0; i < NV_N_DIRECT; i++) {  /* most words of a small file are 0: no call */
+                uint64_t b = nv_u64(w + i * NV_PTR_SIZE);
+                if (b) nv_tree_word(c, ino, p0 + i * NV_PTR_SIZE, b, 0, i, needed);
+            }
             unsigned __int128 fb = NV_N_DIRECT, span = 1;
             for (uint64_t k = 0; k < NV_N_INDIRECT; k++) {
                 span *= c->ppb;
-                uint64_t at = (NV_N_DIRECT + k) * NV_PTR_SIZE;
-                nv_tree_word(c, ino, p0 + at, nv_u64(w + at), (int)k + 1, fb, needed);
+                uint64_t at = (NV_N_DIRECT + k) * NV_PTR_SIZE, b = nv_u64(w + at);
+                if (b) nv_tree_word(c, ino, p0 + at, b, (int)k + 1, fb, needed);
                 fb += span;
             }
         }
