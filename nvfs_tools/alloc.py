@@ -32,11 +32,11 @@ _NOT_ZERO = re.compile(rb"[^\x00]")
 _ZERO_RUNS: dict[int, re.Pattern[bytes]] = {}
 _U64 = struct.Struct("<Q")
 
-_GC = fmt.field_layout(fmt.GroupCounters)
+_GC = fmt.field_layout(fmt.PLAIN["GroupCounters"])
 GC_FREE_BLOCKS = _GC["free_blocks"].offset
 GC_FREE_INODES = _GC["free_inodes"].offset
 GC_USED_DIRS = _GC["used_dirs"].offset
-_DYN = fmt.field_layout(fmt.SuperblockDynamic)
+_DYN = fmt.field_layout(fmt.PLAIN["SuperblockDynamic"])
 DYN_FREE_BLOCKS = fmt.SB_DYNAMIC_OFFSET + _DYN["free_blocks"].offset
 DYN_FREE_INODES = fmt.SB_DYNAMIC_OFFSET + _DYN["free_inodes"].offset
 

@@ -24,23 +24,21 @@ from nvfs_tools import format as fmt
 from nvfs_tools import namehash
 
 
-def struct_format(schema) -> struct.Struct:
-    """A little-endian ``struct.Struct`` with the same layout as a construct ``schema``.
+def struct_format(schema: fmt.PlainStruct) -> struct.Struct:
+    """A little-endian ``struct.Struct`` with the layout of a plain schema (:data:`format.PLAIN`).
 
     Named fields map to their own format code (byte strings for ``Bytes`` and
-    ``Const``), anonymous or padding fields to pad bytes.
+    ``Const``, one byte string for an ``Array``), anonymous, padding or
+    ``reserved`` byte fields to pad bytes.
     """
     codes = ["<"]
     for sub in schema.subcons:
-        inner = getattr(sub, "subcon", sub)
-        size = sub.sizeof()
-        fmtstr = getattr(inner, "fmtstr", None)
-        if sub.name is None or sub.name == "reserved" and fmtstr is None:
-            codes.append(f"{size}x")
-        elif fmtstr is not None:
-            codes.append(fmtstr.lstrip("<>=!"))
+        if sub.name is None or sub.kind == "padding" or sub.name == "reserved" and sub.kind == "bytes":
+            codes.append(f"{sub.size}x")
+        elif sub.kind in ("array", "struct"):
+            codes.append(f"{sub.size}s")
         else:
-            codes.append(f"{size}s")
+            codes.append(sub.code)
     packed = struct.Struct("".join(codes))
     if packed.size != schema.sizeof():
         raise AssertionError(f"struct format {packed.format} does not match schema size {schema.sizeof()}")
@@ -48,11 +46,11 @@ def struct_format(schema) -> struct.Struct:
 
 
 #: ``(ino, hash, name_len, file_type, rec_len)``
-ENTRY_HEADER = struct_format(fmt.DirEntryHeader)
+ENTRY_HEADER = struct_format(fmt.PLAIN["DirEntryHeader"])
 #: ``(magic, depth, reserved0, prefix, dir_ino, next)``
-PAGE_HEADER = struct_format(fmt.DirPageHeader)
-ENTRY_INO_OFFSET = fmt.field_offset(fmt.DirEntryHeader, "ino")
-PAGE_NEXT_OFFSET = fmt.field_offset(fmt.DirPageHeader, "next")
+PAGE_HEADER = struct_format(fmt.PLAIN["DirPageHeader"])
+ENTRY_INO_OFFSET = fmt.field_offset(fmt.PLAIN["DirEntryHeader"], "ino")
+PAGE_NEXT_OFFSET = fmt.field_offset(fmt.PLAIN["DirPageHeader"], "next")
 HDR = fmt.DIR_PAGE_HEADER_SIZE
 EHDR = fmt.DIR_ENTRY_HEADER_SIZE
 VALID_DT = frozenset((fmt.DT_FIFO, fmt.DT_CHR, fmt.DT_DIR, fmt.DT_BLK, fmt.DT_REG, fmt.DT_LNK, fmt.DT_SOCK))
@@ -475,7 +473,7 @@ def walk_directory(vol, ino: int, *, check_hashes: bool = True) -> DirTree:
     """
     geo = vol.geo
     inode_raw = vol.dev.read(geo.inode_offset(ino), fmt.INODE_SIZE)
-    inode = fmt.Inode.parse(inode_raw)
+    inode = fmt.PLAIN["Inode"].parse(inode_raw)
     bank = inode.dir_bank
     problems = []
     if bank not in (0, 1):

@@ -423,6 +423,30 @@ class PlainStruct:
         field.name, field.inner = name, self
         return field
 
+    def parse(self, raw: bytes | bytearray | memoryview) -> Record:
+        """The fields of ``raw`` as construct's ``parse`` gives them (named padding is None, arrays are lists).
+
+        ``Const`` fields are not verified (callers check magics themselves, with their own messages).
+        Nested structures are not supported.
+        """
+        values = self.packer.unpack_from(raw)
+        record = Record()
+        i = 0
+        for sub in self.subcons:
+            if sub.kind == "padding":
+                value = None
+            elif sub.kind == "array":
+                value = list(values[i : i + sub.count])
+                i += sub.count
+            elif sub.kind == "struct":
+                raise TypeError("PlainStruct.parse does not parse nested structures")
+            else:
+                value = values[i]
+                i += 1
+            if sub.name is not None:
+                record[sub.name] = value
+        return record
+
     def build(self, values: dict[str, Any]) -> bytes:
         args: list[Any] = []
         for sub in self.subcons:
@@ -437,6 +461,35 @@ class PlainStruct:
             elif sub.kind != "padding":
                 args.append(values[sub.name])
         return self.packer.pack(*args)
+
+
+class Record(dict):
+    """Parsed fields with attribute access, like construct's ``Container`` (which would load construct).
+
+    Equality ignores keys that start with ``_`` as ``Container``'s does (construct's parse adds ``_io``).
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, dict):
+            return False
+        mine = {k: v for k, v in self.items() if not str(k).startswith("_")}
+        return mine == {k: v for k, v in other.items() if not str(k).startswith("_")}
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class _Plain:

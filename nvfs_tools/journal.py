@@ -26,15 +26,15 @@ if TYPE_CHECKING:
     from nvfs_tools.device import Device
     from nvfs_tools.volume import Volume
 
-_HDR = fmt.field_layout(fmt.JournalSlotHeader)
+_HDR = fmt.field_layout(fmt.PLAIN["JournalSlotHeader"])
 COMMIT_OFF = _HDR["commit"].offset
 CHECKSUM_OFF = _HDR["checksum"].offset
 ENTRIES_OFF = fmt.JOURNAL_SLOT_HEADER_SIZE
-ENTRY_SIZE = fmt.JournalEntry.sizeof()
+ENTRY_SIZE = fmt.PLAIN["JournalEntry"].sizeof()
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _ENTRY = struct.Struct("<QQ")
-_DYN_SEQ = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.SuperblockDynamic, "journal_seq")
+_DYN_SEQ = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.PLAIN["SuperblockDynamic"], "journal_seq")
 
 
 def slot_offset(journal_block: int, block_size: int, slot: int) -> int:

@@ -512,7 +512,7 @@ def _finish(dev, opts: Options, rep: Reporter, result) -> tuple[int, int]:
         free = (vol.dyn.free_blocks, vol.dyn.free_inodes)
     finally:
         vol.close()
-    dyn_off = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.SuperblockDynamic, "last_write_time")
+    dyn_off = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.PLAIN["SuperblockDynamic"], "last_write_time")
     dev.write(dyn_off, sec.to_bytes(8, "little", signed=True))
     return free
 

@@ -64,8 +64,6 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import construct
-
 from nvfs_tools import directory as _directory
 from nvfs_tools import dirwalk as _dirwalk
 from nvfs_tools import format as fmt
@@ -94,33 +92,22 @@ class SourceError(NvfsError):
 # The inode as one struct, derived from format.Inode (no layout restated)
 # ---------------------------------------------------------------------------
 
-_CODES = {"Int8ul": "B", "Int16ul": "H", "Int32ul": "I", "Int64ul": "Q", "Int64sl": "q"}
-
-
-def _struct_format(schema) -> tuple[str, list[str]]:
-    """A ``struct`` format string and field names for a flat construct schema."""
+def _struct_format(schema: fmt.PlainStruct) -> tuple[str, list[str]]:
+    """A ``struct`` format string and field names (``block[i]`` for arrays) for a flat plain schema."""
     fmt_chars = ["<"]
     names: list[str] = []
     for sub in schema.subcons:
-        inner = sub.subcon
-        if type(inner).__name__ == "Array":
-            code = _CODES[_construct_name(inner.subcon)]
-            fmt_chars.append(f"{inner.count}{code}")
-            names.extend(f"{sub.name}[{i}]" for i in range(inner.count))
+        if sub.kind not in ("int", "array"):
+            raise TypeError(f"unsupported field {sub.name!r} ({sub.kind}) in inode schema")
+        fmt_chars.append(sub.code)
+        if sub.kind == "array":
+            names.extend(f"{sub.name}[{i}]" for i in range(sub.count))
         else:
-            fmt_chars.append(_CODES[_construct_name(inner)])
             names.append(sub.name)
     return "".join(fmt_chars), names
 
 
-def _construct_name(con) -> str:
-    for name in _CODES:
-        if con is getattr(construct, name):
-            return name
-    raise TypeError(f"unsupported field type {con!r} in inode schema")
-
-
-_INODE_FORMAT, _INODE_FIELDS = _struct_format(fmt.Inode)
+_INODE_FORMAT, _INODE_FIELDS = _struct_format(fmt.PLAIN["Inode"])
 INODE_STRUCT = struct.Struct(_INODE_FORMAT)
 assert INODE_STRUCT.size == fmt.INODE_SIZE, "format.Inode is not a flat 256-byte struct"
 _FIELD_INDEX = {name: i for i, name in enumerate(_INODE_FIELDS)}
@@ -163,10 +150,10 @@ _NOT_FULL = re.compile(rb"[^\xff]")
 _NOT_ZERO = re.compile(rb"[^\x00]")
 #: What bulk inode allocation uses of :class:`nvfs_tools.alloc.Allocator`.
 _ALLOC_ATTRS = ("free_inodes", "sb_free_inodes", "inode_cursor", "pick_group", "_store_group")
-_GC_FREE_INODES = fmt.field_offset(fmt.GroupCounters, "free_inodes")
-_DYN_FREE_INODES = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.SuperblockDynamic, "free_inodes")
-_XATTR_OFF = fmt.field_offset(fmt.Inode, "xattr_block")
-_BLOCKS_OFF = fmt.field_offset(fmt.Inode, "blocks")
+_GC_FREE_INODES = fmt.field_offset(fmt.PLAIN["GroupCounters"], "free_inodes")
+_DYN_FREE_INODES = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.PLAIN["SuperblockDynamic"], "free_inodes")
+_XATTR_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "xattr_block")
+_BLOCKS_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "blocks")
 assert _INODE_FIELDS[: len(_EXPECTED_ORDER)] == _EXPECTED_ORDER, "inode field order changed: update pack_inode"
 
 

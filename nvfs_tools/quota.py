@@ -22,7 +22,7 @@ from nvfs_tools import format as fmt
 if TYPE_CHECKING:
     from nvfs_tools.volume import Volume
 
-_QR = fmt.field_layout(fmt.QuotaRecord)
+_QR = fmt.field_layout(fmt.PLAIN["QuotaRecord"])
 BYTES_OFF = _QR["bytes_used"].offset
 INODES_OFF = _QR["inodes_used"].offset
 _PAIR = struct.Struct("<QQ")

@@ -22,9 +22,7 @@ import struct
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Any
-
-from construct import Container
+from typing import TYPE_CHECKING, Any
 
 from nvfs_tools import filemap
 from nvfs_tools import format as fmt
@@ -50,42 +48,37 @@ from nvfs_tools.errors import (
 )
 from nvfs_tools.quota import quota_counted
 
+if TYPE_CHECKING:
+    from construct import Container
+
 # ---------------------------------------------------------------------------
 # Raw layouts (from format.py, computed once)
 # ---------------------------------------------------------------------------
 
 
-def _struct_code(sub: Any) -> str:
-    """struct-module code of one fixed-size construct field."""
-    inner = getattr(sub, "subcon", sub)
-    fmtstr = getattr(inner, "fmtstr", None)
-    if fmtstr is not None:
-        return fmtstr[1:]
-    if inner.__class__.__name__ == "Array":
-        return f"{inner.count}{inner.subcon.fmtstr[1:]}"
-    return f"{sub.sizeof()}s" if sub.name else f"{sub.sizeof()}x"
-
-
-INODE_LAYOUT = fmt.field_layout(fmt.Inode)
-_INODE_FIELD = {
-    sub.name: struct.Struct("<" + _struct_code(sub)) for sub in fmt.Inode.subcons if sub.name and sub.name != "block"
-}
+# The plain ``struct`` forms of the schemas (format.PLAIN): importing construct costs more than a
+# whole ``mkfs -d`` of a small tree, and these layouts come from the same declaration.
+_INODE = fmt.PLAIN["Inode"]
+_STATIC = fmt.PLAIN["SuperblockStatic"]
+_DYNAMIC = fmt.PLAIN["SuperblockDynamic"]
+INODE_LAYOUT = fmt.field_layout(_INODE)
+_INODE_FIELD = {sub.name: struct.Struct("<" + sub.code) for sub in _INODE.subcons if sub.name and sub.name != "block"}
 _INODE_OFF = {name: info.offset for name, info in INODE_LAYOUT.items()}
 _BLOCK_OFF = _INODE_OFF["block"]
 _PTRS = struct.Struct(f"<{fmt.N_BLOCK_POINTERS}Q")
 #: the whole inode in one struct; "block" is the last field and expands to 16 values
-_INODE_STRUCT = struct.Struct("<" + "".join(_struct_code(sub) for sub in fmt.Inode.subcons))
-_INODE_NAMES = [sub.name for sub in fmt.Inode.subcons if sub.name != "block"]
+_INODE_STRUCT = _INODE.packer
+_INODE_NAMES = [sub.name for sub in _INODE.subcons if sub.name != "block"]
 _N_SCALAR = len(_INODE_NAMES)
 _FIELD_MAX = {name: (1 << (8 * INODE_LAYOUT[name].size)) - 1 for name in ("uid", "gid", "mode")}
-assert fmt.Inode.subcons[-1].name == "block" and _INODE_STRUCT.size == fmt.INODE_SIZE
+assert _INODE.subcons[-1].name == "block" and _INODE_STRUCT.size == fmt.INODE_SIZE
 _U64 = struct.Struct("<Q")
 _U16 = struct.Struct("<H")
-_DYN_LAYOUT = fmt.field_layout(fmt.SuperblockDynamic)
+_DYN_LAYOUT = fmt.field_layout(_DYNAMIC)
 _DYN_OFF = {name: fmt.SB_DYNAMIC_OFFSET + info.offset for name, info in _DYN_LAYOUT.items()}
-_STATIC_CHECKSUM_OFF = fmt.field_offset(fmt.SuperblockStatic, "checksum")
+_STATIC_CHECKSUM_OFF = fmt.field_offset(_STATIC, "checksum")
 _TIME_FIELDS = ("atime", "mtime", "ctime", "btime")
-assert fmt.Inode.sizeof() == fmt.INODE_SIZE
+assert _INODE.sizeof() == fmt.INODE_SIZE
 
 Name = bytes | str
 
@@ -138,7 +131,7 @@ def is_dir(mode: int) -> bool:
 class Volume:
     """An NVFS filesystem on a device, opened read-only or read-write."""
 
-    def __init__(self, dev: Device, static: Container, *, writable: bool) -> None:
+    def __init__(self, dev: Device, static: fmt.Record | Container, *, writable: bool) -> None:
         self.dev = dev
         self.static = static
         self.geo = fmt.geometry_from_static(static)
@@ -192,7 +185,7 @@ class Volume:
             raise
 
     @staticmethod
-    def _load_static(dev: Device, use_backup: bool) -> Container:
+    def _load_static(dev: Device, use_backup: bool) -> fmt.Record:
         if use_backup:
             raw = Volume._find_backup(dev)
         else:
@@ -204,7 +197,7 @@ class Volume:
         stored = struct.unpack_from("<I", raw, _STATIC_CHECKSUM_OFF)[0]
         if fmt.sb_static_checksum(raw) != stored:
             raise CorruptError(f"{dev.path}: static superblock checksum mismatch (try the backup superblock)")
-        static = fmt.SuperblockStatic.parse(raw)
+        static = _STATIC.parse(raw)
         if static.version != fmt.FORMAT_VERSION:
             raise UnsupportedFeatureError(f"{dev.path}: format version {static.version} is not supported")
         unknown = static.feature_incompat & ~fmt.FEATURE_INCOMPAT_KNOWN
@@ -245,7 +238,7 @@ class Volume:
             blocks = dev.size // bs
             if blocks:
                 raw = dev.read((blocks - 1) * bs, fmt.SB_STATIC_SIZE)
-                if raw[:8] == fmt.MAGIC and fmt.SuperblockStatic.parse(raw).log_block_size == bs.bit_length() - 1:
+                if raw[:8] == fmt.MAGIC and _STATIC.parse(raw).log_block_size == bs.bit_length() - 1:
                     return raw
             bs *= 2
         raise NotNvfsError(f"{dev.path}: no backup NVFS superblock found at the end of the device")
@@ -311,8 +304,8 @@ class Volume:
         self.dev.write(block * self.block_size, data)
 
     @property
-    def dyn(self) -> Container:
-        return fmt.SuperblockDynamic.parse(self.dev.read(fmt.SB_DYNAMIC_OFFSET, fmt.SB_DYNAMIC_SIZE))
+    def dyn(self) -> fmt.Record:
+        return _DYNAMIC.parse(self.dev.read(fmt.SB_DYNAMIC_OFFSET, fmt.SB_DYNAMIC_SIZE))
 
     def _dyn_get(self, name: str) -> int:
         return _U64.unpack_from(self.dev.view, _DYN_OFF[name])[0]
@@ -348,6 +341,8 @@ class Volume:
         Decoded with one :mod:`struct` call rather than construct (fsck and
         debugfs read inodes by the million).
         """
+        from construct import Container  # debugfs and fsck print it as construct does
+
         values = _INODE_STRUCT.unpack_from(self.dev.view, self.inode_offset(ino))
         c = Container(zip(_INODE_NAMES, values[:_N_SCALAR], strict=True))
         c["block"] = list(values[_N_SCALAR:])

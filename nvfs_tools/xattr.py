@@ -20,7 +20,7 @@ import zlib
 from nvfs_tools import format as fmt
 from nvfs_tools.errors import CorruptError, InvalidArgumentError, NameTooLongError, NoSpaceError
 
-_HDR = fmt.field_layout(fmt.XattrHeader)
+_HDR = fmt.field_layout(fmt.PLAIN["XattrHeader"])
 _CHECKSUM_OFF = _HDR["checksum"].offset
 _HEADER = struct.Struct("<4sIII")
 _ENTRY = struct.Struct("<BBHI")
