@@ -176,14 +176,17 @@ class _TableReader:
         import os
 
         dev = img.dev
+        kind, fd = getattr(dev, "kind", None), getattr(dev, "fd", -1)
+        if getattr(dev.view, "obj", None) is not getattr(dev, "map", None) or not isinstance(fd, int) or fd < 0:
+            return None  # a shadow or overlay view (check/media.py, check/overlay.py): only it is the truth
         mode = TABLE_READ
         if mode == "auto":
-            mode = "direct" if dev.kind == "block" else "map"
-        if mode == "map" or not core.__name__.endswith("_fastscan") or dev.kind == "dax" or dev.fd < 0:
+            mode = "direct" if kind == "block" else "map"
+        if mode == "map" or not core.__name__.endswith("_fastscan") or kind == "dax":
             return None
         if mode == "pread":
             return cls(img, dev.fd, False)
-        if mode != "direct" or dev.kind != "block":
+        if mode != "direct" or kind != "block":
             return None
         try:
             fd = os.open(dev.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
@@ -269,7 +272,7 @@ def _advise(img: Any, advice: str) -> None:
     import mmap
 
     dev_map = getattr(img.dev, "map", None)
-    if img.dev.kind != "block" or dev_map is None or advice != "random":
+    if getattr(img.dev, "kind", None) != "block" or dev_map is None or advice != "random":
         return
     try:
         dev_map.madvise(mmap.MADV_RANDOM)
