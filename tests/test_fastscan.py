@@ -1105,3 +1105,31 @@ def test_fast_path_table_reads_prove_and_refute(populated, tmp_path, monkeypatch
             verdicts.append(fastpath.verify(img, quota=False) is not None)
             del img
     assert verdicts == [True, False]
+
+
+def test_inode_pass_threads_over_groups_agree(tmp_path):
+    """check_inode_groups split over threads (atomic claims) on an image with inodes in 4 groups:
+    same records, bitmaps and link table as one thread and as the reference; a block claimed by
+    inodes of two groups is caught whichever thread sees it second."""
+    path = make_image(str(tmp_path / "spread.img"), 400 << 20)
+    with Volume.open(path, writable=True) as vol:
+        for i in range(3):
+            d = vol.mkdir(ROOT, f"d{i}", 0o755)
+            vol.write(vol.create(d, "f", 0o644), 0, b"x" * 3000)
+    with open(path, "rb") as handle:
+        buf = bytearray(handle.read())
+    with Volume.open(path) as vol:
+        geo, seed, files = vol.geo, vol.hash_seed, [vol.lookup(f"/d{i}/f") for i in range(3)]
+    assert len({geo.group_of_inode(f) for f in files}) == 3
+    runs = [fused(mod, buf, geo, seed, threads=t) for mod, t in [(P, 0)] + [(C, t) for t in (1, 2, 4) if C]]
+    assert runs[0] is not None and runs[0][5] is not None
+    for got in runs[1:]:
+        same(runs[0][0], got[0])
+        assert got[1:5] == runs[0][1:5]
+    # the second file's first pointer now names the first file's block: a block shared across groups
+    first = u64(buf, geo.inode_offset(files[0]) + INODE["block"].offset)
+    put(buf, geo.inode_offset(files[1]) + INODE["block"].offset, first)
+    n = geo.inodes_count
+    for mod, t in [(P, 0)] + [(C, t) for t in (1, 2, 4) if C]:
+        owned, inuse, table = bytearray(geo.group_count * geo.block_size), bytearray(n), bytearray(4 * n + 4)
+        assert mod.check_inode_groups(buf, geo, (0, geo.group_count), owned, inuse, table, threads=t) is None
