@@ -2265,3 +2265,118 @@ def nt_zero(buf, Py_ssize_t offset, Py_ssize_t length):
     cdef uint8_t *p = &mv[0] + offset
     with nogil:
         nv_nt_zero(p, length)
+
+
+# ---------------------------------------------------------------------------
+# mkfs -d: file contents copied into the image (see scan_pure.copy_files)
+# ---------------------------------------------------------------------------
+
+from posix.fcntl cimport open as c_open
+from posix.unistd cimport pread as c_pread, pwrite as c_pwrite, close as c_close
+from libc.errno cimport errno, EINTR, EPERM, ENOSPC
+from libc.stdlib cimport malloc
+
+cdef int _COPY_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+cdef int _COPY_NOATIME = getattr(os, "O_NOATIME", 0)
+#: Bytes gathered before one pwrite (consecutive files land in consecutive blocks).
+cdef Py_ssize_t _COPY_STAGE = 1 << 20
+
+
+cdef int _copy_flush(int out_fd, const uint8_t *buf, Py_ssize_t length, int64_t offset) noexcept nogil:
+    """pwrite all of ``buf``; 0 or an errno."""
+    cdef Py_ssize_t done = 0, w
+    while done < length:
+        w = c_pwrite(out_fd, buf + done, length - done, offset + done)
+        if w < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        if w == 0:
+            return ENOSPC
+        done += w
+    return 0
+
+
+def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_size):
+    """Copy pieces of files into the image file ``out_fd`` with the GIL released; see scan_pure.copy_files.
+
+    Pieces that land one after another are read straight into one staging
+    buffer and written with one pwrite.
+    """
+    cdef Py_ssize_t n = len(paths), i, cap = _COPY_STAGE, padded, got, r, staged = 0, first_staged = 0
+    cdef int64_t stage_off = 0, off, start
+    cdef uint64_t size
+    cdef int fd, err = 0, what = 0, failed = -1
+    if len(starts) != n or len(sizes) != n or len(offsets) != n:
+        raise ValueError("paths, starts, sizes and offsets differ in length")
+    cdef const char **cpaths = <const char **>PyMem_Malloc(max(n, 1) * sizeof(char *))
+    cdef uint64_t *csizes = <uint64_t *>PyMem_Malloc(max(n, 1) * sizeof(uint64_t))
+    cdef int64_t *coffs = <int64_t *>PyMem_Malloc(max(n, 1) * sizeof(int64_t))
+    cdef int64_t *cstarts = <int64_t *>PyMem_Malloc(max(n, 1) * sizeof(int64_t))
+    cdef uint8_t *stage = NULL
+    if cpaths == NULL or csizes == NULL or coffs == NULL or cstarts == NULL:
+        PyMem_Free(cpaths)
+        PyMem_Free(csizes)
+        PyMem_Free(coffs)
+        PyMem_Free(cstarts)
+        raise MemoryError()
+    try:
+        for i in range(n):
+            cpaths[i] = <bytes>paths[i]
+            csizes[i] = sizes[i]
+            coffs[i] = offsets[i]
+            cstarts[i] = starts[i]
+            padded = (csizes[i] + block_size - 1) // block_size * block_size
+            if padded > cap:
+                cap = padded
+        stage = <uint8_t *>malloc(cap)
+        if stage == NULL:
+            raise MemoryError()
+        with nogil:
+            for i in range(n):
+                size = csizes[i]
+                off = coffs[i]
+                start = cstarts[i]
+                padded = (size + block_size - 1) // block_size * block_size
+                if staged and (off != stage_off + staged or staged + padded > cap):
+                    err = _copy_flush(out_fd, stage, staged, stage_off)
+                    if err:
+                        failed, what = first_staged, 2
+                        break
+                    staged = 0
+                if not staged:
+                    stage_off, first_staged = off, i
+                fd = c_open(cpaths[i], _COPY_OPEN_FLAGS | _COPY_NOATIME)
+                if fd < 0 and errno == EPERM and _COPY_NOATIME:
+                    fd = c_open(cpaths[i], _COPY_OPEN_FLAGS)
+                if fd < 0:
+                    failed, err, what = i, errno, 0
+                    break
+                got = 0
+                while <uint64_t>got < size:
+                    r = c_pread(fd, stage + staged + got, size - got, start + got)
+                    if r < 0:
+                        if errno == EINTR:
+                            continue
+                        err = errno
+                        break
+                    if r == 0:
+                        break
+                    got += r
+                c_close(fd)
+                if err:
+                    failed, what = i, 1
+                    break
+                memset(stage + staged + got, 0, padded - got)
+                staged += padded
+            if failed < 0 and staged:
+                err = _copy_flush(out_fd, stage, staged, stage_off)
+                if err:
+                    failed, what = first_staged, 2
+    finally:
+        free(stage)
+        PyMem_Free(cpaths)
+        PyMem_Free(csizes)
+        PyMem_Free(coffs)
+        PyMem_Free(cstarts)
+    return (failed, err, what)  # (-1, 0, 0) when every file was copied

@@ -69,7 +69,7 @@ from nvfs_tools import dirwalk as _dirwalk
 from nvfs_tools import format as fmt
 from nvfs_tools import namehash
 from nvfs_tools import xattr as xa
-from nvfs_tools.errors import FileExistsError_, NoSpaceError, NvfsError
+from nvfs_tools.errors import DeviceError, FileExistsError_, NoSpaceError, NvfsError
 
 ProgressFn = Callable[[int, int], None]
 
@@ -82,6 +82,8 @@ _HUGE_BYTES = 2 << 20
 _RUN = 2048
 _IOV_MAX = 1024
 _QUEUE_BYTES = 16 << 20
+#: Small files handed to the copy thread at a time (each hand-over costs the thread a GIL round trip).
+_COPY_BATCH = 512
 
 
 class SourceError(NvfsError):
@@ -509,6 +511,70 @@ def _symlink_blocks(target: bytes, bs: int) -> int:
 # ---------------------------------------------------------------------------
 
 
+class _Copier:
+    """Copies file contents into the image on a thread of its own.
+
+    The writer queues each file, or each run of consecutive blocks of a bigger
+    one (path, file offset, length, device byte offset), instead of reading
+    it, and hands them over in batches; the thread runs
+    ``copy_files`` of the scan backend, which in the compiled core works with
+    the GIL released, so the reads and writes of file contents (most of the
+    system time of a ``-d`` run) overlap with the metadata the writer builds.
+    The destination blocks are the writer's alone, so nothing else touches
+    them; :meth:`finish` waits for the copies before the final barrier and
+    raises the first failure with the path concerned.
+    """
+
+    def __init__(self, out_fd: int, block_size: int) -> None:
+        import threading
+        from queue import SimpleQueue
+
+        self.out_fd = out_fd
+        self.block_size = block_size
+        self.queue: SimpleQueue = SimpleQueue()
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="nvfs-populate-copy", daemon=True)
+        self.thread.start()
+
+    def submit(self, paths: list[bytes], starts: array, sizes: array, offsets: array) -> None:
+        self.queue.put((paths, starts, sizes, offsets))
+
+    def _run(self) -> None:
+        from nvfs_tools import scan
+
+        copy_files = scan.backend().copy_files
+        while (batch := self.queue.get()) is not None:
+            if self.failure is not None:
+                continue  # drain: the run has failed
+            try:
+                i, err, what = copy_files(self.out_fd, *batch, self.block_size)
+            except BaseException as exc:  # handed to finish(), which raises it in the main thread
+                self.failure = exc
+                continue
+            if i >= 0:
+                self.failure = _copy_error(batch[0][i], err, what)
+
+    def finish(self, raise_failure: bool = True) -> None:
+        """Wait for every queued copy (or, with ``raise_failure`` False, skip the rest); raise the first failure."""
+        if not raise_failure and self.failure is None:
+            self.failure = InterruptedError("populate failed")  # the thread skips what is still queued
+        self.queue.put(None)
+        self.thread.join()
+        failure, self.failure = self.failure, None
+        if failure is not None and raise_failure:
+            raise failure
+
+
+def _copy_error(path: bytes, err: int, what: int) -> NvfsError:
+    """The error for a failed copy_files answer: which file, what failed (0 open, 1 read, 2 write)."""
+    reason = os.strerror(err)
+    if what == 0:
+        return SourceError(f"{os.fsdecode(path)}: cannot open: {reason}")
+    if what == 1:
+        return SourceError(f"{os.fsdecode(path)}: read error: {reason}")
+    return DeviceError(f"write error on the image (copying {os.fsdecode(path)}): {reason}")
+
+
 class _Writer:
     """Writes the planned tree into the volume."""
 
@@ -538,6 +604,11 @@ class _Writer:
         self.q_bufs: list[bytes | memoryview] = []
         self.q_start = 0
         self.q_end = -1
+        self.copier = _Copier(self.direct_fd, self.bs) if self.direct_fd >= 0 else None
+        self.copy_paths: list[bytes] = []
+        self.copy_starts = array("Q")
+        self.copy_sizes = array("Q")
+        self.copy_offsets = array("Q")
         self.inos: dict[tuple[int, int], int] = {}
         epoch = _source_date_epoch()
         self.now = time.time_ns() if epoch is None else epoch * _NS
@@ -657,7 +728,8 @@ class _Writer:
 
     # -- data -------------------------------------------------------------
     def _copy_runs(self, fd: int, path: bytes, fblocks: list[int] | range, dblocks: list[int], size: int) -> None:
-        """Copy file blocks ``fblocks`` to device blocks ``dblocks``, one contiguous run at a time.
+        """Copy file blocks ``fblocks`` to device blocks ``dblocks``, one contiguous run at a time
+        (``fd`` -1: queued for the copy thread).
 
         ``pread`` + ``pwritev`` to the device's file descriptor measured faster
         than ``preadv`` into the mapping (which takes a page fault per page);
@@ -672,6 +744,10 @@ class _Writer:
                 j += 1
             foff = fblocks[i] * bs
             length = (j - i) * bs
+            if fd < 0:  # the copy thread reads it (see _Copier)
+                self._queue_copy(path, foff, min(length, size - foff), dblocks[i] * bs)
+                i = j
+                continue
             try:
                 data = os.pread(fd, min(length, size - foff), foff)
             except OSError as exc:
@@ -796,9 +872,11 @@ class _Writer:
         add = entries.append
         inos, links, with_xattrs = self.inos, self.plan.links, self.plan.xattrs
         pending, stats, getrandbits, now = self.pending, self.stats, self.rng.getrandbits, self.now
-        bs, put, pack = self.bs, self._put, INODE_STRUCT.pack
+        bs, pack = self.bs, INODE_STRUCT.pack
+        copy_path, copy_start = self.copy_paths.append, self.copy_starts.append
+        copy_size, copy_offset = self.copy_sizes.append, self.copy_offsets.append
         direct_bytes = _DIRECT_BYTES[bs]
-        inline = self.usage is None and self.direct_fd >= 0
+        inline = self.usage is None and self.copier is not None
         prefix = d.path + b"/"
         dfd = _open_dir(d.path)
         try:
@@ -824,14 +902,10 @@ class _Writer:
                 ):  # fmt: skip
                     first = pool[-1]
                     del pool[-n:]
-                    fd = _open_file(name, dfd, prefix + name)
-                    try:
-                        data = os.pread(fd, size, 0)
-                    except OSError as exc:
-                        raise SourceError(f"{os.fsdecode(prefix + name)}: read error: {exc.strerror}") from None
-                    finally:
-                        os.close(fd)
-                    put(first * bs, data, n * bs)
+                    copy_path(prefix + name)  # contents copied by the copy thread
+                    copy_start(0)
+                    copy_size(size)
+                    copy_offset(first * bs)
                     a, an = divmod(st.st_atime_ns, _NS)
                     m, mn = divmod(st.st_mtime_ns, _NS)
                     c, cn = divmod(st.st_ctime_ns, _NS)
@@ -853,6 +927,8 @@ class _Writer:
         for sub in d.subdirs:
             if not sub.merge:
                 self._new_dir_inode(sub)
+        if len(self.copy_paths) >= _COPY_BATCH:
+            self.submit_copies()
         self._flush_data()
         self._flush_inodes()
         self.vol.barrier()
@@ -861,6 +937,20 @@ class _Writer:
         if self.progress is not None and self.done >= self.next_report:
             self.progress(self.done, self.plan.entries)
             self.next_report = self.done + 4096
+
+    def submit_copies(self) -> None:
+        """Hand the small files queued so far to the copy thread."""
+        if self.copy_paths and self.copier is not None:
+            self.copier.submit(self.copy_paths, self.copy_starts, self.copy_sizes, self.copy_offsets)
+            self.copy_paths, self.copy_starts = [], array("Q")
+            self.copy_sizes, self.copy_offsets = array("Q"), array("Q")
+
+    def _queue_copy(self, path: bytes, start: int, size: int, offset: int) -> None:
+        """Have the copy thread put ``size`` bytes of ``path`` from ``start`` at device byte ``offset``."""
+        self.copy_paths.append(path)
+        self.copy_starts.append(start)
+        self.copy_sizes.append(size)
+        self.copy_offsets.append(offset)
 
     def _write_child(self, d: _Dir, dfd: int, name: bytes, st, ino: int, extra, pool: list[int]) -> None:
         mode = st.st_mode
@@ -892,14 +982,17 @@ class _Writer:
             # the common case: a small dense file in consecutive pool blocks: one read, direct pointers only
             first = pool[-1]
             del pool[-n:]
-            fd = _open_file(name, dfd, path)
-            try:
-                data = os.pread(fd, size, 0)
-            except OSError as exc:
-                raise SourceError(f"{os.fsdecode(path)}: read error: {exc.strerror}") from None
-            finally:
-                os.close(fd)
-            self._put(first * bs, data, n * bs)
+            if self.copier is not None:
+                self._queue_copy(path, 0, size, first * bs)
+            else:
+                fd = _open_file(name, dfd, path)
+                try:
+                    data = os.pread(fd, size, 0)
+                except OSError as exc:
+                    raise SourceError(f"{os.fsdecode(path)}: read error: {exc.strerror}") from None
+                finally:
+                    os.close(fd)
+                self._put(first * bs, data, n * bs)
             ptrs = [*range(first, first + n), *_ZERO_PTRS[n:]]
             owned = n
         elif size:
@@ -918,7 +1011,9 @@ class _Writer:
                 dblocks = self._blocks(len(fblocks), None, True)
                 meta = self._blocks(nmeta)
             owned = len(dblocks) + len(meta)
-            if dblocks:
+            if dblocks and self.copier is not None:
+                self._copy_runs(-1, path, fblocks, dblocks, size)
+            elif dblocks:
                 fd = _open_file(name, dfd, path)
                 try:
                     self._copy_runs(fd, path, fblocks, dblocks, size)
@@ -1138,10 +1233,18 @@ def _write(
     root.merge = True
     _prepare_lost_found(vol, root)
     writer._merge_dir_inode(root, uid, gid)
-    for d in plan.dirs:
-        if writer.reproducible:
-            _sort_entries(d)
-        writer.write_dir(d)
+    try:
+        for d in plan.dirs:
+            if writer.reproducible:
+                _sort_entries(d)
+            writer.write_dir(d)
+        writer.submit_copies()
+    except BaseException:
+        if writer.copier is not None:
+            writer.copier.finish(raise_failure=False)  # stop the thread; the first error is the one to report
+        raise
+    if writer.copier is not None:
+        writer.copier.finish()  # every file copied, or the first copy failure raised
     writer.charge_quota()
     if progress is not None:
         progress(plan.entries, plan.entries)

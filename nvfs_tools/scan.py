@@ -24,6 +24,8 @@ Both backends provide the same functions with the same signatures and results
   slack and names counted against the table, directory by directory),
   ``tally_entries(table, entry_ino, file_type, n_inodes) -> int`` and
   ``unsettled_links(table, inuse, n_inodes) -> int``;
+* mkfs -d: ``copy_files(out_fd, paths, starts, sizes, offsets, block_size) -> (i, errno, what)``
+  (pieces of files into the image, zero-padded to blocks; the compiled core releases the GIL);
 * CPU and persistence: ``cpu_features()``, ``popcount_kernels()``,
   ``flush_range(buf, offset, length)``, ``sfence()``, ``nt_zero(buf, offset, length)``.
 

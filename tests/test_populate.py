@@ -152,10 +152,18 @@ def test_too_few_inodes_is_refused(tmp_path):
             pop.populate(vol, src)
 
 
-def test_unreadable_file_names_its_path(tmp_path, monkeypatch):
+@pytest.mark.parametrize("size", [5000, 300_000])  # a small file and one with indirect blocks
+def test_unreadable_file_names_its_path(tmp_path, monkeypatch, size):
+    """A read error reaches the user with the file's path, from the copy thread as well.
+
+    The fault is injected into ``os.pread``, which only the pure backend's
+    ``copy_files`` calls, so the copy thread runs the pure backend here.
+    """
+    from nvfs_tools import scan, scan_pure
+
     src = tmp_path / "src"
     (src / "a" / "b").mkdir(parents=True)
-    (src / "a" / "b" / "bad").write_bytes(b"x" * 5000)
+    (src / "a" / "b" / "bad").write_bytes(b"x" * size)
     (src / "good").write_bytes(b"y")
     real_pread = os.pread
 
@@ -165,9 +173,31 @@ def test_unreadable_file_names_its_path(tmp_path, monkeypatch):
         return real_pread(fd, n, off)
 
     monkeypatch.setattr(pop.os, "pread", failing_pread)
+    monkeypatch.setattr(scan, "_backend", scan_pure)
     img = make_image(tmp_path / "img")
     with Volume.open(img, writable=True, unordered=True) as vol:
         with pytest.raises(pop.SourceError, match=r"a/b/bad: read error: Input/output error"):
+            pop.populate(vol, src)
+
+
+@pytest.mark.parametrize("size", [1, 5000, 300_000])
+def test_file_vanished_after_the_walk_names_its_path(tmp_path, monkeypatch, size):
+    """A file removed between the walk and the copy fails the run with its path (either backend)."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "gone").write_bytes(b"z" * size)
+    (src / "kept").write_bytes(b"k" * 10)
+    real_walk = pop._walk
+
+    def walk_then_remove(*args):
+        plan = real_walk(*args)
+        os.unlink(src / "d" / "gone")
+        return plan
+
+    monkeypatch.setattr(pop, "_walk", walk_then_remove)
+    img = make_image(tmp_path / "img")
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        with pytest.raises(pop.SourceError, match=r"d/gone: cannot open: No such file or directory"):
             pop.populate(vol, src)
 
 
@@ -273,3 +303,43 @@ def test_source_given_through_a_symlink(tmp_path):
     assert stats.files == 1
     with Volume.open(img) as vol:
         assert vol.read(vol.lookup(b"/f")) == b"via link"
+
+
+@pytest.mark.parametrize("block_size", [4096, 8192])
+def test_copy_files_backends_agree(tmp_path, block_size):
+    """copy_files of the compiled core and of the pure reference: same bytes written, same failure answers."""
+    import random
+    from array import array
+
+    from nvfs_tools import _fastscan, scan_pure
+
+    rng = random.Random(block_size)
+    paths, starts, sizes, offsets = [], array("Q"), array("Q"), array("Q")
+    offset = 3 * block_size
+    for i in range(120):
+        data = rng.randbytes(rng.choice([0, 1, 100, 4095, 4096, 4097, 9000, 45056, rng.randrange(300_000)]))
+        path = tmp_path / f"f{i}"
+        path.write_bytes(data)
+        start = rng.randrange(len(data)) // block_size * block_size if data and i % 3 == 0 else 0
+        size = len(data) - start + (100 if i == 7 else 0)  # file 7 ends early: zero padded
+        paths.append(os.fsencode(path))
+        starts.append(start)
+        sizes.append(size)
+        offsets.append(offset)
+        offset += -(-size // block_size) * block_size + (block_size if rng.random() < 0.2 else 0)
+    results = []
+    for backend in (_fastscan, scan_pure):
+        img = tmp_path / f"{backend.__name__}.img"
+        img.write_bytes(b"\xaa" * (offset + block_size))
+        fd = os.open(img, os.O_RDWR)
+        try:
+            answer = backend.copy_files(fd, paths, starts, sizes, offsets, block_size)
+            missing = backend.copy_files(fd, [*paths[:3], b"/nonexistent/x"], [0] * 4, [1] * 4, [0] * 4, block_size)
+        finally:
+            os.close(fd)
+        bad_fd = backend.copy_files(-1, paths[:2], [0, 0], [1, 1], [0, block_size], block_size)
+        results.append((answer, missing, bad_fd, img.read_bytes()))
+    assert results[0] == results[1]
+    assert results[0][:3] == ((-1, 0, 0), (3, errno.ENOENT, 0), (0, errno.EBADF, 2))
+    written = results[0][3]
+    assert written[offsets[1] : offsets[1] + sizes[1]] == (tmp_path / "f1").read_bytes()[starts[1] :]
