@@ -432,6 +432,7 @@ cdef extern from *:
         nv_vec probs;
         nv_vec claimed;          /* directories in parallel mode: blocks this thread set (for undo) */
         uint64_t count, ppb;
+        uint64_t lo, hi;         /* directories: lowest and highest block claimed (lo > hi: none) */
     } nv_ctx;
     static inline int nv_claim(nv_ctx *c, uint64_t b) {
         uint8_t bit = (uint8_t)(1u << (b & 7));
@@ -548,6 +549,8 @@ cdef extern from *:
         c->count++;
         if (nv_claim(c, b)) {
             if (c->parallel) { uint64_t r[1] = {b}; nv_push(&c->claimed, r); }
+            if (b < c->lo) c->lo = b;
+            if (b > c->hi) c->hi = b;
             return 1;
         }
         if (c->parallel) *c->conflict = 1;
@@ -785,6 +788,7 @@ cdef extern from *:
         nv_vec probs
         nv_vec claimed
         uint64_t count, ppb
+        uint64_t lo, hi
     void nv_walk_files(nv_ctx *c, const uint64_t *inos, uint64_t n, uint64_t *counts) nogil
     void nv_mark_metadata(const nv_map *m, uint8_t *bm) nogil
 
@@ -2144,6 +2148,8 @@ def check_directories(buf, geo, seed, dir_inos, owned, table):
     job.d.k1 = k1
     job.d.bits = F.radix_bits(geo.block_size)
     job.d.c.m = &job.m
+    job.d.c.lo = <uint64_t>-1
+    job.d.c.hi = 0
     cdef nv_vec named
     nv_vec_init(&named, 4)
     cdef int ok
@@ -2155,7 +2161,12 @@ def check_directories(buf, geo, seed, dir_inos, owned, table):
         cols = _vec_arrays(&named, 1, ["Q", "Q", "Q", "H"])
     finally:
         nv_vec_free(&named)
-    return {"counts": counts, "entry_dir": cols[0], "entry_ino": cols[1], "name_off": cols[2], "name_len": cols[3]}
+    span = (0, 0)
+    if job.d.c.lo <= job.d.c.hi:
+        span = (job.d.c.lo * m.bs, (job.d.c.hi + 1) * m.bs)
+    out = {"counts": counts, "entry_dir": cols[0], "entry_ino": cols[1], "name_off": cols[2], "name_len": cols[3]}
+    out["span"] = span
+    return out
 
 
 def tally_entries(table, entry_ino, file_type, Py_ssize_t n_inodes):

@@ -1027,18 +1027,24 @@ def check_directories(buf: Any, geo: F.Geometry, seed: bytes, dir_inos: Any, own
 
     Returns ``counts`` (Q, blocks each directory's walk owns) and, of the entries only those that
     name directories (the caller checks that each is named once, by its parent): ``entry_dir``,
-    ``entry_ino``, ``name_off`` (Q) and ``name_len`` (H).  The compiled core does it directory by
-    directory and keeps no other entry: memory is one directory's worth.
+    ``entry_ino``, ``name_off`` (Q) and ``name_len`` (H); and ``span``, the device bytes from the
+    first to the end of the last block the walk claimed ((0, 0) when none), which the caller may
+    drop from its mapping.  The compiled core does it directory by directory and keeps no other
+    entry: memory is one directory's worth.
     """
+    before = bytes(memoryview(owned).cast("B"))
     found = walk_directories(buf, geo, seed, dir_inos, owned)
     if len(found["prob_code"]) or not pages_clean(buf, geo, found["name_off"], found["name_len"]):
         return None
     if tally_entries(table, found["entry_ino"], found["file_type"], geo.inodes_count) >= 0:
         return None
     keep = [k for k, t in enumerate(found["file_type"]) if t == F.DT_DIR]
-    out = {"counts": found["counts"]}
+    out: dict[str, Any] = {"counts": found["counts"]}
     for key, code in (("entry_dir", "Q"), ("entry_ino", "Q"), ("name_off", "Q"), ("name_len", "H")):
         out[key] = array(code, (found[key][k] for k in keep))
+    claimed = diff(before, 0, owned, 0, min(8 * len(before), geo.blocks_count))
+    bs = geo.block_size
+    out["span"] = (claimed[0] * bs, (claimed[-1] + 1) * bs) if len(claimed) else (0, 0)
     return out
 
 

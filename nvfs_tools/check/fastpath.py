@@ -254,7 +254,8 @@ def _walk_directory_windows(
         D = core.check_directories(view, geo, img.hash_seed, dir_ino[start:end], owned, table)
         if D is None or (start == 0 and not _lost_found_ok(img, D)):
             return None
-        _drop(img, 0, len(view))
+        span_start, span_end = D.pop("span")
+        _drop(img, span_start, span_end - span_start)  # the pages and nodes this run claimed, not the device
         for key, values in D.items():
             out[key].extend(values)
         start = end
