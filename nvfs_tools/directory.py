@@ -29,7 +29,6 @@ import struct
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from nvfs_tools import format as fmt
 from nvfs_tools import namehash
@@ -57,6 +56,7 @@ from nvfs_tools.errors import (
     NoSuchFileError,
     ReadOnlyError,
 )
+from nvfs_tools.record import Fields
 
 PAGE_BIT = fmt.RADIX_PAGE_BIT
 BLOCK_MASK = fmt.RADIX_BLOCK_MASK
@@ -80,17 +80,18 @@ def check_name(name: bytes | str) -> bytes:
     return name
 
 
-@dataclass
-class DirEntry:
-    """One directory entry as it sits in its page."""
+class DirEntry(Fields):
+    """One directory entry as it sits in its page (``offset``: of the record within its block;
+    ``block_size`` is neither shown nor compared)."""
 
-    name: bytes
-    ino: int
-    file_type: int
-    hash: int
-    block: int
-    offset: int  # of the record within its block
-    block_size: int = field(default=fmt.DEFAULT_BLOCK_SIZE, repr=False, compare=False)
+    _fields = ("name", "ino", "file_type", "hash", "block", "offset")
+
+    def __init__(
+        self, name: bytes, ino: int, file_type: int, hash: int, block: int, offset: int,
+        block_size: int = fmt.DEFAULT_BLOCK_SIZE,
+    ) -> None:  # fmt: skip
+        self.name, self.ino, self.file_type, self.hash = name, ino, file_type, hash
+        self.block, self.offset, self.block_size = block, offset, block_size
 
     @property
     def ino_addr(self) -> int:

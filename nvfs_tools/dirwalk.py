@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from nvfs_tools import format as fmt
 from nvfs_tools import namehash
+from nvfs_tools.record import Fields
 
 
 def struct_format(schema: fmt.PlainStruct) -> struct.Struct:
@@ -96,31 +96,28 @@ def max_node_level(bits: int) -> int:
     return 63 // bits
 
 
-@dataclass
-class Record:
+class Record(Fields):
     """One record of a directory page, live (``ino != 0``) or dead."""
 
-    offset: int
-    ino: int
-    hash: int
-    name_len: int
-    file_type: int
-    rec_len: int
-    name: bytes
+    _fields = ("offset", "ino", "hash", "name_len", "file_type", "rec_len", "name")
+
+    def __init__(self, offset: int, ino: int, hash: int, name_len: int, file_type: int, rec_len: int, name: bytes):
+        self.offset, self.ino, self.hash, self.name_len = offset, ino, hash, name_len
+        self.file_type, self.rec_len, self.name = file_type, rec_len, name
 
 
-@dataclass
-class ParsedPage:
-    """The header and records of one page, plus what was wrong with it."""
+class ParsedPage(Fields):
+    """The header and records of one page, plus what was wrong with it (``end``: the first free byte,
+    where the next record goes)."""
 
-    magic: bytes
-    depth: int
-    prefix: int
-    dir_ino: int
-    next: int
-    records: list[Record]
-    end: int  # first free byte: where the next record goes
-    problems: list[str]
+    _fields = ("magic", "depth", "prefix", "dir_ino", "next", "records", "end", "problems")
+
+    def __init__(
+        self, magic: bytes, depth: int, prefix: int, dir_ino: int, next: int, records: list[Record], end: int,
+        problems: list[str],
+    ) -> None:  # fmt: skip
+        self.magic, self.depth, self.prefix, self.dir_ino, self.next = magic, depth, prefix, dir_ino, next
+        self.records, self.end, self.problems = records, end, problems
 
     @property
     def dead_bytes(self) -> int:
@@ -156,8 +153,7 @@ def parse_page(buf: bytes | memoryview, block_size: int) -> ParsedPage:
     return ParsedPage(magic, depth, prefix, dir_ino, nxt, records, off, problems)
 
 
-@dataclass
-class Problem:
+class Problem(Fields):
     """Something in a directory tree that does not follow the format.
 
     ``kind`` is a short stable tag fsck can act on: ``unreadable``,
@@ -167,62 +163,68 @@ class Problem:
     ``bad-file-type``, ``duplicate-name``.
     """
 
-    kind: str
-    block: int | None
-    message: str
+    _fields = ("kind", "block", "message")
+
+    def __init__(self, kind: str, block: int | None, message: str) -> None:
+        self.kind, self.block, self.message = kind, block, message
 
     def __str__(self) -> str:
         where = f"block {self.block}: " if self.block is not None else ""
         return f"{where}{self.message}"
 
 
-@dataclass
-class PageInfo:
-    """A page reached from the root (chained overflow pages included)."""
+class PageInfo(Fields):
+    """A page reached from the root (chained overflow pages included).
 
-    block: int
-    depth: int
-    prefix: int
-    next: int
-    level: int  # level of the node whose slots point at it (-1: the root word), of the chain head
-    chain_pos: int  # 0 for the page in the slots, 1.. along the overflow chain
-    end: int
-    live: int
-    dead: int
-    dead_bytes: int
+    ``level``: of the node whose slots point at it (-1: the root word), of the chain head;
+    ``chain_pos``: 0 for the page in the slots, 1.. along the overflow chain.
+    """
 
+    _fields = ("block", "depth", "prefix", "next", "level", "chain_pos", "end", "live", "dead", "dead_bytes")
 
-@dataclass
-class NodeInfo:
-    block: int
-    level: int
-    slots: list[int]
+    def __init__(
+        self, block: int, depth: int, prefix: int, next: int, level: int, chain_pos: int, end: int, live: int,
+        dead: int, dead_bytes: int,
+    ) -> None:  # fmt: skip
+        self.block, self.depth, self.prefix, self.next, self.level = block, depth, prefix, next, level
+        self.chain_pos, self.end, self.live, self.dead, self.dead_bytes = chain_pos, end, live, dead, dead_bytes
 
 
-@dataclass
-class WalkEntry:
+class NodeInfo(Fields):
+    """A radix node reached from the root."""
+
+    _fields = ("block", "level", "slots")
+
+    def __init__(self, block: int, level: int, slots: list[int]) -> None:
+        self.block, self.level, self.slots = block, level, slots
+
+
+class WalkEntry(Fields):
     """A live entry (``ino != 0``) as found in its page."""
 
-    name: bytes
-    ino: int
-    file_type: int
-    hash: int
-    block: int
-    offset: int
-    rec_len: int
+    _fields = ("name", "ino", "file_type", "hash", "block", "offset", "rec_len")
+
+    def __init__(self, name: bytes, ino: int, file_type: int, hash: int, block: int, offset: int, rec_len: int):
+        self.name, self.ino, self.file_type, self.hash = name, ino, file_type, hash
+        self.block, self.offset, self.rec_len = block, offset, rec_len
 
 
-@dataclass
-class DirTree:
+class DirTree(Fields):
     """Everything :func:`walk_tree` found; pages in hash order."""
 
-    root: int
-    pages: list[PageInfo] = field(default_factory=list)
-    nodes: list[NodeInfo] = field(default_factory=list)
-    entries: list[WalkEntry] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    dead_records: int = 0
-    dead_bytes: int = 0
+    _fields = ("root", "pages", "nodes", "entries", "problems", "dead_records", "dead_bytes")
+
+    def __init__(
+        self, root: int, pages: list[PageInfo] | None = None, nodes: list[NodeInfo] | None = None,
+        entries: list[WalkEntry] | None = None, problems: list[Problem] | None = None, dead_records: int = 0,
+        dead_bytes: int = 0,
+    ) -> None:  # fmt: skip
+        self.root = root
+        self.pages: list[PageInfo] = [] if pages is None else pages
+        self.nodes: list[NodeInfo] = [] if nodes is None else nodes
+        self.entries: list[WalkEntry] = [] if entries is None else entries
+        self.problems: list[Problem] = [] if problems is None else problems
+        self.dead_records, self.dead_bytes = dead_records, dead_bytes
 
     def blocks(self) -> list[int]:
         """Every block of the tree (nodes and pages), each once."""

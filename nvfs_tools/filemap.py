@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from nvfs_tools import format as fmt
+from nvfs_tools.record import Fields
 
 if TYPE_CHECKING:
     from nvfs_tools.volume import Volume
@@ -141,16 +141,18 @@ def _copy_run(view, out, bs, offset, end, fb, db, n):  # noqa: ANN001
     out[lo - offset : hi - offset] = view[src : src + hi - lo]
 
 
-@dataclass
-class TreeUpdate:
+class TreeUpdate(Fields):
     """What linking new blocks into a file needs, in store order."""
 
-    #: new indirect blocks with their complete contents (write before barrier)
-    new_nodes: dict[int, bytearray] = field(default_factory=dict)
-    #: (device byte address, value) pointer stores into reachable blocks (after barrier)
-    late_stores: list[tuple[int, int]] = field(default_factory=list)
-    #: root pointers changed: index -> value
-    root_changes: dict[int, int] = field(default_factory=dict)
+    _fields = ("new_nodes", "late_stores", "root_changes")
+
+    def __init__(self) -> None:
+        #: new indirect blocks with their complete contents (write before barrier)
+        self.new_nodes: dict[int, bytearray] = {}
+        #: (device byte address, value) pointer stores into reachable blocks (after barrier)
+        self.late_stores: list[tuple[int, int]] = []
+        #: root pointers changed: index -> value
+        self.root_changes: dict[int, int] = {}
 
 
 def missing_nodes(vol: Volume, ptrs: list[int], fblocks: list[int]) -> int:

@@ -16,11 +16,11 @@ import struct
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nvfs_tools import format as fmt
 from nvfs_tools.errors import InvalidArgumentError
+from nvfs_tools.record import Fields
 
 if TYPE_CHECKING:
     from nvfs_tools.device import Device
@@ -45,16 +45,16 @@ def entries_checksum(raw: bytes) -> int:
     return zlib.crc32(raw) & 0xFFFFFFFF
 
 
-@dataclass
-class SlotState:
+class SlotState(Fields):
     """What one slot holds, for replay, fsck and debugfs ``logdump``."""
 
-    slot: int
-    commit: int
-    sequence: int
-    count: int
-    checksum_ok: bool
-    entries: list[tuple[int, int]]
+    _fields = ("slot", "commit", "sequence", "count", "checksum_ok", "entries")
+
+    def __init__(
+        self, slot: int, commit: int, sequence: int, count: int, checksum_ok: bool, entries: list[tuple[int, int]]
+    ) -> None:
+        self.slot, self.commit, self.sequence, self.count = slot, commit, sequence, count
+        self.checksum_ok, self.entries = checksum_ok, entries
 
 
 def read_slots(dev: Device, journal_block: int, block_size: int, slots: int) -> list[SlotState]:

@@ -62,7 +62,6 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from nvfs_tools import directory as _directory
 from nvfs_tools import dirwalk as _dirwalk
@@ -70,6 +69,7 @@ from nvfs_tools import format as fmt
 from nvfs_tools import namehash
 from nvfs_tools import xattr as xa
 from nvfs_tools.errors import DeviceError, FileExistsError_, NoSpaceError, NvfsError
+from nvfs_tools.record import Fields
 
 ProgressFn = Callable[[int, int], None]
 
@@ -190,21 +190,18 @@ def pack_inode(
 # ---------------------------------------------------------------------------
 
 
-@dataclass
-class PopulateStats:
-    """What a populate copied and what it cost."""
+class PopulateStats(Fields):
+    """What a populate copied and what it cost (``hard_links``: names beyond the first of an inode)."""
 
-    files: int = 0
-    directories: int = 0
-    symlinks: int = 0
-    specials: int = 0
-    hard_links: int = 0  # names beyond the first of an inode
-    xattrs: int = 0
-    data_bytes: int = 0
-    inodes_needed: int = 0
-    blocks_needed: int = 0
-    walk_seconds: float = 0.0
-    write_seconds: float = 0.0
+    _fields = (
+        "files", "directories", "symlinks", "specials", "hard_links", "xattrs", "data_bytes", "inodes_needed",
+        "blocks_needed", "walk_seconds", "write_seconds",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.files = self.directories = self.symlinks = self.specials = self.hard_links = self.xattrs = 0
+        self.data_bytes = self.inodes_needed = self.blocks_needed = 0
+        self.walk_seconds = self.write_seconds = 0.0
 
 
 # ---------------------------------------------------------------------------
