@@ -875,7 +875,7 @@ class _Writer:
         direct_bytes = _DIRECT_BYTES[bs]
         inline = self.usage is None and self.copier is not None
         prefix = d.path + b"/"
-        dfd = _open_dir(d.path)
+        dfd = _open_dir(d.path) if self.copier is None else -1  # the copy thread opens files by path
         try:
             for name, st, extra in zip(d.names, d.stats, d.extra, strict=True):
                 mode = st.st_mode
@@ -916,7 +916,8 @@ class _Writer:
                 else:
                     self._write_child(d, dfd, name, st, ino, extra, pool)
         finally:
-            os.close(dfd)
+            if dfd >= 0:
+                os.close(dfd)
         if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME in d.names:  # mkfs made it, and named it
             entries = [e for e in entries if e[0] != fmt.LOST_FOUND_NAME]
         # Subdirectory inodes exist (empty) before the page that names them; their own
