@@ -1229,9 +1229,9 @@ def _write(
     root = plan.dirs[0]
     root.ino = root.parent_ino = fmt.ROOT_INO
     root.merge = True
-    _prepare_lost_found(vol, root)
-    writer._merge_dir_inode(root, uid, gid)
     try:
+        _prepare_lost_found(vol, root)
+        writer._merge_dir_inode(root, uid, gid)
         for d in plan.dirs:
             if writer.reproducible:
                 _sort_entries(d)

@@ -199,6 +199,13 @@ def test_file_vanished_after_the_walk_names_its_path(tmp_path, monkeypatch, size
     with Volume.open(img, writable=True, unordered=True) as vol:
         with pytest.raises(pop.SourceError, match=r"d/gone: cannot open: No such file or directory"):
             pop.populate(vol, src)
+    assert not _copy_threads()
+
+
+def _copy_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "nvfs-populate-copy"]
 
 
 def test_vanished_directory_names_its_path(tmp_path, monkeypatch):
@@ -244,6 +251,7 @@ def test_lost_found_that_is_not_a_directory_is_refused(tmp_path):
     with Volume.open(img, writable=True, unordered=True) as vol:
         with pytest.raises(FileExistsError_, match="lost\\+found"):
             pop.populate(vol, src)
+    assert not _copy_threads()  # a failed populate leaves no copy thread behind
 
 
 def test_source_that_is_not_a_directory(tmp_path):
