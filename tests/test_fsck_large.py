@@ -188,3 +188,32 @@ def test_inode_in_a_far_table_is_seen(image: str) -> None:
     rep = _fsck(image)
     assert rep.exit_code() == 4
     assert any(f.details.get("ino") == ino for f in rep.findings), _codes(rep)
+
+
+def test_pending_journal_store_into_a_far_hole_table(pristine: str, tmp_path: Path) -> None:
+    """fsck -n judges the view a pending transaction leaves (rule 3.2), holes of the file or not: an
+    inode the transaction puts into group 5000's table (a hole on the media) is read from the overlay.
+
+    On a disk file system (tmp_path): there, unlike tmpfs, reading a hole through the mapping (as the
+    overlay does to copy the page) does not allocate it, so the table stays a hole of the file.
+    """
+    import zlib
+
+    image = str(tmp_path / "img")
+    _copy_sparse(pristine, image)
+    geo = _geometry(image)
+    ino = GROUP * geo.inodes_per_group + 5
+    addr = geo.inode_offset(ino) + fmt.field_layout(fmt.Inode)["mode"].offset
+    assert addr % 8 == 0
+    body = addr.to_bytes(8, "little") + (fmt.S_IFREG | 0o644).to_bytes(8, "little")
+    slot = geo.journal_block * geo.block_size
+    _poke(image, slot + fmt.JOURNAL_SLOT_HEADER_SIZE, body)
+    checksum = fmt.field_layout(fmt.JournalSlotHeader)["checksum"]
+    _poke(image, slot + checksum.offset, zlib.crc32(body).to_bytes(checksum.size, "little"))
+    _poke(image, slot, fmt.journal_commit_word(9, 1).to_bytes(8, "little"))
+    seen = _fsck(image)
+    assert seen.findings[0].code == "JOURNAL_REPLAY"
+    assert any(f.details.get("ino") == ino for f in seen.findings), _codes(seen)
+    assert _peek(image, addr, 8) == bytes(8)  # -n wrote nothing
+    repaired = _fsck(image, "y")
+    assert [f.code for f in repaired.findings] == [f.code for f in seen.findings]

@@ -134,10 +134,11 @@ class Image:
         """True only when bytes [start, start+length) are certainly a hole of the image file (all zero).
 
         Lets a check skip what was never written (a sparse 1 TiB image's inode tables: reading them
-        through a tmpfs mapping would also fill them with zero pages).  Only trusted when the view is
-        the device's own mapping: a shadow mapping (check/media.py) or a replay overlay
-        (check/overlay.py) may hold private pages over a hole of the file.  Answers are remembered
-        until the next write through this Image: the fast path asks about every table twice.
+        through a tmpfs mapping would also fill them with zero pages).  Trusted when the view is the
+        device's own mapping, or when the device's class says where its view may differ from the file
+        (``private_over``: check/media.py's shadow mapping never there, check/overlay.py's replay
+        overlay over its private pages); never for another wrapper.  Answers are remembered until
+        the next write through this Image: the fast path asks about every table twice.
         """
         if self._holes_for != (self.dev, self.writes):
             self._holes.clear()
@@ -154,9 +155,8 @@ class Image:
         if self._holes_for != (self.dev, self.writes):
             self._holes.clear()
             self._holes_for = (self.dev, self.writes)
-        dev = self.dev
-        fd = getattr(dev, "fd", -1)
-        if not isinstance(fd, int) or fd < 0 or getattr(dev.view, "obj", None) is not getattr(dev, "map", None):
+        fd, private_over = self._hole_source()
+        if fd < 0:
             return [False] * len(starts)
         out = []
         data = -1  # first data offset at or after the last range asked, or 1 << 63 when there is none
@@ -169,19 +169,32 @@ class Image:
                     if exc.errno != errno.ENXIO:
                         return [False] * len(starts)
                     data = 1 << 63
-            hole = cache[start, length] = data >= start + length
+            hole = data >= start + length and not (private_over and private_over(start, length))
+            cache[start, length] = hole
             out.append(hole)
         return out
 
     def _probe_hole(self, start: int, length: int) -> bool:
-        dev = self.dev
-        fd = getattr(dev, "fd", -1)
-        if not isinstance(fd, int) or fd < 0 or getattr(dev.view, "obj", None) is not getattr(dev, "map", None):
+        fd, private_over = self._hole_source()
+        if fd < 0 or (private_over and private_over(start, length)):
             return False
         try:
             return os.lseek(fd, start, os.SEEK_DATA) >= start + length
         except OSError as exc:  # ENXIO: no data at or after start; EINVAL: not supported
             return exc.errno == errno.ENXIO
+
+    def _hole_source(self) -> tuple[int, Any]:
+        """(the image file's descriptor, the device's ``private_over`` or None), or (-1, None) when the
+        view's zeros cannot be told from the file's holes (see is_hole)."""
+        dev = self.dev
+        fd = getattr(dev, "fd", -1)
+        if not isinstance(fd, int) or fd < 0:
+            return -1, None
+        if getattr(dev.view, "obj", None) is getattr(dev, "map", None):
+            return fd, None
+        if getattr(type(dev), "private_over", None) is None:  # the class's own, not one __getattr__ forwards
+            return -1, None
+        return fd, dev.private_over
 
     def inode(self, ino: int) -> RawInode:
         off = self.geo.inode_offset(ino)

@@ -150,6 +150,12 @@ class MediaSafeDevice:
             out.update(range(a // block_size, -(-b // block_size)))
         return out
 
+    def private_over(self, offset: int, length: int) -> bool:
+        """Whether the view may differ from the file in this range apart from reading zeros: never (the
+        shadow's private chunks copy the file, bad blocks zeroed, and writes go to both), so a hole of
+        the file reads as zeros here too (Image.is_hole)."""
+        return False
+
     def is_bad_range(self, offset: int, length: int) -> bool:
         return bool(self._spans.overlapping(offset, offset + length))
 

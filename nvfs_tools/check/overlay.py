@@ -26,10 +26,11 @@ _WORD = 8
 class ReplayOverlay:
     """The device (read-only) with the words a replay stores held in private memory."""
 
-    def __init__(self, dev: Any, shadow: memoryview) -> None:
+    def __init__(self, dev: Any, shadow: memoryview, chunks: list[tuple[int, int]] | None = None) -> None:
         self.dev = dev
         self._shadow = shadow
         self.view = shadow.toreadonly()
+        self._chunks = chunks  # [start, end) of the private pages; None: unknown, all may be private
 
     @classmethod
     def over(cls, dev: Any, addrs: list[int]) -> ReplayOverlay | None:
@@ -38,7 +39,14 @@ class ReplayOverlay:
         bad = list(spans.bad) if spans is not None else []
         words = tuple((a, a + _WORD) for a in sorted(set(addrs)))
         made = media._shadow_view(dev, bad, media.GRANULES, words)
-        return None if made is None else cls(dev, made[0])
+        return None if made is None else cls(dev, made[0], made[1])
+
+    def private_over(self, offset: int, length: int) -> bool:
+        """Whether replayed stores may make the view differ from the file in this range (Image.is_hole
+        must not call a hole of the file a hole there)."""
+        if self._chunks is None:
+            return True
+        return any(a < offset + length and offset < b for a, b in self._chunks)
 
     def store(self, addr: int, value: int) -> None:
         """One replayed 8-byte store, in memory only (a word in bad media stays unreadable zeros)."""
