@@ -58,6 +58,7 @@ import random
 import re
 import stat
 import struct
+import sys
 import time
 from array import array
 from bisect import bisect_left
@@ -74,6 +75,8 @@ from nvfs_tools.record import Fields
 ProgressFn = Callable[[int, int], None]
 
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
+#: What os.fsencode encodes names with (scandir on a directory fd gives str names).
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY | os.O_NOFOLLOW
 _NS = 1_000_000_000
@@ -424,10 +427,10 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
         names, stats, extras = d.names, d.stats, d.extra
         prefix = d.path + b"/"
         listxattr = os.listxattr
-        fsencode = os.fsencode
+        encoding, errors = _FS_ENCODING, _FS_ERRORS
         blocks = inodes = fresh = huge = 0
         for entry in entries:
-            name = fsencode(entry.name)
+            name = entry.name.encode(encoding, errors)  # os.fsencode without its call and type checks
             path = prefix + name
             try:
                 st = entry.stat(follow_symlinks=False)
