@@ -862,8 +862,8 @@ class _Writer:
 
         This loop runs once per source entry, so the common case -- a new,
         dense file of at most ``N_DIRECT`` blocks without xattrs, landing in
-        consecutive pool blocks -- is written inline: one read, its blocks
-        queued for the gathered write, its inode packed in one call.
+        consecutive pool blocks -- is handled inline: its contents queued for
+        the copy thread (:class:`_Copier`), its inode packed in one call.
         """
         if d.merge and d.ino != fmt.ROOT_INO:
             self._merge_dir_inode(d, d.st.st_uid, d.st.st_gid)
@@ -876,6 +876,8 @@ class _Writer:
         copy_path, copy_start = self.copy_paths.append, self.copy_starts.append
         copy_size, copy_offset = self.copy_sizes.append, self.copy_offsets.append
         direct_bytes = _DIRECT_BYTES[bs]
+        b, bn = divmod(now, _NS)
+        files = data_bytes = 0
         inline = self.usage is None and self.copier is not None
         prefix = d.path + b"/"
         dfd = _open_dir(d.path) if self.copier is None else -1  # the copy thread opens files by path
@@ -909,18 +911,19 @@ class _Writer:
                     a, an = divmod(st.st_atime_ns, _NS)
                     m, mn = divmod(st.st_mtime_ns, _NS)
                     c, cn = divmod(st.st_ctime_ns, _NS)
-                    b, bn = divmod(now, _NS)
                     pending.append((ino, pack(
                         mode, 0, 0, st.st_uid, st.st_gid, links[key], getrandbits(32), size, n, a, m, c, b,
                         an, mn, cn, bn, 0, 0, 0, 0, 0, *range(first, first + n), *_ZERO_PTRS[n:],
                     )))  # fmt: skip
-                    stats.files += 1
-                    stats.data_bytes += size
+                    files += 1
+                    data_bytes += size
                 else:
                     self._write_child(d, dfd, name, st, ino, extra, pool)
         finally:
             if dfd >= 0:
                 os.close(dfd)
+            stats.files += files
+            stats.data_bytes += data_bytes
         if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME in d.names:  # mkfs made it, and named it
             entries = [e for e in entries if e[0] != fmt.LOST_FOUND_NAME]
         # Subdirectory inodes exist (empty) before the page that names them; their own
