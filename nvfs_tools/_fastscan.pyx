@@ -2283,17 +2283,18 @@ def nt_zero(buf, Py_ssize_t offset, Py_ssize_t length):
 # ---------------------------------------------------------------------------
 
 from posix.fcntl cimport open as c_open
-from posix.unistd cimport pread as c_pread, pwrite as c_pwrite, close as c_close
-from libc.errno cimport errno, EINTR, EPERM, ENOSPC
-from libc.stdlib cimport malloc
+from posix.unistd cimport pread as c_pread, pwrite as c_pwrite, close as c_close, lseek as c_lseek
+from libc.errno cimport errno, EINTR, EPERM, ENOSPC, EINVAL, ENOSYS, EDQUOT, EFBIG
+from libc.stdlib cimport malloc, calloc
+
+cdef extern from "<sys/sendfile.h>" nogil:
+    ssize_t sendfile(int out_fd, int in_fd, long *offset, size_t count)
 
 cdef int _COPY_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 cdef int _COPY_NOATIME = getattr(os, "O_NOATIME", 0)
-#: Bytes gathered before one pwrite (consecutive files land in consecutive blocks).
-cdef Py_ssize_t _COPY_STAGE = 1 << 20
 
 
-cdef int _copy_flush(int out_fd, const uint8_t *buf, Py_ssize_t length, int64_t offset) noexcept nogil:
+cdef int _write_all(int out_fd, const uint8_t *buf, Py_ssize_t length, int64_t offset) noexcept nogil:
     """pwrite all of ``buf``; 0 or an errno."""
     cdef Py_ssize_t done = 0, w
     while done < length:
@@ -2308,15 +2309,25 @@ cdef int _copy_flush(int out_fd, const uint8_t *buf, Py_ssize_t length, int64_t 
     return 0
 
 
+cdef inline bint _is_write_errno(int err) noexcept nogil:
+    """Which sendfile failures are the image's (the rest are the source file's)."""
+    return err == ENOSPC or err == EDQUOT or err == EFBIG
+
+
 def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_size):
     """Copy pieces of files into the image file ``out_fd`` with the GIL released; see scan_pure.copy_files.
 
-    Pieces that land one after another are read straight into one staging
-    buffer and written with one pwrite.
+    Each piece goes with ``sendfile`` (page cache to page cache, one copy instead of a read and a
+    write through a buffer: ~20 % less CPU on /usr/include), so the file position of ``out_fd`` is
+    used and changed: give this function a descriptor of its own.  The zeros up to the block end
+    are one ``pwrite``.  A source that cannot be spliced (EINVAL or ENOSYS before its first byte)
+    is read with ``pread`` instead.
     """
-    cdef Py_ssize_t n = len(paths), i, cap = _COPY_STAGE, padded, got, r, staged = 0, first_staged = 0
-    cdef int64_t stage_off = 0, off, start
-    cdef uint64_t size
+    cdef Py_ssize_t n = len(paths), i, cap = block_size, padded
+    cdef int64_t off, start
+    cdef long src_off
+    cdef uint64_t size, got
+    cdef ssize_t r
     cdef int fd, err = 0, what = 0, failed = -1
     if len(starts) != n or len(sizes) != n or len(offsets) != n:
         raise ValueError("paths, starts, sizes and offsets differ in length")
@@ -2324,7 +2335,8 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
     cdef uint64_t *csizes = <uint64_t *>PyMem_Malloc(max(n, 1) * sizeof(uint64_t))
     cdef int64_t *coffs = <int64_t *>PyMem_Malloc(max(n, 1) * sizeof(int64_t))
     cdef int64_t *cstarts = <int64_t *>PyMem_Malloc(max(n, 1) * sizeof(int64_t))
-    cdef uint8_t *stage = NULL
+    cdef uint8_t *zeros = NULL
+    cdef uint8_t *buf = NULL
     if cpaths == NULL or csizes == NULL or coffs == NULL or cstarts == NULL:
         PyMem_Free(cpaths)
         PyMem_Free(csizes)
@@ -2340,8 +2352,8 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
             padded = (csizes[i] + block_size - 1) // block_size * block_size
             if padded > cap:
                 cap = padded
-        stage = <uint8_t *>malloc(cap)
-        if stage == NULL:
+        zeros = <uint8_t *>calloc(block_size, 1)
+        if zeros == NULL:
             raise MemoryError()
         with nogil:
             for i in range(n):
@@ -2349,14 +2361,6 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
                 off = coffs[i]
                 start = cstarts[i]
                 padded = (size + block_size - 1) // block_size * block_size
-                if staged and (off != stage_off + staged or staged + padded > cap):
-                    err = _copy_flush(out_fd, stage, staged, stage_off)
-                    if err:
-                        failed, what = first_staged, 2
-                        break
-                    staged = 0
-                if not staged:
-                    stage_off, first_staged = off, i
                 fd = c_open(cpaths[i], _COPY_OPEN_FLAGS | _COPY_NOATIME)
                 if fd < 0 and errno == EPERM and _COPY_NOATIME:
                     fd = c_open(cpaths[i], _COPY_OPEN_FLAGS)
@@ -2364,30 +2368,65 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
                     failed, err, what = i, errno, 0
                     break
                 got = 0
-                while <uint64_t>got < size:
-                    r = c_pread(fd, stage + staged + got, size - got, start + got)
+                if size and c_lseek(out_fd, off, 0) < 0:
+                    failed, err, what = i, errno, 2
+                    c_close(fd)
+                    break
+                src_off = start
+                while got < size:
+                    r = sendfile(out_fd, fd, &src_off, size - got)
                     if r < 0:
                         if errno == EINTR:
                             continue
                         err = errno
                         break
-                    if r == 0:
+                    if r == 0:  # the file ended early: zeros follow
                         break
                     got += r
+                if err and got == 0 and (err == EINVAL or err == ENOSYS):  # no splice from this file: read it
+                    err = 0
+                    if buf == NULL:
+                        buf = <uint8_t *>malloc(cap)
+                        if buf == NULL:
+                            failed, err, what = i, ENOSPC, 1
+                            c_close(fd)
+                            break
+                    while got < size:
+                        r = c_pread(fd, buf + got, size - got, start + got)
+                        if r < 0:
+                            if errno == EINTR:
+                                continue
+                            err = errno
+                            break
+                        if r == 0:
+                            break
+                        got += r
+                    if not err:
+                        memset(buf + got, 0, padded - got)
+                        err = _write_all(out_fd, buf, padded, off)
+                        if err:
+                            failed, what = i, 2
+                            c_close(fd)
+                            break
+                        got = padded
                 c_close(fd)
                 if err:
-                    failed, what = i, 1
+                    failed, what = i, (2 if _is_write_errno(err) else 1)
                     break
-                memset(stage + staged + got, 0, padded - got)
-                staged += padded
-            if failed < 0 and staged:
-                err = _copy_flush(out_fd, stage, staged, stage_off)
+                while <uint64_t>padded > got:  # zeros to the block end (more than a block if the file shrank)
+                    r = min(<uint64_t>padded - got, <uint64_t>block_size)
+                    err = _write_all(out_fd, zeros, r, off + got)
+                    if err:
+                        break
+                    got += r
                 if err:
-                    failed, what = first_staged, 2
+                    failed, what = i, 2
+                    break
     finally:
-        free(stage)
+        free(zeros)
+        free(buf)
         PyMem_Free(cpaths)
         PyMem_Free(csizes)
         PyMem_Free(coffs)
         PyMem_Free(cstarts)
-    return (failed, err, what)  # (-1, 0, 0) when every file was copied
+    return (failed, err, what)  # (-1, 0, 0) when every piece was copied

@@ -529,7 +529,11 @@ class _Copier:
         import threading
         from queue import SimpleQueue
 
-        self.out_fd = out_fd
+        # copy_files moves the file position (sendfile writes at it): a descriptor of its own
+        try:
+            self.out_fd = os.open(f"/proc/self/fd/{out_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            self.out_fd = os.dup(out_fd)  # shares the position, which nothing else uses while populating
         self.block_size = block_size
         self.queue: SimpleQueue = SimpleQueue()
         self.failure: BaseException | None = None
@@ -560,6 +564,7 @@ class _Copier:
             self.failure = InterruptedError("populate failed")  # the thread skips what is still queued
         self.queue.put(None)
         self.thread.join()
+        os.close(self.out_fd)
         failure, self.failure = self.failure, None
         if failure is not None and raise_failure:
             raise failure

@@ -1132,7 +1132,9 @@ def copy_files(
     ``(-1, 0, 0)``, or at the first failure ``(i, errno, what)`` with ``what``
     one of :data:`COPY_OPEN`, :data:`COPY_READ`, :data:`COPY_WRITE`; files
     before ``i`` may or may not have been written then.  (mkfs -d runs it on a
-    thread while the metadata is written: the compiled core releases the GIL.)
+    thread while the metadata is written: the compiled core releases the GIL.
+    It writes with ``sendfile``, which moves the file position of ``out_fd``:
+    give it a descriptor of its own.)
     """
     for i, path in enumerate(paths):
         start, size, offset = starts[i], sizes[i], offsets[i]
