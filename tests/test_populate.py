@@ -7,6 +7,7 @@ import os
 import pathlib
 import shutil
 import stat
+import sys
 import tempfile
 
 import pytest
@@ -195,11 +196,13 @@ def test_file_vanished_after_the_walk_names_its_path(tmp_path, monkeypatch, size
         return plan
 
     monkeypatch.setattr(pop, "_walk", walk_then_remove)
+    switch_interval = sys.getswitchinterval()
     img = make_image(tmp_path / "img")
     with Volume.open(img, writable=True, unordered=True) as vol:
         with pytest.raises(pop.SourceError, match=r"d/gone: cannot open: No such file or directory"):
             pop.populate(vol, src)
     assert not _copy_threads()
+    assert sys.getswitchinterval() == switch_interval  # the copy thread's shorter interval is given back
 
 
 def _copy_threads() -> list:
