@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fsfactory import make_image, scratch
+
+sys.path.insert(0, str(Path(__file__).parent / "fcases"))
+import base  # noqa: E402  (tests/fcases/base.py: the f_* case helpers, copy_image keeps holes)
 
 from nvfs_tools import format as fmt
 from nvfs_tools import scan
@@ -40,25 +44,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def image(pristine: str, tmp_path: Path) -> Iterator[str]:
     """A sparse copy of the pristine image next to it (same filesystem: tmpfs when available)."""
     path = os.path.join(os.path.dirname(pristine), f"{tmp_path.name}.img")
-    _copy_sparse(pristine, path)
+    base.copy_image(pristine, path)
     yield path
     os.unlink(path)
-
-
-def _copy_sparse(src: str, dst: str) -> None:
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        fd = fin.fileno()
-        size = os.fstat(fd).st_size
-        fout.truncate(size)
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            os.pwrite(fout.fileno(), os.pread(fd, end - start, start), start)
-            offset = end
 
 
 def _geometry(path: str) -> fmt.Geometry:
@@ -200,7 +188,7 @@ def test_pending_journal_store_into_a_far_hole_table(pristine: str, tmp_path: Pa
     import zlib
 
     image = str(tmp_path / "img")
-    _copy_sparse(pristine, image)
+    base.copy_image(pristine, image)
     geo = _geometry(image)
     ino = GROUP * geo.inodes_per_group + 5
     addr = geo.inode_offset(ino) + fmt.field_layout(fmt.Inode)["mode"].offset
