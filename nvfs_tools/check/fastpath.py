@@ -4,10 +4,10 @@ Almost every filesystem fsck sees is consistent.  This module proves that
 with the scan backend (compiled ``_fastscan`` or the pure reference):
 ``check_inode_groups`` reads each in-use inode once, window by window of
 inode tables (fields, block maps claimed in one ownership bitmap, block
-counts, link counts into a table); ``walk_directories`` then walks the
-directories window by window of pages, ``pages_clean`` checks their slack and
-``tally_entries`` counts every name against the link table, which
-``unsettled_links`` closes; ``verify_arrays`` cross-checks the directories
+counts, link counts into a table); ``check_directories`` then walks the
+directories window by window of pages, checking their slack and counting every
+name against the link table at once, which ``unsettled_links`` closes;
+``verify_arrays`` cross-checks the directories
 alone (sizes, block counts, named once by their parent, no cycles, link
 counts); bitmaps and counters are compared per group.  Only directories and a
 few odd inodes are kept as records: memory grows with them, not with files.
