@@ -688,13 +688,10 @@ def fast_parse(argv: list[str]) -> dict | None:
             if opt[3] == "flag":
                 kwargs[opt[2]] = True
                 continue
-            if not eq:
-                if i >= len(argv):
-                    return None
-                value = argv[i]
-                i += 1
-            if not _store(kwargs, opt, value):
+            taken = _option_value(argv, i, value if eq else None)
+            if taken is None or not _store(kwargs, opt, taken[0]):
                 return None
+            i = taken[1]
             continue
         for j in range(1, len(arg)):
             opt = _BY_NAME.get("-" + arg[j])
@@ -703,20 +700,25 @@ def fast_parse(argv: list[str]) -> dict | None:
             if opt[3] == "flag":
                 kwargs[opt[2]] = True
                 continue
-            value = arg[j + 1 :]
-            if not value:
-                if i >= len(argv):
-                    return None
-                value = argv[i]
-                i += 1
-            if not _store(kwargs, opt, value):
+            taken = _option_value(argv, i, arg[j + 1 :] or None)
+            if taken is None or not _store(kwargs, opt, taken[0]):
                 return None
+            i = taken[1]
             break
     if not 1 <= len(positional) <= 2 or not positional[0] or any(p.startswith("-") for p in positional):
         return None
     kwargs["device"] = positional[0]
     kwargs["size"] = positional[1] if len(positional) == 2 else None
     return kwargs
+
+
+def _option_value(argv: list[str], i: int, inline: str | None) -> tuple[str, int] | None:
+    """An option's value and the index after it: ``inline`` (``--opt=V``, ``-oV``) or the next argument."""
+    if inline is not None:
+        return inline, i
+    if i >= len(argv):
+        return None
+    return argv[i], i + 1
 
 
 def _store(kwargs: dict, opt: tuple[str, ...], value: str) -> bool:
