@@ -140,21 +140,23 @@ class Image:
         overlay over its private pages); never for another wrapper.  Answers are remembered until
         the next write through this Image: the fast path asks about every table twice.
         """
+        self._forget_stale_holes()
+        known = self._holes.get((start, length))
+        if known is None:
+            known = self.holes([start], length)[0]
+        return known
+
+    def _forget_stale_holes(self) -> None:
+        """Drop remembered hole answers once the device or the write count has changed."""
         if self._holes_for != (self.dev, self.writes):
             self._holes.clear()
             self._holes_for = (self.dev, self.writes)
-        known = self._holes.get((start, length))
-        if known is None:
-            known = self._holes[start, length] = self._probe_hole(start, length)
-        return known
 
     def holes(self, starts: list[int], length: int) -> list[bool]:
         """:meth:`is_hole` of ``[start, start+length)`` for each of ``starts`` (increasing), asked in one
         tight loop and remembered: one SEEK_DATA per range, and none for ranges that lie before the
         data found for an earlier one (thousands of inode tables on a 1 TiB image)."""
-        if self._holes_for != (self.dev, self.writes):
-            self._holes.clear()
-            self._holes_for = (self.dev, self.writes)
+        self._forget_stale_holes()
         fd, private_over = self._hole_source()
         if fd < 0:
             return [False] * len(starts)
@@ -173,15 +175,6 @@ class Image:
             cache[start, length] = hole
             out.append(hole)
         return out
-
-    def _probe_hole(self, start: int, length: int) -> bool:
-        fd, private_over = self._hole_source()
-        if fd < 0 or (private_over and private_over(start, length)):
-            return False
-        try:
-            return os.lseek(fd, start, os.SEEK_DATA) >= start + length
-        except OSError as exc:  # ENXIO: no data at or after start; EINVAL: not supported
-            return exc.errno == errno.ENXIO
 
     def _hole_source(self) -> tuple[int, Any]:
         """(the image file's descriptor, the device's ``private_over`` or None), or (-1, None) when the
