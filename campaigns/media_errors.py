@@ -196,15 +196,20 @@ def _dirs_of(case: Case, tree: C.Tree) -> list[bytes]:
     return [p for p, nd in tree.items() if nd.ino in case.hit_inos and nd.mode & fmt.S_IFMT == fmt.S_IFDIR]
 
 
+def pristine_image(image: str) -> C.Tree:
+    """Make the campaign's sample filesystem at ``image`` and return its tree (what every case is compared with)."""
+    C.make_fs(image)
+    with Volume.open(image, writable=True) as vol:
+        C.populate_sample(vol)
+    return C.snapshot(image)
+
+
 def campaign(args: argparse.Namespace) -> C.Summary:
     summary = C.Summary("media_errors")
     work_dir = C.scratch_dir("media-")
     try:
         pristine = os.path.join(work_dir, "pristine.img")
-        C.make_fs(pristine)
-        with Volume.open(pristine, writable=True) as vol:
-            C.populate_sample(vol)
-        tree = C.snapshot(pristine)
+        tree = pristine_image(pristine)
         for case in plan(pristine):
             if args.case and case.kind != args.case:
                 continue

@@ -14,7 +14,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from campaigns import common as C  # noqa: E402
 from campaigns import media_errors as ME  # noqa: E402
 from nvfs_tools import badblocks as BB  # noqa: E402
 from nvfs_tools.device import Device, MediaError  # noqa: E402
@@ -51,12 +50,8 @@ def test_format_roundtrip():
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    d = tmp_path_factory.mktemp("media")
-    img = str(d / "p.img")
-    C.make_fs(img)
-    with Volume.open(img, writable=True) as vol:
-        C.populate_sample(vol)
-    return img, C.snapshot(img), ME.plan(img)
+    img = str(tmp_path_factory.mktemp("media") / "p.img")
+    return img, ME.pristine_image(img), ME.plan(img)
 
 
 def test_describe_names_owner_of_every_kind(pristine):

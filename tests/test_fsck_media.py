@@ -19,17 +19,12 @@ from nvfs_tools import badblocks as BB  # noqa: E402
 from nvfs_tools.check import Options, check  # noqa: E402
 from nvfs_tools.check.media import MediaSafeDevice, spans  # noqa: E402
 from nvfs_tools.device import Device  # noqa: E402
-from nvfs_tools.volume import Volume  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fsckmedia")
-    img = str(d / "p.img")
-    C.make_fs(img)
-    with Volume.open(img, writable=True) as vol:
-        C.populate_sample(vol)
-    return img, C.snapshot(img), ME.plan(img)
+    img = str(tmp_path_factory.mktemp("fsckmedia") / "p.img")
+    return img, ME.pristine_image(img), ME.plan(img)
 
 
 def _digest(path: str) -> str:
