@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from nvfs_tools import format as fmt
@@ -37,16 +36,33 @@ class PreenAbort(Exception):
     """``-p`` met a problem it may not fix without a human."""
 
 
-@dataclass
 class Options:
-    mode: str = "ask"  # "n", "p", "y" or "ask"
-    force: bool = False
-    use_backup: bool = False
-    progress_fd: int | None = None
-    verbose: bool = False
-    json: bool = False
-    tty_progress: bool = False
-    badblocks: tuple[tuple[int, int], ...] = ()  # bad media (offset, length) byte ranges from --badblocks
+    """How one run checks: the fsck(8) mode ("n", "p", "y" or "ask") and the tool's flags.
+
+    (A plain class: the ``dataclasses`` import would cost every run ~10 ms of start-up.)
+    """
+
+    __slots__ = ("mode", "force", "use_backup", "progress_fd", "verbose", "json", "tty_progress", "badblocks")
+
+    def __init__(
+        self,
+        mode: str = "ask",
+        force: bool = False,
+        use_backup: bool = False,
+        progress_fd: int | None = None,
+        verbose: bool = False,
+        json: bool = False,
+        tty_progress: bool = False,
+        badblocks: tuple[tuple[int, int], ...] = (),  # bad media (offset, length) byte ranges from --badblocks
+    ) -> None:
+        self.mode = mode
+        self.force = force
+        self.use_backup = use_backup
+        self.progress_fd = progress_fd
+        self.verbose = verbose
+        self.json = json
+        self.tty_progress = tty_progress
+        self.badblocks = badblocks
 
 
 class Checker:

@@ -194,7 +194,7 @@ class Image:
         return RawInode(ino, self.dev.view[off : off + fmt.INODE_SIZE])
 
     def dyn(self) -> Any:
-        return fmt.SuperblockDynamic.parse(self.dev.read(fmt.SB_DYNAMIC_OFFSET, fmt.SB_DYNAMIC_SIZE))
+        return fmt.PLAIN["SuperblockDynamic"].parse(self.dev.read(fmt.SB_DYNAMIC_OFFSET, fmt.SB_DYNAMIC_SIZE))
 
     def dyn_field(self, name: str) -> int:
         info = DYN_FIELDS[name]

@@ -16,8 +16,8 @@ from nvfs_tools import format as fmt
 from nvfs_tools.check.image import Image, kind_name
 from nvfs_tools.errors import NotNvfsError, UnsupportedFeatureError
 
-_STATIC = fmt.field_layout(fmt.SuperblockStatic)
-_RESERVED_SIZE = fmt.SB_STATIC_SIZE - 4 - sum(sub.sizeof() for sub in fmt.SuperblockStatic.subcons[:-2])
+_STATIC = fmt.field_layout(fmt.PLAIN["SuperblockStatic"])
+_RESERVED_SIZE = fmt.SB_STATIC_SIZE - 4 - sum(sub.sizeof() for sub in fmt.PLAIN["SuperblockStatic"].subcons[:-2])
 
 
 class BadStatic(Exception):
@@ -36,8 +36,8 @@ def validate_static(raw: bytes, device_size: int) -> Any:
     stored = _u32(raw, "checksum")
     if stored != fmt.sb_static_checksum(raw):
         raise BadStatic("checksum mismatch")
-    static = fmt.SuperblockStatic.parse(raw)
-    pad_start = fmt.SuperblockStatic.sizeof() - 4 - _RESERVED_SIZE
+    static = fmt.PLAIN["SuperblockStatic"].parse(raw)
+    pad_start = fmt.PLAIN["SuperblockStatic"].sizeof() - 4 - _RESERVED_SIZE
     if any(raw[pad_start : fmt.SB_STATIC_SIZE - 4]):
         raise BadStatic("reserved bytes are not zero")
     if static.version != fmt.FORMAT_VERSION:
@@ -287,7 +287,7 @@ def _dynamic(chk: Any, img: Image, state: int) -> None:
     elif state & fmt.STATE_ERRORS:
         both = " and also CLEAN" if state & fmt.STATE_CLEAN else ""
         chk.fix("SB_STATE_FLAGGED", {"what": f"errors were found and not repaired (ERRORS{both})"})
-    info = fmt.field_layout(fmt.SuperblockDynamic)["reserved"]
+    info = fmt.field_layout(fmt.PLAIN["SuperblockDynamic"])["reserved"]
     off = fmt.SB_DYNAMIC_OFFSET + info.offset
     if any(img.dev.view[off : off + info.size]):
         chk.fix(
@@ -301,8 +301,8 @@ def _journal(chk: Any, img: Image) -> None:
     geo = img.geo
     base = geo.journal_block * img.bs
     limit = geo.blocks_count * img.bs
-    entry = fmt.JournalEntry.sizeof()
-    hdr_reserved = fmt.field_layout(fmt.JournalSlotHeader)["reserved"]
+    entry = fmt.PLAIN["JournalEntry"].sizeof()
+    hdr_reserved = fmt.field_layout(fmt.PLAIN["JournalSlotHeader"])["reserved"]
     slot_reserved = fmt.JOURNAL_SLOT_HEADER_SIZE + entry * fmt.JOURNAL_ENTRIES
     pending: list[tuple[int, int, int, int, list[tuple[int, int]]]] = []
     for slot in range(geo.journal_slots):
@@ -323,7 +323,7 @@ def _journal(chk: Any, img: Image) -> None:
         if commit == 0:
             continue
         count, seq = commit & 0xFF, commit >> 8
-        hdr = fmt.JournalSlotHeader.parse(img.dev.read(off, fmt.JOURNAL_SLOT_HEADER_SIZE))
+        hdr = fmt.PLAIN["JournalSlotHeader"].parse(img.dev.read(off, fmt.JOURNAL_SLOT_HEADER_SIZE))
         entries_off = off + fmt.JOURNAL_SLOT_HEADER_SIZE
         reason = None
         stores: list[tuple[int, int]] = []

@@ -13,7 +13,7 @@ from typing import Any
 
 from nvfs_tools import format as fmt
 
-_GC = fmt.field_layout(fmt.GroupCounters)
+_GC = fmt.field_layout(fmt.PLAIN["GroupCounters"])
 _MAX_RANGES = 8
 _COUNTER_NAMES = ("group", "free_blocks", "free_inodes", "used_dirs")
 
@@ -198,7 +198,7 @@ def _check_counters(chk: Any, g: int, counted: tuple[int, int, int], template: b
                 diffs.append("bad magic")
             else:
                 diffs.append(f"{name} {int.from_bytes(a, 'little')}, counted {int.from_bytes(b, 'little')}")
-    if any(raw[fmt.GroupCounters.sizeof() :]):
+    if any(raw[fmt.PLAIN["GroupCounters"].sizeof() :]):
         diffs.append("unused bytes not zero")
     chk.fix("GROUP_COUNTERS", {"group": g, "diffs": ", ".join(diffs)}, lambda: _write(img, addr, want))
 
@@ -229,7 +229,7 @@ class _GroupStride:
 
 def _counters_template(bs: int) -> bytearray:
     """A whole counters block with the magic and zeros; the counter fields are packed in per group."""
-    head = fmt.GroupCounters.build(dict.fromkeys(_COUNTER_NAMES, 0))
+    head = fmt.PLAIN["GroupCounters"].build(dict.fromkeys(_COUNTER_NAMES, 0))
     return bytearray(head + bytes(bs - len(head)))
 
 
@@ -304,7 +304,7 @@ def counters_consistent(img: Any) -> str | None:
     info = _GC["magic"]
     magic = slice(info.offset, info.offset + info.size)
     want_magic = _counters_template(bs)[magic]
-    used = fmt.GroupCounters.sizeof()
+    used = fmt.PLAIN["GroupCounters"].sizeof()
     stray = bytes(bs - used)
     ipg, ibm_bytes = geo.inodes_per_group, geo.inode_bitmap_blocks * bs
     last = geo.group_count - 1

@@ -14,11 +14,10 @@ replay, orphan deletes, leaked blocks; still counted as a modification).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class ProblemDef:
+class ProblemDef(NamedTuple):
     """One row of the problem table."""
 
     code: str

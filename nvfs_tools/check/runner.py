@@ -231,7 +231,7 @@ def _finish(chk: Checker) -> None:
         img.set_dyn("state", state)
         img.set_dyn("last_check_time", int(time.time()))
         # a statistic that wraps: any value is legal (spec/checking.md 13), even the largest
-        width = 8 * fmt.field_layout(fmt.SuperblockDynamic)["check_count"].size
+        width = 8 * fmt.field_layout(fmt.PLAIN["SuperblockDynamic"])["check_count"].size
         img.set_dyn("check_count", (img.dyn_field("check_count") + 1) % (1 << width))
         img.barrier()
         if rep.modified and not rep.unfixed:  # repairs after pass 5 (quota files) may have allocated
