@@ -117,7 +117,7 @@ def _inode_windows(img: Any, core: Any) -> tuple[Any, Any, Any, dict[str, Any]] 
     geo = img.geo
     view = img.dev.view
     n = geo.inodes_count
-    owned = core.walk_blockmaps(view, geo, array("Q"), mark_metadata=True)["owned"]
+    owned = core.walk_blockmaps(view, geo, array("Q"), mark_metadata=False)["owned"]  # metadata: groups_match
     inuse = mmap.mmap(-1, (n + 7) // 8, flags=mmap.MAP_PRIVATE)
     table = mmap.mmap(-1, 4 * (n + 1), flags=mmap.MAP_PRIVATE)  # pages cost memory only where inodes are in use
     records: dict[str, Any] = {"used": 0}

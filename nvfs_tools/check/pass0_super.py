@@ -13,7 +13,7 @@ import zlib
 from typing import Any
 
 from nvfs_tools import format as fmt
-from nvfs_tools.check.image import Image, kind_name
+from nvfs_tools.check.image import Image, kind_name, span_reader
 from nvfs_tools.errors import NotNvfsError, UnsupportedFeatureError
 
 _STATIC = fmt.field_layout(fmt.PLAIN["SuperblockStatic"])
@@ -146,21 +146,23 @@ def copy_offsets(geo: fmt.Geometry) -> list[int]:
     return [geo.backup_block * bs] + [geo.group_start(g) * bs for g in range(1, geo.group_count)]
 
 
-def differing(view: Any, offsets: list[int], expected: bytes) -> list[int]:
+def differing(dev: Any, offsets: list[int], expected: bytes) -> list[int]:
     """The offsets whose ``len(expected)`` bytes differ from ``expected``.
 
-    Thousands of copies on a large device: each is compared as ``bytes`` (one memcmp); a
-    memoryview comparison or ``any()`` over a block goes byte by byte in the interpreter.
+    Thousands of copies on a large device: each is read with image.span_reader (pread: no page of
+    the mapping is faulted in and kept) and compared as ``bytes`` (one memcmp); a memoryview
+    comparison or ``any()`` over a block goes byte by byte in the interpreter.
     """
+    read = span_reader(dev)
     size = len(expected)
-    return [off for off in offsets if bytes(view[off : off + size]) != expected]
+    return [off for off in offsets if read(off, size) != expected]
 
 
 def _copies_overrule(dev: Any, static: Any, primary_raw: bytes) -> tuple[Any, bytes, str, int] | None:
     """Two valid copies identical to each other but not to a valid primary win (spec/checking.md 1.7)."""
     geo = fmt.geometry_from_static(static)
     seen: dict[bytes, int] = {}
-    for off in differing(dev.view, copy_offsets(geo), primary_raw):
+    for off in differing(dev, copy_offsets(geo), primary_raw):
         raw = dev.read(off, fmt.SB_STATIC_SIZE)
         try:
             copy = validate_static(raw, dev.size)
@@ -244,7 +246,7 @@ def _static_copies(chk: Any, img: Image, primary_reason: str | None, source_offs
             )
     backup_off = geo.backup_block * bs
     copy_block = raw + bytes(bs - fmt.SB_STATIC_SIZE)
-    for off in differing(img.dev.view, copy_offsets(geo), copy_block):
+    for off in differing(img.dev, copy_offsets(geo), copy_block):
         if off == backup_off:
             reason = "bad magic" if img.dev.read(off, 8) != fmt.MAGIC else "contents differ"
             chk.fix(
@@ -257,7 +259,7 @@ def _static_copies(chk: Any, img: Image, primary_reason: str | None, source_offs
                 {"group": geo.group_of_block(block), "block": block},
                 lambda off=off: _write_static(img, off),
             )
-    if bs > 4096 and differing(img.dev.view, [4096], bytes(bs - 4096)):
+    if bs > 4096 and differing(img.dev, [4096], bytes(bs - 4096)):
         chk.fix(
             "RESERVED_NONZERO",
             {"what": "block 0 past its first 4096 bytes", "block": 0},
