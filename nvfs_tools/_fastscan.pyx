@@ -710,6 +710,13 @@ cdef extern from *:
     static inline void nv_set_bit_atomic(uint8_t *bm, uint64_t i) {
         __atomic_fetch_or(&bm[i >> 3], (uint8_t)(1u << (i & 7)), __ATOMIC_RELAXED);
     }
+    /* *p -= v, returning the old value: atomic when threads share the table */
+    static inline uint32_t nv_sub32(uint32_t *p, uint32_t v, int parallel) {
+        if (parallel) return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED);
+        uint32_t old = *p;
+        *p = old - v;
+        return old;
+    }
     """
     ctypedef struct nv_field:
         uint32_t off
@@ -815,6 +822,7 @@ cdef extern from *:
                         uint64_t max_size) nogil
     uint64_t nv_walk_rec(nv_ctx *c, uint64_t ino, uint64_t a, const uint8_t *r) nogil
     void nv_set_bit_atomic(uint8_t *bm, uint64_t i) nogil
+    uint32_t nv_sub32(uint32_t *p, uint32_t v, int parallel) nogil
     void nv_prefetch_record(const nv_map *m, const uint8_t *r, uint64_t ahead) nogil
     void nv_prefetch_line(const uint8_t *p) nogil
     uint64_t nv_walk_dir(nv_dctx *d, uint64_t dir) nogil
@@ -991,11 +999,24 @@ def _run_parallel(jobs):
     if len(jobs) == 1:
         jobs[0].run()
         return
-    from concurrent.futures import ThreadPoolExecutor  # here: importing it costs ~12 ms of start-up
+    import threading  # plain threads: concurrent.futures would cost ~12 ms of start-up, a pool more per call
 
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        for fut in [pool.submit(job.run) for job in jobs]:
-            fut.result()
+    errors = []
+
+    def run(job):
+        try:
+            job.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs[1:]]
+    for thread in threads:
+        thread.start()
+    run(jobs[0])  # the calling thread takes the first share instead of waiting idle
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 cdef _check_geo(const uint8_t[::1] mv, geo):
@@ -1891,6 +1912,8 @@ cdef uint8_t _DT_DIR = F.DT_DIR
 cdef uint64_t _FIRST_INO = F.FIRST_INO
 #: Inode records prefetched ahead of the one being checked (1 M files, cold windows: 0.155 -> 0.125 s).
 cdef uint64_t _PREFETCH_AHEAD = 8
+#: A thread of check_inode_groups is worth starting (~0.1 ms) only for this many inode slots or more.
+cdef uint64_t _MIN_SLOTS_PER_THREAD = 4096
 
 
 cdef struct nv_fctx:
@@ -1904,19 +1927,21 @@ cdef struct nv_fctx:
     int fail
 
 
-cdef void _inode_pass(nv_fctx *f, uint64_t g0, uint64_t g1) noexcept nogil:
-    """check_inode_groups over groups [g0, g1): each in-use inode read once, its blocks claimed in ``owned``."""
+cdef void _inode_pass(nv_fctx *f, uint64_t x0, uint64_t x1) noexcept nogil:
+    """check_inode_groups over the inode slots x0 <= g * ipg + i < x1 (one thread's share, which may
+    start and end inside a group): each in-use inode read once, its blocks claimed in ``owned``."""
     cdef const nv_map *m = f.c.m
-    cdef uint64_t g = g0, i, ino, mode, fmt, links, blocks, count, xb, addr
+    cdef uint64_t g = x0 // m.ipg, i, end, ino, mode, fmt, links, blocks, count, xb, addr
     cdef const uint8_t *r = NULL
     cdef const uint8_t *copy
     cdef int w
     cdef uint64_t rec[7]
     cdef uint8_t dt
-    while g < g1 and nv_itable_off(m, g) < m.len:
-        i = 0
+    while g * m.ipg < x1 and nv_itable_off(m, g) < m.len:
+        i = x0 - g * m.ipg if g * m.ipg < x0 else 0
+        end = min(m.ipg, x1 - g * m.ipg)
         copy = f.tables + (g - f.tables_g0) * f.table_bytes if f.tables != NULL else NULL
-        while i < m.ipg:
+        while i < end:
             if copy != NULL:  # the caller copied whole tables: every record is there
                 r = copy + i * NV_INODE_SIZE
                 w = nv_ld(r + NV_I_MODE.off, NV_I_MODE.size) != 0
@@ -1986,7 +2011,7 @@ cdef class _InodePassJob:
     """One thread's share of check_inode_groups' groups."""
     cdef nv_map m
     cdef nv_fctx f
-    cdef uint64_t g0, g1
+    cdef uint64_t x0, x1
 
     def __cinit__(self):
         memset(&self.f, 0, sizeof(self.f))
@@ -2006,7 +2031,7 @@ cdef class _InodePassJob:
     def run(self):
         self.f.c.m = &self.m
         with nogil:
-            _inode_pass(&self.f, self.g0, self.g1)
+            _inode_pass(&self.f, self.x0, self.x1)
 
 
 cdef uint32_t* _table_ptr(table, Py_ssize_t n_inodes) except NULL:
@@ -2038,15 +2063,17 @@ def check_inode_groups(buf, geo, groups, owned, inuse, table, *, tables=None, in
         raise ValueError("owned or inuse bitmap shorter than the device")
     cdef uint32_t *tab = _table_ptr(table, m.inodes_count)
     cdef volatile int conflict = 0
-    cdef int nt = _threads(threads, last - first), t
+    # threads split the range's inode slots (a window of one large group still uses every thread)
+    cdef uint64_t slots = (last - first) * m.ipg
+    cdef int nt = _threads(threads, (slots + _MIN_SLOTS_PER_THREAD - 1) // _MIN_SLOTS_PER_THREAD), t
     cdef uint64_t max_size = min(F.max_file_blocks(geo.block_size) * geo.block_size, _U64)
     cdef list jobs = []
     cdef _InodePassJob job
     for t in range(nt):
         job = _InodePassJob()
         job.m = m
-        job.g0 = first + (last - first) * t // nt
-        job.g1 = first + (last - first) * (t + 1) // nt
+        job.x0 = first * m.ipg + slots * t // nt
+        job.x1 = first * m.ipg + slots * (t + 1) // nt
         job.f.c.owned = &own[0]
         job.f.c.parallel = nt > 1  # atomic claims only when threads share the bitmap
         job.f.c.conflict = &conflict
@@ -2111,7 +2138,7 @@ cdef int _dir_pass(nv_dctx *d, const uint64_t *dirs, uint64_t n, uint64_t *count
             e = child[k]
             if e < _FIRST_INO or e > n_inodes:
                 return 0
-            v = table[e]
+            v = table[e]  # its type bits never change: only the count above them is taken down
             if (v & 15) == 0 or (v & 15) != ftype[k]:
                 return 0
             if ftype[k] == _DT_DIR:
@@ -2120,18 +2147,41 @@ cdef int _dir_pass(nv_dctx *d, const uint64_t *dirs, uint64_t n, uint64_t *count
                 rec[2] = off[k]
                 rec[3] = length[k]
                 nv_push(named, rec)
-            elif (v >> 4) == 0:
-                return 0
-            else:
-                table[e] = v - 16
+            elif (nv_sub32(&table[e], 16, d.c.parallel) >> 4) == 0:
+                return 0  # one name more than links (the table is left unspecified: not proven)
         for c in range(NV_N_COLS):
             d.ents[c].n = 0
+        if d.c.parallel and d.c.conflict[0]:
+            return 0
     return not named.oom
 
 
-def check_directories(buf, geo, seed, dir_inos, owned, table):
+cdef class _DirPassJob(_WalkJob):
+    """One thread's share of check_directories: a contiguous run of the directories, so that the
+    runs' entries, put back in thread order, come in the caller's order."""
+    cdef uint32_t *table
+    cdef uint64_t n_inodes
+    cdef nv_vec named
+    cdef int ok
+
+    def __cinit__(self):
+        nv_vec_init(&self.named, 4)
+
+    def __dealloc__(self):
+        nv_vec_free(&self.named)
+
+    def run(self):
+        self.d.c.m = &self.m
+        with nogil:
+            self.ok = _dir_pass(&self.d, self.items, self.n, self.counts, self.table, self.n_inodes, &self.named)
+            if not self.ok and self.d.c.parallel:
+                self.d.c.conflict[0] = 1  # the other threads stop at their next directory
+
+
+def check_directories(buf, geo, seed, dir_inos, owned, table, *, int threads=1):
     """walk_directories + pages_clean + tally_entries, directory by directory; None when not proven
-    (see scan_pure.check_directories)."""
+    (see scan_pure.check_directories).  With several threads, each takes a contiguous run of the
+    directories: page claims in ``owned`` and link counts in ``table`` are then atomic."""
     cdef const uint8_t[::1] mv = _ro(buf)
     cdef nv_map m = _map(mv, geo)
     cdef uint64_t k0, k1
@@ -2143,27 +2193,52 @@ def check_directories(buf, geo, seed, dir_inos, owned, table):
         raise ValueError("owned bitmap shorter than the device")
     cdef uint32_t *tab = _table_ptr(table, m.inodes_count)
     cdef volatile int conflict = 0
-    cdef _WalkJob job = _make_jobs(m, items, counts, 1, 0, &conflict, &own[0], NULL, NULL, 1, 1)[0]
-    job.d.k0 = k0
-    job.d.k1 = k1
-    job.d.bits = F.radix_bits(geo.block_size)
-    job.d.c.m = &job.m
-    job.d.c.lo = <uint64_t>-1
-    job.d.c.hi = 0
-    cdef nv_vec named
-    nv_vec_init(&named, 4)
-    cdef int ok
-    try:
-        with nogil:
-            ok = _dir_pass(&job.d, job.items, job.n, job.counts, tab, m.inodes_count, &named)
-        if not ok:
+    cdef int nt = _threads(threads, len(items)), t
+    cdef uint64_t n = len(items), lo_item, hi_item, lo = <uint64_t>-1, hi = 0
+    cdef list jobs = []
+    cdef _DirPassJob job
+    for t in range(nt):
+        lo_item, hi_item = n * t // nt, n * (t + 1) // nt
+        job = _DirPassJob()
+        job.m = m
+        job.items = (<uint64_t*>items.data.as_voidptr) + lo_item
+        job.counts = (<uint64_t*>counts.data.as_voidptr) + lo_item
+        job.n = hi_item - lo_item
+        job.dirs = 1
+        job.d.c.owned = &own[0]
+        job.d.c.parallel = nt > 1
+        job.d.c.conflict = &conflict
+        job.d.c.report = 1
+        job.d.c.ppb = m.bs // NV_PTR_SIZE
+        job.d.k0 = k0
+        job.d.k1 = k1
+        job.d.bits = F.radix_bits(geo.block_size)
+        job.d.c.lo = <uint64_t>-1
+        job.d.c.hi = 0
+        job.table = tab
+        job.n_inodes = m.inodes_count
+        jobs.append(job)
+    _run_parallel(jobs)
+    if conflict:
+        return None
+    for job in jobs:
+        if not job.ok:
             return None
-        cols = _vec_arrays(&named, 1, ["Q", "Q", "Q", "H"])
+        lo = min(lo, job.d.c.lo)
+        hi = max(hi, job.d.c.hi)
+    cdef nv_vec *vecs = <nv_vec*>PyMem_Malloc(sizeof(nv_vec) * nt)
+    if vecs == NULL:
+        raise MemoryError()
+    try:
+        for t in range(nt):
+            job = jobs[t]
+            vecs[t] = job.named
+        cols = _vec_arrays(vecs, nt, ["Q", "Q", "Q", "H"])
     finally:
-        nv_vec_free(&named)
+        PyMem_Free(vecs)
     span = (0, 0)
-    if job.d.c.lo <= job.d.c.hi:
-        span = (job.d.c.lo * m.bs, (job.d.c.hi + 1) * m.bs)
+    if lo <= hi:
+        span = (lo * m.bs, (hi + 1) * m.bs)
     out = {"counts": counts, "entry_dir": cols[0], "entry_ino": cols[1], "name_off": cols[2], "name_len": cols[3]}
     out["span"] = span
     return out

@@ -1020,7 +1020,9 @@ def tally_entries(table: Any, entry_ino: Any, file_type: Any, n_inodes: int) -> 
     return -1
 
 
-def check_directories(buf: Any, geo: F.Geometry, seed: bytes, dir_inos: Any, owned: Any, table: Any) -> dict | None:
+def check_directories(
+    buf: Any, geo: F.Geometry, seed: bytes, dir_inos: Any, owned: Any, table: Any, *, threads: int = 1
+) -> dict | None:
     """fsck's fast path over directories: ``walk_directories`` (claims in ``owned``), ``pages_clean``
     and ``tally_entries`` against the link table of :func:`check_inode_groups`; None when any of
     them finds something (then ``owned`` and ``table`` are unspecified).

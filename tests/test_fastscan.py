@@ -119,7 +119,7 @@ def fused(mod, buf, geo, seed, threads=0):
     bad = mod.tally_entries(table, dirs["entry_ino"], dirs["file_type"], n)
     tallied = (bad, bytes(table), mod.unsettled_links(table, inuse, n))
     owned, table = bytearray(claimed), bytearray(counted)
-    checked = mod.check_directories(buf, geo, seed, found["dir_ino"], owned, table)
+    checked = mod.check_directories(buf, geo, seed, found["dir_ino"], owned, table, threads=threads or 1)
     if checked is not None:
         checked = (checked, bytes(owned), bytes(table))
     return found, claimed, bytes(inuse), counted, tallied, checked
@@ -1108,14 +1108,20 @@ def test_fast_path_table_reads_prove_and_refute(populated, tmp_path, monkeypatch
 
 
 def test_inode_pass_threads_over_groups_agree(tmp_path):
-    """check_inode_groups split over threads (atomic claims) on an image with inodes in 4 groups:
-    same records, bitmaps and link table as one thread and as the reference; a block claimed by
-    inodes of two groups is caught whichever thread sees it second."""
+    """check_inode_groups and check_directories split over threads (atomic claims and link counts)
+    on an image with inodes in 4 groups and a file linked from directories that different threads
+    walk: same records, bitmaps and link table as one thread and as the reference; a block claimed
+    by inodes of two groups is caught whichever thread sees it second."""
     path = make_image(str(tmp_path / "spread.img"), 400 << 20)
     with Volume.open(path, writable=True) as vol:
         for i in range(3):
             d = vol.mkdir(ROOT, f"d{i}", 0o755)
-            vol.write(vol.create(d, "f", 0o644), 0, b"x" * 3000)
+            f = vol.create(d, "f", 0o644)
+            vol.write(f, 0, b"x" * 3000)
+            if i == 0:
+                shared = f
+            else:
+                vol.link(shared, d, "shared")
     with open(path, "rb") as handle:
         buf = bytearray(handle.read())
     with Volume.open(path) as vol:
@@ -1126,6 +1132,8 @@ def test_inode_pass_threads_over_groups_agree(tmp_path):
     for got in runs[1:]:
         same(runs[0][0], got[0])
         assert got[1:5] == runs[0][1:5]
+        same(runs[0][5][0], got[5][0])
+        assert got[5][1:] == runs[0][5][1:]
     # the second file's first pointer now names the first file's block: a block shared across groups
     first = u64(buf, geo.inode_offset(files[0]) + INODE["block"].offset)
     put(buf, geo.inode_offset(files[1]) + INODE["block"].offset, first)
