@@ -1376,7 +1376,8 @@ cdef class _WalkJob:
 
 
 cdef list _make_jobs(nv_map m, carray.array items, carray.array counts, int nt, int parallel, volatile int *conflict,
-                     uint8_t *owned, uint8_t *dupw, const uint8_t *dupr, int report, int dirs):
+                     uint8_t *owned, uint8_t *dupw, const uint8_t *dupr, int report, int dirs, job_type=_WalkJob):
+    """``nt`` jobs (of ``job_type``, a _WalkJob or a subclass) over contiguous runs of ``items``."""
     cdef list jobs = []
     cdef _WalkJob job
     cdef uint64_t n = len(items), lo, hi
@@ -1384,7 +1385,7 @@ cdef list _make_jobs(nv_map m, carray.array items, carray.array counts, int nt, 
     for t in range(nt):
         lo = n * t // nt
         hi = n * (t + 1) // nt
-        job = _WalkJob()
+        job = <_WalkJob>job_type()
         job.m = m
         job.items = (<uint64_t*>items.data.as_voidptr) + lo
         job.counts = (<uint64_t*>counts.data.as_voidptr) + lo
@@ -2194,22 +2195,10 @@ def check_directories(buf, geo, seed, dir_inos, owned, table, *, int threads=1):
     cdef uint32_t *tab = _table_ptr(table, m.inodes_count)
     cdef volatile int conflict = 0
     cdef int nt = _threads(threads, len(items)), t
-    cdef uint64_t n = len(items), lo_item, hi_item, lo = <uint64_t>-1, hi = 0
-    cdef list jobs = []
+    cdef uint64_t lo = <uint64_t>-1, hi = 0
+    cdef list jobs = _make_jobs(m, items, counts, nt, nt > 1, &conflict, &own[0], NULL, NULL, 1, 1, _DirPassJob)
     cdef _DirPassJob job
-    for t in range(nt):
-        lo_item, hi_item = n * t // nt, n * (t + 1) // nt
-        job = _DirPassJob()
-        job.m = m
-        job.items = (<uint64_t*>items.data.as_voidptr) + lo_item
-        job.counts = (<uint64_t*>counts.data.as_voidptr) + lo_item
-        job.n = hi_item - lo_item
-        job.dirs = 1
-        job.d.c.owned = &own[0]
-        job.d.c.parallel = nt > 1
-        job.d.c.conflict = &conflict
-        job.d.c.report = 1
-        job.d.c.ppb = m.bs // NV_PTR_SIZE
+    for job in jobs:
         job.d.k0 = k0
         job.d.k1 = k1
         job.d.bits = F.radix_bits(geo.block_size)
@@ -2217,7 +2206,6 @@ def check_directories(buf, geo, seed, dir_inos, owned, table, *, int threads=1):
         job.d.c.hi = 0
         job.table = tab
         job.n_inodes = m.inodes_count
-        jobs.append(job)
     _run_parallel(jobs)
     if conflict:
         return None

@@ -221,7 +221,9 @@ class _Dir:
         "path",
         "st",
         "names",
-        "stats",
+        "meta",
+        "simple",
+        "nsimple",
         "extra",
         "ino",
         "subdirs",
@@ -236,9 +238,13 @@ class _Dir:
         self.path = path
         self.st = st
         self.names: list[bytes] = []
-        self.stats: list[os.stat_result] = []
-        #: per child: None, or a symlink target (bytes), or a list of data extents
-        self.extra: list[object] = []
+        #: per child, one row of META_FIELDS (see _scan_dir_pure)
+        self.meta = array("q")
+        #: per child, 1 when it is a *simple* file (written by the core's write_simple)
+        self.simple = bytearray()
+        self.nsimple = 0
+        #: child index -> its _Dir, or a symlink target (bytes); nothing for other children
+        self.extra: dict[int, object] = {}
         self.subdirs: list[_Dir] = []
         self.xattrs: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self.ino = 0
@@ -413,76 +419,158 @@ def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int]) -> _
 def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
     """lstat every entry of ``d``, read link targets and xattrs, and add up the space they need.
 
-    This loop runs once per source entry, so the common cases (a dense file of
-    at most 11 blocks, no xattrs) are inlined.
+    The backend's ``scan_dir`` lstats the entries and adds up the *simple*
+    files (one link, dense, at most the direct blocks, no xattrs: most of a
+    tree); only the others are looked at here, one by one.
     """
+    names, meta, simple, simple_blocks, err, what, bad_name = _backend_functions()[0](d.path, bs)
+    if err:
+        raise _scan_error(d.path, bad_name, err, what)
+    d.names, d.meta, d.simple = names, meta, simple
+    d.nsimple = nsimple = simple.count(1)
+    blocks, inodes, fresh, huge = simple_blocks, nsimple, nsimple, 0
+    links = plan.links
+    prefix = d.path + b"/"
+    dfd = -1
     try:
-        dfd = _open_dir(d.path)
+        for i in _others(simple):
+            name = names[i]
+            path = prefix + name
+            st = _Stat(meta, i)
+            kind = st.st_mode & _S_IFMT
+            if kind == _S_IFDIR:
+                d.extra[i] = sub = _Dir(path, st)
+                d.subdirs.append(sub)
+                plan.dirs.append(sub)
+                continue
+            if dfd < 0:
+                dfd = _open_dir_or_fail(d.path)
+            target = None
+            if kind == _S_IFLNK:
+                try:
+                    d.extra[i] = target = os.readlink(name, dir_fd=dfd)
+                except OSError as exc:
+                    raise SourceError(f"{os.fsdecode(path)}: cannot read link: {exc.strerror}") from None
+            key = (st.st_dev, st.st_ino)
+            seen = links.get(key)
+            if seen is not None:
+                links[key] = seen + 1
+                continue
+            links[key] = 1
+            inodes += 1
+            fresh += 1
+            if kind == _S_IFREG and st.st_size > _HUGE_BYTES:  # allocated on its own, not from d.pool
+                huge += _entry_blocks(name, dfd, path, st, bs, p, plan)
+            elif target is not None:
+                blocks += _symlink_blocks(target, bs)
+            else:
+                blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
+            if st.xattr:
+                xattrs = _checked_xattrs(path, bs)
+                if xattrs:
+                    plan.xattrs[key] = xattrs
+                    blocks += 1
+    finally:
+        if dfd >= 0:
+            os.close(dfd)
+    plan.blocks += blocks + huge
+    plan.inodes += inodes
+    d.fresh += fresh
+    d.pool += blocks
+
+
+def _others(simple: bytearray) -> list[int]:
+    """Indexes of the entries that are not simple files."""
+    return [i for i, s in enumerate(simple) if not s]
+
+
+def _open_dir_or_fail(path: bytes) -> int:
+    try:
+        return _open_dir(path)
     except OSError as exc:
-        raise SourceError(f"{os.fsdecode(d.path)}: cannot open directory: {exc.strerror}") from None
+        raise SourceError(f"{os.fsdecode(path)}: cannot open directory: {exc.strerror}") from None
+
+
+def _scan_error(path: bytes, name: bytes, err: int, what: int) -> SourceError:
+    """The error for a failed scan_dir answer (what: 0 open, 1 read the directory, 2 lstat ``name``)."""
+    reason = os.strerror(err)
+    if what == 2:
+        return SourceError(f"{os.fsdecode(path + b'/' + name)}: cannot stat: {reason}")
+    doing = "cannot open directory" if what == 0 else "cannot read directory"
+    return SourceError(f"{os.fsdecode(path)}: {doing}: {reason}")
+
+
+#: What scan_dir gives per source entry, one row of ``meta`` (the compiled core declares the same tuple
+#: as POPULATE_META_FIELDS; it is used only when the two agree).  ``xattr``: 1 when a non-directory lists
+#: extended attributes or cannot list them.
+META_FIELDS = (
+    "mode", "uid", "gid", "nlink", "size", "blocks", "dev", "ino", "atime_ns", "mtime_ns", "ctime_ns", "rdev",
+    "xattr",
+)  # fmt: skip
+_NF = len(META_FIELDS)
+_INO_WRAP = 1 << 64
+
+
+class _Stat:
+    """One row of a directory's ``meta`` under os.stat_result's names (for the entries that are not simple)."""
+
+    __slots__ = tuple(f if f == "xattr" else "st_" + f for f in META_FIELDS)
+
+    def __init__(self, meta: array, i: int) -> None:
+        for slot, value in zip(self.__slots__, meta[i * _NF : (i + 1) * _NF], strict=True):
+            setattr(self, slot, value)
+
+
+def _scan_dir_pure(path: bytes, block_size: int) -> tuple[list[bytes], array, bytearray, int, int, int, bytes]:
+    """lstat every entry of directory ``path``: the reference of the compiled ``populate_scan_dir``.
+
+    Returns ``(names, meta, simple, simple_blocks, err, what, bad_name)``: the entry names (readdir
+    order), one row of :data:`META_FIELDS` per entry in ``meta``, ``simple[i]`` 1 for a regular file
+    with one link, no holes, at most the direct blocks and no xattrs, and the data blocks of those; on
+    failure ``err`` is the errno and ``what`` 0 (open), 1 (read the directory) or 2 (lstat ``bad_name``).
+    """
+    names: list[bytes] = []
+    meta = array("q")
+    simple = bytearray()
+    try:
+        dfd = _open_dir(path)
+    except OSError as exc:
+        return names, meta, simple, 0, exc.errno or 0, 0, b""
+    direct = _DIRECT_BYTES[block_size]
+    simple_blocks = 0
+    prefix = path + b"/"
     try:
         try:
             entries = list(os.scandir(dfd))
         except OSError as exc:
-            raise SourceError(f"{os.fsdecode(d.path)}: cannot read directory: {exc.strerror}") from None
-        links = plan.links
-        names, stats, extras = d.names, d.stats, d.extra
-        prefix = d.path + b"/"
-        listxattr = os.listxattr
-        encoding, errors = _FS_ENCODING, _FS_ERRORS
-        blocks = inodes = fresh = huge = 0
+            return names, meta, simple, 0, exc.errno or 0, 1, b""
         for entry in entries:
-            name = entry.name.encode(encoding, errors)  # os.fsencode without its call and type checks
-            path = prefix + name
+            name = entry.name.encode(_FS_ENCODING, _FS_ERRORS)
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                raise SourceError(f"{os.fsdecode(path)}: cannot stat: {exc.strerror}") from None
-            kind = st.st_mode & _S_IFMT
-            extra: object = None
-            if kind == _S_IFDIR:
-                extra = sub = _Dir(path, st)
-                d.subdirs.append(sub)
-                plan.dirs.append(sub)
-            else:
-                if kind == _S_IFLNK:
-                    try:
-                        extra = os.readlink(name, dir_fd=dfd)
-                    except OSError as exc:
-                        raise SourceError(f"{os.fsdecode(path)}: cannot read link: {exc.strerror}") from None
-                key = (st.st_dev, st.st_ino)
-                seen = links.get(key)
-                if seen is None:
-                    links[key] = 1
-                    inodes += 1
-                    fresh += 1
-                    size = st.st_size
-                    if kind == _S_IFREG and size > _HUGE_BYTES:  # allocated on its own, not from d.pool
-                        huge += _entry_blocks(name, dfd, path, st, bs, p, plan)
-                    elif kind == _S_IFREG and size <= _DIRECT_BYTES[bs] and st.st_blocks * 512 >= size:
-                        blocks += -(-size // bs)
-                    elif extra is not None:
-                        blocks += _symlink_blocks(extra, bs)
-                    else:
-                        blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
-                    try:
-                        has_xattrs = bool(listxattr(path, follow_symlinks=False))
-                    except OSError:
-                        has_xattrs = True  # let _checked_xattrs report it (or find ENOTSUP)
-                    if has_xattrs:
-                        xattrs = _checked_xattrs(path, bs)
-                        if xattrs:
-                            plan.xattrs[key] = xattrs
-                            blocks += 1
-                else:
-                    links[key] = seen + 1
+                return names, meta, simple, simple_blocks, exc.errno or 0, 2, name
+            mode, size, nlink = st.st_mode, st.st_size, st.st_nlink
+            xattr = 0
+            if mode & _S_IFMT != _S_IFDIR:
+                try:
+                    xattr = 1 if os.listxattr(prefix + name, follow_symlinks=False) else 0
+                except OSError:
+                    xattr = 1  # the caller reads them and reports the error (or finds ENOTSUP)
+            ino = st.st_ino if st.st_ino < _INO_WRAP >> 1 else st.st_ino - _INO_WRAP  # as the C int64 holds it
+            meta.extend((
+                mode, st.st_uid, st.st_gid, nlink, size, st.st_blocks, st.st_dev, ino, st.st_atime_ns,
+                st.st_mtime_ns, st.st_ctime_ns, st.st_rdev, xattr,
+            ))  # fmt: skip
+            is_simple = (
+                mode & _S_IFMT == _S_IFREG and nlink == 1 and size <= direct and st.st_blocks * 512 >= size
+                and not xattr
+            )  # fmt: skip
+            if is_simple:
+                simple_blocks += -(-size // block_size)
             names.append(name)
-            stats.append(st)
-            extras.append(extra)
-        plan.blocks += blocks + huge
-        plan.inodes += inodes
-        d.fresh += fresh
-        d.pool += blocks
+            simple.append(is_simple)
+        return names, meta, simple, simple_blocks, 0, 0, b""
     finally:
         os.close(dfd)
 
@@ -511,6 +599,85 @@ def _symlink_blocks(target: bytes, bs: int) -> int:
 # ---------------------------------------------------------------------------
 # Pass 2: write
 # ---------------------------------------------------------------------------
+
+
+def _write_simple_pure(
+    names: list[bytes],
+    meta: array,
+    simple: bytearray,
+    prefix: bytes,
+    supply: list[int],
+    pool: list[int],
+    gens: bytes,
+    btime_ns: int,
+    block_size: int,
+    entries: list[tuple[bytes, int, int]],
+    pending: list[tuple[int, bytes]],
+    copy_paths: list[bytes],
+    copy_starts: list[int],
+    copy_sizes: list[int],
+    copy_offsets: list[int],
+) -> tuple[int, int, list[int]]:
+    """Inodes and copy orders for a directory's simple files: the reference of the compiled
+    ``populate_write_simple``.
+
+    Each simple entry ``i``, in order, takes the next generation of ``gens``
+    (uint32, little-endian); then, when its blocks are the next consecutive
+    ones at the end of ``pool``, the last inode number of ``supply`` and those
+    blocks: ``(name, ino, DT_REG)`` goes to ``entries``, ``(ino, inode bytes)``
+    to ``pending``, a copy order (path, 0, size, device offset) to the
+    ``copy_*`` lists.  Otherwise ``i`` is returned in ``deferred`` for the
+    general path.  Returns ``(files, data_bytes, deferred)``.
+    """
+    generations = struct.unpack(f"<{len(gens) // 4}I", gens)
+    b, bn = divmod(btime_ns, _NS)
+    pack = INODE_STRUCT.pack
+    dt_reg = _DT[_S_IFREG]
+    files = data_bytes = k = 0
+    deferred: list[int] = []
+    for i, is_simple in enumerate(simple):
+        if not is_simple:
+            continue
+        gen = generations[k]
+        k += 1
+        mode, uid, gid, _nlink, size, _blocks, _dev, _ino, atime, mtime, ctime, _rdev, _xattr = meta[
+            i * _NF : (i + 1) * _NF
+        ]
+        n = -(-size // block_size)
+        if n and (len(pool) < n or pool[-n] != pool[-1] + n - 1):
+            deferred.append(i)
+            continue
+        ino = supply.pop()
+        entries.append((names[i], ino, dt_reg))
+        first = 0
+        if n:
+            first = pool[-1]
+            del pool[-n:]
+            copy_paths.append(prefix + names[i])
+            copy_starts.append(0)
+            copy_sizes.append(size)
+            copy_offsets.append(first * block_size)
+        a, an = divmod(atime, _NS)
+        m, mn = divmod(mtime, _NS)
+        c, cn = divmod(ctime, _NS)
+        pending.append((ino, pack(
+            mode, 0, 0, uid, gid, 1, gen, size, n, a, m, c, b, an, mn, cn, bn, 0, 0, 0, 0, 0,
+            *range(first, first + n), *_ZERO_PTRS[n:],
+        )))  # fmt: skip
+        files += 1
+        data_bytes += size
+    return files, data_bytes, deferred
+
+
+def _backend_functions() -> tuple[Callable, Callable]:
+    """(scan_dir, write_simple) of the scan backend, or their pure references when it has none that match."""
+    from nvfs_tools import scan
+
+    core = scan.backend()
+    if getattr(core, "POPULATE_META_FIELDS", None) == META_FIELDS:
+        return core.populate_scan_dir, core.populate_write_simple
+    return _scan_dir_pure, _write_simple_pure
+
 
 
 class _Copier:
@@ -547,7 +714,7 @@ class _Copier:
         self.thread = threading.Thread(target=self._run, name="nvfs-populate-copy", daemon=True)
         self.thread.start()
 
-    def submit(self, paths: list[bytes], starts: array, sizes: array, offsets: array) -> None:
+    def submit(self, paths: list[bytes], starts: list[int], sizes: list[int], offsets: list[int]) -> None:
         self.queue.put((paths, starts, sizes, offsets))
 
     def _run(self) -> None:
@@ -619,9 +786,10 @@ class _Writer:
         self.q_end = -1
         self.copier = _Copier(self.direct_fd, self.bs) if self.direct_fd >= 0 else None
         self.copy_paths: list[bytes] = []
-        self.copy_starts = array("Q")
-        self.copy_sizes = array("Q")
-        self.copy_offsets = array("Q")
+        self.copy_starts: list[int] = []
+        self.copy_sizes: list[int] = []
+        self.copy_offsets: list[int] = []
+        self.write_simple = _backend_functions()[1]
         self.inos: dict[tuple[int, int], int] = {}
         epoch = _source_date_epoch()
         self.now = time.time_ns() if epoch is None else epoch * _NS
@@ -873,31 +1041,33 @@ class _Writer:
     def write_dir(self, d: _Dir) -> None:
         """Write every child of ``d`` (files completely, subdirectory inodes) and build ``d``.
 
-        This loop runs once per source entry, so the common case -- a new,
-        dense file of at most ``N_DIRECT`` blocks without xattrs, landing in
-        consecutive pool blocks -- is handled inline: its contents queued for
-        the copy thread (:class:`_Copier`), its inode packed in one call.
+        The simple files (most of a tree) go through the backend's
+        ``write_simple`` -- inode packed, contents queued for the copy thread
+        (:class:`_Copier`) -- and only the rest, and simple files whose blocks
+        are not consecutive in the pool, through :meth:`_write_child`.
         """
         if d.merge and d.ino != fmt.ROOT_INO:
             self._merge_dir_inode(d, d.st.st_uid, d.st.st_gid)
         supply, pool = self._take_inodes_and_pool(d)
         entries: list[tuple[bytes, int, int]] = []
         add = entries.append
-        inos, links, with_xattrs = self.inos, self.plan.links, self.plan.xattrs
-        pending, stats, getrandbits, now = self.pending, self.stats, self.rng.getrandbits, self.now
-        bs, pack = self.bs, INODE_STRUCT.pack
-        copy_path, copy_start = self.copy_paths.append, self.copy_starts.append
-        copy_size, copy_offset = self.copy_sizes.append, self.copy_offsets.append
-        direct_bytes = _DIRECT_BYTES[bs]
-        b, bn = divmod(now, _NS)
-        files = data_bytes = 0
-        inline = self.usage is None and self.copier is not None
+        inos, stats = self.inos, self.stats
         prefix = d.path + b"/"
+        if self.usage is None and self.copier is not None and d.nsimple:
+            files, data_bytes, deferred = self.write_simple(
+                d.names, d.meta, d.simple, prefix, supply, pool, self.rng.randbytes(4 * d.nsimple), self.now,
+                self.bs, entries, self.pending, self.copy_paths, self.copy_starts, self.copy_sizes, self.copy_offsets,
+            )  # fmt: skip
+            stats.files += files
+            stats.data_bytes += data_bytes
+            others = sorted(_others(d.simple) + deferred) if deferred else _others(d.simple)
+        else:
+            others = range(len(d.names))
         dfd = _open_dir(d.path) if self.copier is None else -1  # the copy thread opens files by path
         try:
-            for name, st, extra in zip(d.names, d.stats, d.extra, strict=True):
-                mode = st.st_mode
-                kind = mode & _S_IFMT
+            for i in others:
+                name, st, extra = d.names[i], _Stat(d.meta, i), d.extra.get(i)
+                kind = st.st_mode & _S_IFMT
                 if kind == _S_IFDIR:
                     add((name, extra.ino, fmt.DT_DIR))  # type: ignore[attr-defined]
                     continue
@@ -909,34 +1079,10 @@ class _Writer:
                     continue
                 ino = inos[key] = supply.pop()
                 add((name, ino, _DT[kind]))
-                size = st.st_size
-                n = -(-size // bs)
-                if (
-                    inline and kind == _S_IFREG and 0 < size <= direct_bytes and st.st_blocks * 512 >= size
-                    and key not in with_xattrs and len(pool) >= n and pool[-n] == pool[-1] + n - 1
-                ):  # fmt: skip
-                    first = pool[-1]
-                    del pool[-n:]
-                    copy_path(prefix + name)  # contents copied by the copy thread
-                    copy_start(0)
-                    copy_size(size)
-                    copy_offset(first * bs)
-                    a, an = divmod(st.st_atime_ns, _NS)
-                    m, mn = divmod(st.st_mtime_ns, _NS)
-                    c, cn = divmod(st.st_ctime_ns, _NS)
-                    pending.append((ino, pack(
-                        mode, 0, 0, st.st_uid, st.st_gid, links[key], getrandbits(32), size, n, a, m, c, b,
-                        an, mn, cn, bn, 0, 0, 0, 0, 0, *range(first, first + n), *_ZERO_PTRS[n:],
-                    )))  # fmt: skip
-                    files += 1
-                    data_bytes += size
-                else:
-                    self._write_child(d, dfd, name, st, ino, extra, pool)
+                self._write_child(d, dfd, name, st, ino, extra, pool)
         finally:
             if dfd >= 0:
                 os.close(dfd)
-            stats.files += files
-            stats.data_bytes += data_bytes
         if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME in d.names:  # mkfs made it, and named it
             entries = [e for e in entries if e[0] != fmt.LOST_FOUND_NAME]
         # Subdirectory inodes exist (empty) before the page that names them; their own
@@ -959,8 +1105,7 @@ class _Writer:
         """Hand the small files queued so far to the copy thread."""
         if self.copy_paths and self.copier is not None:
             self.copier.submit(self.copy_paths, self.copy_starts, self.copy_sizes, self.copy_offsets)
-            self.copy_paths, self.copy_starts = [], array("Q")
-            self.copy_sizes, self.copy_offsets = array("Q"), array("Q")
+            self.copy_paths, self.copy_starts, self.copy_sizes, self.copy_offsets = [], [], [], []
 
     def _queue_copy(self, path: bytes, start: int, size: int, offset: int) -> None:
         """Have the copy thread put ``size`` bytes of ``path`` from ``start`` at device byte ``offset``."""
@@ -971,7 +1116,7 @@ class _Writer:
 
     def _write_child(self, d: _Dir, dfd: int, name: bytes, st, ino: int, extra, pool: list[int]) -> None:
         mode = st.st_mode
-        links = self.plan.links[(st.st_dev, st.st_ino)]
+        links = self.plan.links.get((st.st_dev, st.st_ino), 1)  # simple files (one link) are not in plan.links
         if stat.S_ISREG(mode):
             raw = self._regular(name, dfd, d.path + b"/" + name, st, links, pool)
             self.stats.files += 1
@@ -1270,10 +1415,15 @@ def _write(
 def _sort_entries(d: _Dir) -> None:
     """Put a directory's children in name order (host readdir order is not reproducible)."""
     order = sorted(range(len(d.names)), key=d.names.__getitem__)
+    meta = array("q")
+    for i in order:
+        meta.extend(d.meta[i * _NF : (i + 1) * _NF])
+    new_index = {old: new for new, old in enumerate(order)}
     d.names = [d.names[i] for i in order]
-    d.stats = [d.stats[i] for i in order]
-    d.extra = [d.extra[i] for i in order]
-    d.subdirs = [x for x in d.extra if isinstance(x, _Dir)]
+    d.meta = meta
+    d.simple = bytearray(d.simple[i] for i in order)
+    d.extra = {new_index[i]: x for i, x in d.extra.items()}
+    d.subdirs = [x for _i, x in sorted(d.extra.items()) if isinstance(x, _Dir)]
 
 
 def _prepare_lost_found(vol, root: _Dir) -> None:
@@ -1281,7 +1431,7 @@ def _prepare_lost_found(vol, root: _Dir) -> None:
     if fmt.LOST_FOUND_NAME not in root.names:
         return
     i = root.names.index(fmt.LOST_FOUND_NAME)
-    if not stat.S_ISDIR(root.stats[i].st_mode):
+    if not stat.S_ISDIR(_Stat(root.meta, i).st_mode):
         raise FileExistsError_(f"{os.fsdecode(root.path)}/lost+found: not a directory, but mkfs made lost+found")
     sub = root.extra[i]
     assert isinstance(sub, _Dir)

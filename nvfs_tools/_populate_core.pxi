@@ -1,0 +1,271 @@
+# mkfs -d (nvfs_tools/populate.py): the two loops that run once per source entry.
+#
+# Included at the end of _fastscan.pyx.  The pure-Python reference of both functions,
+# with the same signatures and results, is in nvfs_tools/populate.py
+# (_scan_dir_pure, _write_simple_pure); NVFS_PURE=1 uses it.  Inode offsets come from
+# format.field_layout, never typed here.
+
+from libc.stdlib cimport malloc, realloc
+from libc.string cimport strlen
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from posix.stat cimport struct_stat, fstatat, S_ISDIR
+
+
+cdef extern from "<dirent.h>" nogil:
+    ctypedef struct DIR:
+        pass
+
+    struct dirent:
+        char d_name[256]
+
+    DIR *fdopendir(int fd)
+    dirent *readdir(DIR *dirp)
+    int closedir(DIR *dirp)
+
+cdef extern from "<sys/xattr.h>" nogil:
+    ssize_t llistxattr(const char *path, char *names, size_t size)
+
+cdef extern from "<fcntl.h>" nogil:
+    int AT_SYMLINK_NOFOLLOW
+
+
+#: What each source entry's row of ``meta`` holds (populate.py checks it equals its META_FIELDS).
+POPULATE_META_FIELDS = (
+    "mode", "uid", "gid", "nlink", "size", "blocks", "dev", "ino", "atime_ns", "mtime_ns", "ctime_ns", "rdev",
+    "xattr",
+)
+
+cdef enum:
+    PM_MODE, PM_UID, PM_GID, PM_NLINK, PM_SIZE, PM_BLOCKS, PM_DEV, PM_INO, PM_ATIME, PM_MTIME, PM_CTIME, PM_RDEV
+    PM_XATTR, PM_N
+
+cdef int _PD_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY | os.O_NOFOLLOW
+cdef int64_t _PN_NS = 1000000000
+
+
+cdef struct _pfield:
+    Py_ssize_t off
+    Py_ssize_t size
+
+cdef _pfield _PI_MODE, _PI_UID, _PI_GID, _PI_LINKS, _PI_GEN, _PI_SIZE, _PI_BLOCKS, _PI_BLOCK
+cdef _pfield _PI_TIME[4]
+cdef _pfield _PI_NSEC[4]
+cdef uint8_t _P_DT_REG = F.MODE_TO_DT[F.S_IFREG]
+cdef Py_ssize_t _P_N_DIRECT = F.N_DIRECT
+
+
+cdef _pfield _pf(layout, name):
+    cdef _pfield f
+    f.off = layout[name].offset
+    f.size = layout[name].size
+    return f
+
+
+cdef _init_populate_layout():
+    global _PI_MODE, _PI_UID, _PI_GID, _PI_LINKS, _PI_GEN, _PI_SIZE, _PI_BLOCKS, _PI_BLOCK
+    inode = F.field_layout(F.PLAIN["Inode"])
+    _PI_MODE = _pf(inode, "mode")
+    _PI_UID = _pf(inode, "uid")
+    _PI_GID = _pf(inode, "gid")
+    _PI_LINKS = _pf(inode, "links_count")
+    _PI_GEN = _pf(inode, "generation")
+    _PI_SIZE = _pf(inode, "size")
+    _PI_BLOCKS = _pf(inode, "blocks")
+    _PI_BLOCK = _pf(inode, "block")
+    for i, t in enumerate(("atime", "mtime", "ctime", "btime")):
+        _PI_TIME[i] = _pf(inode, t)
+        _PI_NSEC[i] = _pf(inode, t + "_nsec")
+    if _PI_BLOCK.size != 8 * F.N_BLOCK_POINTERS or F.INODE_SIZE > 4096:
+        raise ImportError("inode block pointers must be 8 bytes each")
+
+
+_init_populate_layout()
+
+
+cdef inline void _put_le(uint8_t *p, _pfield f, uint64_t value) noexcept nogil:
+    """Store ``value`` little-endian in field ``f`` (any width up to 8 bytes)."""
+    cdef Py_ssize_t i
+    for i in range(f.size):
+        p[f.off + i] = <uint8_t>(value >> (8 * i))
+
+
+cdef inline int64_t _ns(int64_t sec, long nsec) noexcept nogil:
+    return sec * _PN_NS + nsec
+
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    static inline void set_errno(int e) { errno = e; }
+    """
+    void set_errno(int e) nogil
+
+
+cdef inline int64_t _pmod(int64_t t) noexcept nogil:
+    """``t`` mod 10**9 in [0, 10**9), like Python's divmod (times before 1970 are negative)."""
+    cdef int64_t rem = t % _PN_NS
+    return rem + _PN_NS if rem < 0 else rem
+
+
+def populate_scan_dir(bytes path, Py_ssize_t block_size):
+    """lstat every entry of directory ``path`` (see populate._scan_dir_pure for the reference).
+
+    Returns ``(names, meta, simple, simple_blocks, err, what, bad_name)``: entry names (bytes, readdir
+    order), an ``array('q')`` of ``len(POPULATE_META_FIELDS)`` values per entry (``xattr`` is 1 when a
+    non-directory lists any extended attribute or cannot list them), a bytearray marking the *simple*
+    entries (regular file, one link, dense, at most the direct blocks, no xattrs) and the data blocks they
+    take; or, on failure, ``err`` (errno) and ``what`` (0 open, 1 read the directory, 2 lstat
+    ``bad_name``).
+    """
+    cdef int dfd = c_open(path, _PD_FLAGS | _COPY_NOATIME)
+    if dfd < 0 and errno == EPERM and _COPY_NOATIME:
+        dfd = c_open(path, _PD_FLAGS)
+    names = []
+    cdef carray.array meta = array("q")
+    simple = bytearray()
+    if dfd < 0:
+        return names, meta, simple, 0, errno, 0, b""
+    cdef int err = 0, what = 0
+    cdef DIR *dp = fdopendir(dfd)
+    if dp == NULL:
+        what = errno
+        c_close(dfd)
+        return names, meta, simple, 0, what, 1, b""
+    cdef Py_ssize_t plen = len(path), cap = 256, n = 0, nlen
+    cdef int64_t direct_bytes = _P_N_DIRECT * block_size, simple_blocks = 0
+    cdef int64_t *rows = <int64_t *>malloc(cap * PM_N * sizeof(int64_t))
+    cdef int64_t *grown
+    cdef int64_t *r
+    cdef char *full = <char *>malloc(plen + 258)
+    cdef dirent *ent
+    cdef struct_stat st
+    cdef bint is_simple
+    bad_name = b""
+    if rows == NULL or full == NULL:
+        free(rows)
+        free(full)
+        closedir(dp)
+        raise MemoryError()
+    memcpy(full, PyBytes_AS_STRING(path), plen)
+    full[plen] = b"/"
+    try:
+        while True:
+            set_errno(0)
+            ent = readdir(dp)
+            if ent == NULL:
+                if errno:
+                    err, what = errno, 1
+                break
+            nlen = strlen(ent.d_name)
+            if ent.d_name[0] == b"." and (nlen == 1 or (nlen == 2 and ent.d_name[1] == b".")):
+                continue
+            if fstatat(dfd, ent.d_name, &st, AT_SYMLINK_NOFOLLOW) < 0:
+                err, what = errno, 2
+                bad_name = PyBytes_FromStringAndSize(ent.d_name, nlen)
+                break
+            if n == cap:
+                grown = <int64_t *>realloc(rows, 2 * cap * PM_N * sizeof(int64_t))
+                if grown == NULL:
+                    raise MemoryError()
+                rows, cap = grown, 2 * cap
+            r = rows + n * PM_N
+            r[PM_MODE], r[PM_UID], r[PM_GID], r[PM_NLINK] = st.st_mode, st.st_uid, st.st_gid, st.st_nlink
+            r[PM_SIZE], r[PM_BLOCKS], r[PM_DEV], r[PM_INO] = st.st_size, st.st_blocks, st.st_dev, st.st_ino
+            r[PM_ATIME] = _ns(st.st_atim.tv_sec, st.st_atim.tv_nsec)
+            r[PM_MTIME] = _ns(st.st_mtim.tv_sec, st.st_mtim.tv_nsec)
+            r[PM_CTIME] = _ns(st.st_ctim.tv_sec, st.st_ctim.tv_nsec)
+            r[PM_RDEV] = st.st_rdev
+            r[PM_XATTR] = 0
+            if not S_ISDIR(st.st_mode):
+                memcpy(full + plen + 1, ent.d_name, nlen + 1)
+                r[PM_XATTR] = llistxattr(full, NULL, 0) != 0  # an error too: the caller reports it
+            is_simple = (
+                (st.st_mode & NV_S_IFMT) == NV_S_IFREG and st.st_nlink == 1 and st.st_size <= direct_bytes
+                and st.st_blocks * 512 >= st.st_size and not r[PM_XATTR]
+            )
+            if is_simple:
+                simple_blocks += (st.st_size + block_size - 1) // block_size
+            names.append(PyBytes_FromStringAndSize(ent.d_name, nlen))
+            simple.append(is_simple)
+            n += 1
+        if n:
+            carray.resize(meta, n * PM_N)
+            memcpy(meta.data.as_voidptr, rows, n * PM_N * sizeof(int64_t))
+    finally:
+        free(rows)
+        free(full)
+        closedir(dp)
+    return names, meta, simple, simple_blocks, err, what, bad_name
+
+
+def populate_write_simple(list names, meta, simple, bytes prefix, list supply, list pool, gens,
+                          int64_t btime_ns, Py_ssize_t block_size, list entries, list pending, list copy_paths,
+                          list copy_starts, list copy_sizes, list copy_offsets):
+    """Inodes and copy orders for a directory's simple files (see populate._write_simple_pure).
+
+    Each simple entry ``i`` (in order) takes generation ``gens[k]`` (``k``-th simple entry, uint32
+    little-endian), then, if its blocks are the next consecutive ones at the end of ``pool``, the last
+    inode of ``supply`` and those blocks: ``(name, ino, DT_REG)`` goes to ``entries``, ``(ino, inode
+    bytes)`` to ``pending`` and a copy order to the four ``copy_*`` lists.  Otherwise ``i`` is returned
+    in ``deferred`` (the caller writes it the general way).  Returns ``(files, data_bytes, deferred)``.
+    """
+    cdef const int64_t[::1] m = meta
+    cdef const uint8_t[::1] g = gens
+    cdef const uint8_t[::1] s = simple
+    cdef Py_ssize_t count = len(names), i, k = 0, nblk, j, npool
+    cdef int64_t size, first, files = 0, data_bytes = 0
+    cdef const int64_t *r
+    cdef uint8_t *p
+    cdef uint64_t gen
+    cdef int64_t t
+    cdef _pfield ptr
+    deferred = []
+    if m.shape[0] != count * PM_N or s.shape[0] != count:
+        raise ValueError("names, meta and simple differ in length")
+    for i in range(count):
+        if not s[i]:
+            continue
+        if g.shape[0] < 4 * (k + 1):
+            raise ValueError("fewer generations than simple entries")
+        gen = g[4 * k] | (<uint64_t>g[4 * k + 1] << 8) | (<uint64_t>g[4 * k + 2] << 16) | (<uint64_t>g[4 * k + 3] << 24)
+        k += 1
+        r = &m[i * PM_N]
+        size = r[PM_SIZE]
+        nblk = (size + block_size - 1) // block_size
+        npool = len(pool)
+        if nblk and (npool < nblk or <int64_t>pool[npool - nblk] != <int64_t>pool[npool - 1] + nblk - 1):
+            deferred.append(i)
+            continue
+        ino = supply.pop()
+        name = names[i]
+        entries.append((name, ino, _P_DT_REG))
+        first = 0
+        if nblk:
+            first = pool[npool - 1]
+            del pool[npool - nblk:]
+            copy_paths.append(prefix + name)
+            copy_starts.append(0)
+            copy_sizes.append(size)
+            copy_offsets.append(first * block_size)
+        raw = PyBytes_FromStringAndSize(NULL, NV_INODE_SIZE)
+        p = <uint8_t *>PyBytes_AS_STRING(raw)
+        memset(p, 0, NV_INODE_SIZE)
+        _put_le(p, _PI_MODE, r[PM_MODE])
+        _put_le(p, _PI_UID, r[PM_UID])
+        _put_le(p, _PI_GID, r[PM_GID])
+        _put_le(p, _PI_LINKS, 1)
+        _put_le(p, _PI_GEN, gen)
+        _put_le(p, _PI_SIZE, size)
+        _put_le(p, _PI_BLOCKS, nblk)
+        for j in range(4):
+            t = r[PM_ATIME + j] if j < 3 else btime_ns
+            _put_le(p, _PI_TIME[j], <uint64_t>((t - _pmod(t)) // _PN_NS))
+            _put_le(p, _PI_NSEC[j], <uint64_t>_pmod(t))
+        ptr.size = 8
+        for j in range(nblk):
+            ptr.off = _PI_BLOCK.off + 8 * j
+            _put_le(p, ptr, first + j)
+        pending.append((ino, raw))
+        files += 1
+        data_bytes += size
+    return files, data_bytes, deferred
