@@ -2493,3 +2493,6 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
         PyMem_Free(coffs)
         PyMem_Free(cstarts)
     return (failed, err, what)  # (-1, 0, 0) when every piece was copied
+
+
+include "_populate_core.pxi"
