@@ -2496,3 +2496,6 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
 
 
 include "_populate_core.pxi"
+
+
+include "_populate_core.pxi"
