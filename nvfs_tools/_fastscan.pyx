@@ -2495,7 +2495,7 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
     return (failed, err, what)  # (-1, 0, 0) when every piece was copied
 
 
-include "_populate_core.pxi"
+include "_fastscan_groups.pxi"
 
 
 include "_populate_core.pxi"

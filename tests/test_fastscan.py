@@ -1141,3 +1141,133 @@ def test_inode_pass_threads_over_groups_agree(tmp_path):
     for mod, t in [(P, 0)] + [(C, t) for t in (1, 2, 4) if C]:
         owned, inuse, table = bytearray(geo.group_count * geo.block_size), bytearray(n), bytearray(4 * n + 4)
         assert mod.check_inode_groups(buf, geo, (0, geo.group_count), owned, inuse, table, threads=t) is None
+
+
+# ---------------------------------------------------------------------------
+# group headers: fsck pass 0's static copies, the bulk pass 5's bitmaps and counters
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grouped():
+    """A sparse image of three groups (the last one short, holding the backup copy) with files and
+    directories, as the library writes them; in /dev/shm when there is one."""
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=shm) as tmp:
+        path = make_image(os.path.join(tmp, "fs.img"), (2 << 27) + (40 << 20), inode_count=3 * 1024)
+        with Volume.open(path, writable=True) as vol:
+            for i in range(3):
+                d = vol.mkdir(ROOT, f"d{i}", 0o755)
+                f = vol.create(d, "data", 0o644)
+                vol.write(f, 0, os.urandom(5 * 4096 + 100))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def grouped_found(grouped):
+    with Volume.open(grouped) as vol:
+        return _found_by_bitmaps(vol.dev.view, vol.geo)
+
+
+def _found_by_bitmaps(view, geo):
+    """The checker's inputs of group_summaries_match as the library's own bitmaps and counters state them
+    (metadata bits left out of the ownership map, reserved inodes out of the in-use map)."""
+    bs, bpg, ipg = geo.block_size, geo.blocks_per_group, geo.inodes_per_group
+    owned, inuse = bytearray(geo.group_count * bs), bytearray(geo.group_count * ipg // 8)
+    dirs = array("Q")
+    used_dirs = F.field_layout(F.PLAIN["GroupCounters"])["used_dirs"]
+    for g in range(geo.group_count):
+        bitmap = view[geo.block_bitmap_block(g) * bs :][:bs]
+        for i in range(bpg):
+            block = g * bpg + i
+            if bitmap[i // 8] >> (i % 8) & 1 and block < geo.blocks_count and not geo.is_metadata_block(block):
+                owned[block // 8] |= 1 << (block % 8)
+        ibm = view[geo.inode_bitmap_block(g) * bs :][: ipg // 8]
+        for i in range(ipg):
+            if ibm[i // 8] >> (i % 8) & 1 and g * ipg + i + 1 >= F.FIRST_INO:
+                inuse[(g * ipg + i) // 8] |= 1 << (i % 8)
+        at = geo.counters_block(g) * bs + used_dirs.offset
+        dirs.append(int.from_bytes(view[at : at + used_dirs.size], "little"))
+    return owned, inuse, dirs
+
+
+def _counters_template(bs):
+    head = F.PLAIN["GroupCounters"].build(dict.fromkeys(("group", "free_blocks", "free_inodes", "used_dirs"), 0))
+    return head + bytes(bs - len(head))
+
+
+def test_group_summaries_match_a_clean_image(grouped, grouped_found):
+    owned, inuse, dirs = grouped_found
+    with Volume.open(grouped) as vol:
+        geo, view, fd = vol.geo, vol.dev.view, vol.dev.fd
+        assert geo.group_count == 3 and geo.group_end(2) - geo.group_start(2) < geo.blocks_per_group
+        totals = (vol.dyn.free_blocks, vol.dyn.free_inodes)
+        template = _counters_template(geo.block_size)
+        for mod in MODS:
+            for reader in (-1, fd):
+                assert mod.group_summaries_match(view, geo, owned, inuse, dirs, template, fd=reader) == totals
+        assert all(
+            mod.group_summaries_match(view[: geo.group_start(2) * geo.block_size], geo, owned, inuse, dirs, template)
+            is None
+            for mod in MODS
+        )
+        assert all(mod.group_summaries_match(view, geo, owned[:-1], inuse, dirs, template) is None for mod in MODS)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_group_summaries_agree_on_damage(grouped, grouped_found, data):
+    """Damage in a header (bitmap, counters, inode bitmap: in the file, seen through the descriptor and
+    the mapping) or in the checker's inputs: every backend and both readers give the same answer, and
+    any changed header byte is a difference."""
+    with Volume.open(grouped) as vol:
+        geo = vol.geo
+    owned, inuse, dirs = (bytearray(x) if i < 2 else array("Q", x) for i, x in enumerate(grouped_found))
+    bs = geo.block_size
+    g = data.draw(st.integers(0, geo.group_count - 1))
+    start = geo.block_bitmap_block(g) * bs
+    span = (geo.inode_bitmap_block(g) + geo.inode_bitmap_blocks) * bs - start
+    where = data.draw(st.sampled_from(["header", "owned", "inuse", "dirs"]))
+    at = data.draw(st.integers(0, {"header": span, "owned": len(owned), "inuse": len(inuse), "dirs": 3}[where] - 1))
+    flip = data.draw(st.integers(1, 255))
+    template = _counters_template(bs)
+    fd = os.open(grouped, os.O_RDWR)
+    try:
+        old = os.pread(fd, 1, start + at)
+        if where == "header":
+            os.pwrite(fd, bytes([old[0] ^ flip]), start + at)
+        elif where == "owned":
+            owned[at] ^= flip
+        elif where == "inuse":
+            inuse[at] ^= flip
+        else:
+            dirs[at] ^= flip
+        with open(grouped, "rb") as handle, mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as m:
+            view = memoryview(m)
+            answers = {
+                mod.group_summaries_match(view, geo, owned, inuse, dirs, template, fd=reader)
+                for mod in MODS
+                for reader in (-1, fd)
+            }
+            view.release()
+    finally:
+        os.pwrite(fd, old, start + at)
+        os.close(fd)
+    assert len(answers) == 1
+    if where == "header":
+        assert answers == {None}
+
+
+@given(st.binary(max_size=200), st.lists(st.integers(0, 220), max_size=30), st.binary(min_size=1, max_size=12))
+def test_differing_spans_matches_naive(buf, offsets, expected):
+    naive = [
+        i
+        for i, off in enumerate(offsets)
+        if off + len(expected) > len(buf) or buf[off : off + len(expected)] != expected
+    ]
+    with tempfile.TemporaryFile() as handle:
+        handle.write(buf)
+        handle.flush()
+        for mod in MODS:
+            assert list(mod.differing_spans(buf, offsets, expected)) == naive
+            assert list(mod.differing_spans(b"", offsets, expected, fd=handle.fileno())) == naive

@@ -386,7 +386,7 @@ def _bitmaps_ok(img: Any, core: Any, owned: Any, inuse: Any, dirs_per_group: Any
     (free blocks, free inodes) or None."""
     from nvfs_tools.check.pass5_bitmaps import groups_match
 
-    result = groups_match(img, core.popcount, owned, inuse, dirs_per_group)
+    result = groups_match(img, core, owned, inuse, dirs_per_group)
     if result is None or (img.dyn_field("free_blocks"), img.dyn_field("free_inodes")) != result:
         return None
     return result

@@ -88,26 +88,37 @@ def _make_filler() -> Any:
 _fill_inode = _make_filler()
 
 
-def span_reader(dev: Any) -> Any:
-    """A ``read(offset, length) -> bytes`` of the device as its view shows it, for checks that visit a
-    few blocks in each of thousands of groups (static copies, bitmaps, counters: 8192 groups on 1 TiB).
+def pread_fd(dev: Any) -> int:
+    """The descriptor through which checks that visit a few blocks in each of thousands of groups
+    (static copies, bitmaps, counters: 8192 groups on 1 TiB) read the device, or -1: read the view.
 
     Read through the mapping, each group's header costs a page fault and a page-table page (~6 us)
     and stays resident: ~128 MiB of a 1 TiB image, and ~10 ms more to unmap at exit.  ``pread`` on
     the image's descriptor copies the same bytes from the same page cache without mapping them.
-    Used only when the view is the device's own mapping (a bad-media shadow or a replay overlay
-    may differ from the file: read through it) and the device is not devdax (no read(2) there).
+    Only when the view is the device's own mapping (a bad-media shadow, safe view or replay overlay
+    differs from the file: read through it; a device with bad media is never read around its view)
+    and the device is a file or block device (devdax has no read(2)).
     """
     fd = getattr(dev, "fd", -1)
-    own_map = getattr(dev.view, "obj", None) is getattr(dev, "map", None)
-    if not own_map or not isinstance(fd, int) or fd < 0 or getattr(dev, "kind", None) not in ("file", "block"):
+    view = dev.view
+    own_map = isinstance(view, memoryview) and view.obj is getattr(dev, "map", None)
+    if not own_map or hasattr(dev, "bad_blocks") or not isinstance(fd, int) or fd < 0:
+        return -1
+    return fd if getattr(dev, "kind", None) in ("file", "block") else -1
+
+
+def span_reader(dev: Any) -> Any:
+    """A ``read(offset, length) -> bytes`` of the device as its view shows it, through pread_fd when there
+    is one (short at the end of the device, as a slice of the view would be)."""
+    fd = pread_fd(dev)
+    if fd < 0:
         view = dev.view
         return lambda offset, length: bytes(view[offset : offset + length])
     pread = os.pread
 
     def read(offset: int, length: int) -> bytes:
         data = pread(fd, length, offset)
-        while len(data) < length:  # short at the end of the file, as a slice of the view would be
+        while len(data) < length:
             more = pread(fd, length - len(data), offset + len(data))
             if not more:
                 break

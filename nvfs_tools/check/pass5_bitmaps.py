@@ -12,7 +12,7 @@ import struct
 from typing import Any
 
 from nvfs_tools import format as fmt
-from nvfs_tools.check.image import span_reader
+from nvfs_tools.check.image import pread_fd, span_reader
 
 _GC = fmt.field_layout(fmt.PLAIN["GroupCounters"])
 _MAX_RANGES = 8
@@ -234,107 +234,21 @@ def _counters_template(bs: int) -> bytearray:
     return bytearray(head + bytes(bs - len(head)))
 
 
-def _metadata_mask(geo: fmt.Geometry, group: int) -> int:
-    """The bits of ``group``'s block bitmap set whoever owns what: its metadata blocks, the backup
-    static copy, and the blocks past the end of a short last group (spec/checking.md 4.4)."""
-    start, bpg = geo.group_start(group), geo.blocks_per_group
-    mask = (1 << geo.metadata_blocks(group)) - 1
-    valid = geo.group_end(group) - start
-    mask |= ((1 << bpg) - 1) & ~((1 << valid) - 1)
-    if start <= geo.backup_block < start + bpg:
-        mask |= 1 << (geo.backup_block - start)
-    return mask
-
-
-class _BlockBitmaps:
-    """Expected block bitmaps: the checker's ownership map (blocks files claimed, nothing else) with
-    each group's metadata mask added here, so the map's pages of groups no file uses are never written.
-
-    Most groups' mask is a run of low bits (the header): OR-ing it is a byte-string splice.  The few
-    others (group 0 with the journal, the group holding the backup copy, a short last group) are
-    OR-ed as integers.
-    """
-
-    def __init__(self, geo: fmt.Geometry) -> None:
-        self.geo = geo
-        self.bs = geo.block_size
-        last, backup = geo.group_count - 1, geo.backup_block // geo.blocks_per_group
-        self.special = {g: _metadata_mask(geo, g) for g in {0, last, backup}}
-        # every other group: a full group, no backup, no journal: its mask is the header's blocks
-        self.full, self.rem = divmod(geo.metadata_blocks(1) if geo.group_count > 1 else 0, 8)
-        self.head = b"\xff" * self.full
-
-    def expected(self, group: int, owned: bytes) -> bytes:
-        """Group ``group``'s block bitmap as it must be, given its ``bs`` bytes of the ownership map."""
-        mask = self.special.get(group)
-        if mask is None:
-            full = self.full
-            if not self.rem:
-                return self.head + owned[full:]
-            return self.head + bytes((owned[full] | ((1 << self.rem) - 1),)) + owned[full + 1 :]
-        return (int.from_bytes(owned, "little") | mask).to_bytes(self.bs, "little")
-
-
-def groups_match(img: Any, popcount: Any, owned: Any, inuse: Any, dirs_per_group: Any) -> tuple[int, int] | None:
+def groups_match(img: Any, core: Any, owned: Any, inuse: Any, dirs_per_group: Any) -> tuple[int, int] | None:
     """Every group's bitmaps and counters are exactly what the ownership map and in-use set imply.
 
     ``owned`` holds one bit per block (``group_count * bs`` bytes) for the blocks files claimed (the
-    metadata, backup and tail bits are added here: _BlockBitmaps), ``inuse`` one bit per inode,
-    ``dirs_per_group`` the in-use directories of each group, ``popcount`` the scan core's.  Returns
-    (free blocks, free inodes) summed over the groups, or None at the first difference (the
-    detailed pass 5 then finds and explains it).  Each group's block bitmap, counters and inode
-    bitmap (adjacent blocks) come in one image.span_reader read (pread: no mapped page stays
-    resident) and are compared as ``bytes`` (memcmp).  A group whose inode table is a hole of the
-    image (Image.is_hole) has no inode in use: its part of ``inuse`` is not read (on an empty
-    1 TiB device that is 8 MiB of untouched pages).
+    scan core adds each group's metadata, backup and tail bits itself, so the map's pages of groups
+    no file uses are never written), ``inuse`` one bit per inode, ``dirs_per_group`` the in-use
+    directories of each group, ``core`` the scan backend.  Returns (free blocks, free inodes) summed
+    over the groups, or None at the first difference (the detailed pass 5 then finds and explains
+    it).  The core's group_summaries_match does the whole loop; each group's headers are read
+    through image.pread_fd (pread: on a 1 TiB image the mapping would keep 8192 groups' header
+    pages resident, 128 MiB).
     """
-    geo = img.geo
-    bs = img.bs
-    groups, ipg, bpg = geo.group_count, geo.inodes_per_group, geo.blocks_per_group
-    if ipg % 8 or bpg != 8 * bs:
-        return None  # geometries mkfs never makes: the detailed pass 5 handles them
-    owned_v, inuse_v = memoryview(owned).cast("B"), memoryview(inuse).cast("B")
-    ibytes = ipg // 8
-    if owned_v.nbytes < groups * bs or inuse_v.nbytes < groups * ibytes:
-        return None
-    ibm_bytes = geo.inode_bitmap_blocks * bs
-    pad = b"\xff" * (ibm_bytes - ibytes)  # bits past ipg are 1 (spec/checking.md 4.4)
-    reserved = 0
-    for ino in range(1, fmt.FIRST_INO):
-        reserved |= 1 << (ino - 1)
-    at = _GroupStride(geo)
-    if (at.counters - at.block_bitmap, at.inode_bitmap - at.block_bitmap) != (bs, 2 * bs):
-        return None  # the three areas are not adjacent: a layout this reading does not know
-    read = span_reader(img.dev)
-    header = 2 * bs + ibm_bytes
-    bitmaps = _BlockBitmaps(geo)
-    counters = _counters_template(bs)
-    pack_into = _COUNTERS.pack_into
-    table_bytes = geo.inode_table_blocks * bs
-    all_free = bytes(ibytes) + pad
-    total_b = total_i = 0
-    for g in range(groups):
-        off = g * at.step
-        got = read(at.block_bitmap + off, header)
-        blocks = bitmaps.expected(g, owned_v[g * bs : (g + 1) * bs].tobytes())
-        if not got.startswith(blocks):
-            return None
-        if g and img.is_hole(at.inode_table + off, table_bytes):
-            inode_bitmap, free_i = all_free, ipg
-        else:
-            inodes = inuse_v[g * ibytes : (g + 1) * ibytes].tobytes()
-            if g == 0:
-                inodes = (int.from_bytes(inodes, "little") | reserved).to_bytes(ibytes, "little")
-            inode_bitmap, free_i = inodes + pad, ipg - popcount(inodes, 0, ibytes)
-        if not got.startswith(inode_bitmap, 2 * bs):
-            return None
-        free_b = bpg - popcount(blocks, 0, bs)
-        pack_into(counters, _COUNTERS_AT, g, free_b, free_i, dirs_per_group[g])
-        if not got.startswith(counters, bs):
-            return None
-        total_b += free_b
-        total_i += free_i
-    return total_b, total_i
+    dev = img.dev
+    template = _counters_template(img.bs)
+    return core.group_summaries_match(dev.view, img.geo, owned, inuse, dirs_per_group, template, fd=pread_fd(dev))
 
 
 def counters_consistent(img: Any) -> str | None:
