@@ -107,14 +107,14 @@ cdef inline int64_t _pmod(int64_t t) noexcept nogil:
     return rem + _PN_NS if rem < 0 else rem
 
 
-def populate_scan_dir(bytes path, Py_ssize_t block_size):
+def populate_scan_dir(bytes path, Py_ssize_t block_size, int64_t simple_max):
     """lstat every entry of directory ``path`` (see populate._scan_dir_pure for the reference).
 
     Returns ``(names, meta, simple, simple_blocks, err, what, bad_name)``: entry names (bytes, readdir
     order), an ``array('q')`` of ``len(POPULATE_META_FIELDS)`` values per entry (``xattr`` is 1 when a
     non-directory lists any extended attribute or cannot list them), a bytearray marking the *simple*
-    entries (regular file, one link, dense, at most the direct blocks, no xattrs) and the data blocks they
-    take; or, on failure, ``err`` (errno) and ``what`` (0 open, 1 read the directory, 2 lstat
+    entries (regular file, one link, dense, at most ``simple_max`` bytes, no xattrs) and the blocks they
+    take (data, and one indirect block past the direct ones); or, on failure, ``err`` (errno) and ``what`` (0 open, 1 read the directory, 2 lstat
     ``bad_name``).
     """
     cdef int dfd = c_open(path, _PD_FLAGS | _COPY_NOATIME)
@@ -132,7 +132,7 @@ def populate_scan_dir(bytes path, Py_ssize_t block_size):
         c_close(dfd)
         return names, meta, simple, 0, what, 1, b""
     cdef Py_ssize_t plen = len(path), cap = 256, n = 0, nlen
-    cdef int64_t direct_bytes = _P_N_DIRECT * block_size, simple_blocks = 0
+    cdef int64_t simple_blocks = 0, nblk
     cdef int64_t *rows = <int64_t *>malloc(cap * PM_N * sizeof(int64_t))
     cdef int64_t *grown
     cdef int64_t *r
@@ -180,11 +180,12 @@ def populate_scan_dir(bytes path, Py_ssize_t block_size):
                 memcpy(full + plen + 1, ent.d_name, nlen + 1)
                 r[PM_XATTR] = llistxattr(full, NULL, 0) != 0  # an error too: the caller reports it
             is_simple = (
-                (st.st_mode & NV_S_IFMT) == NV_S_IFREG and st.st_nlink == 1 and st.st_size <= direct_bytes
+                (st.st_mode & NV_S_IFMT) == NV_S_IFREG and st.st_nlink == 1 and st.st_size <= simple_max
                 and st.st_blocks * 512 >= st.st_size and not r[PM_XATTR]
             )
             if is_simple:
-                simple_blocks += (st.st_size + block_size - 1) // block_size
+                nblk = (st.st_size + block_size - 1) // block_size
+                simple_blocks += nblk + (nblk > _P_N_DIRECT)
             names.append(PyBytes_FromStringAndSize(ent.d_name, nlen))
             simple.append(is_simple)
             n += 1
@@ -200,22 +201,24 @@ def populate_scan_dir(bytes path, Py_ssize_t block_size):
 
 def populate_write_simple(list names, meta, simple, bytes prefix, list supply, list pool, gens,
                           int64_t btime_ns, Py_ssize_t block_size, list entries, list pending, list copy_paths,
-                          list copy_starts, list copy_sizes, list copy_offsets):
+                          list copy_starts, list copy_sizes, list copy_offsets, list block_writes):
     """Inodes and copy orders for a directory's simple files (see populate._write_simple_pure).
 
     Each simple entry ``i`` (in order) takes generation ``gens[k]`` (``k``-th simple entry, uint32
-    little-endian), then, if its blocks are the next consecutive ones at the end of ``pool``, the last
-    inode of ``supply`` and those blocks: ``(name, ino, DT_REG)`` goes to ``entries``, ``(ino, inode
-    bytes)`` to ``pending`` and a copy order to the four ``copy_*`` lists.  Otherwise ``i`` is returned
+    little-endian), then, if its data blocks are the next consecutive ones at the end of ``pool`` (and one
+    more pool block is there for its indirect block, past the direct ones), the last inode of ``supply``
+    and those blocks: ``(name, ino, DT_REG)`` goes to ``entries``, ``(ino, inode bytes)`` to ``pending``,
+    a copy order to the four ``copy_*`` lists and ``(device offset, indirect block)`` to ``block_writes``.  Otherwise ``i`` is returned
     in ``deferred`` (the caller writes it the general way).  Returns ``(files, data_bytes, deferred)``.
     """
     cdef const int64_t[::1] m = meta
     cdef const uint8_t[::1] g = gens
     cdef const uint8_t[::1] s = simple
-    cdef Py_ssize_t count = len(names), i, k = 0, nblk, j, npool
-    cdef int64_t size, first, files = 0, data_bytes = 0
+    cdef Py_ssize_t count = len(names), i, k = 0, nblk, j, npool, nmeta, per_block = block_size // 8
+    cdef int64_t size, first, meta_block = 0, files = 0, data_bytes = 0
     cdef const int64_t *r
     cdef uint8_t *p
+    cdef uint8_t *q
     cdef uint64_t gen
     cdef int64_t t
     cdef _pfield ptr
@@ -233,7 +236,10 @@ def populate_write_simple(list names, meta, simple, bytes prefix, list supply, l
         size = r[PM_SIZE]
         nblk = (size + block_size - 1) // block_size
         npool = len(pool)
-        if nblk and (npool < nblk or <int64_t>pool[npool - nblk] != <int64_t>pool[npool - 1] + nblk - 1):
+        nmeta = nblk > _P_N_DIRECT
+        if nblk > _P_N_DIRECT + per_block:
+            raise ValueError("a simple file needs at most one indirect block")
+        if nblk and (npool < nblk + nmeta or <int64_t>pool[npool - nblk] != <int64_t>pool[npool - 1] + nblk - 1):
             deferred.append(i)
             continue
         ino = supply.pop()
@@ -242,7 +248,9 @@ def populate_write_simple(list names, meta, simple, bytes prefix, list supply, l
         first = 0
         if nblk:
             first = pool[npool - 1]
-            del pool[npool - nblk:]
+            if nmeta:
+                meta_block = pool[npool - nblk - 1]
+            del pool[npool - nblk - nmeta:]
             copy_paths.append(prefix + name)
             copy_starts.append(0)
             copy_sizes.append(size)
@@ -256,16 +264,119 @@ def populate_write_simple(list names, meta, simple, bytes prefix, list supply, l
         _put_le(p, _PI_LINKS, 1)
         _put_le(p, _PI_GEN, gen)
         _put_le(p, _PI_SIZE, size)
-        _put_le(p, _PI_BLOCKS, nblk)
+        _put_le(p, _PI_BLOCKS, nblk + nmeta)
         for j in range(4):
             t = r[PM_ATIME + j] if j < 3 else btime_ns
             _put_le(p, _PI_TIME[j], <uint64_t>((t - _pmod(t)) // _PN_NS))
             _put_le(p, _PI_NSEC[j], <uint64_t>_pmod(t))
         ptr.size = 8
-        for j in range(nblk):
+        for j in range(min(nblk, _P_N_DIRECT)):
             ptr.off = _PI_BLOCK.off + 8 * j
             _put_le(p, ptr, first + j)
+        if nmeta:
+            ptr.off = _PI_BLOCK.off + 8 * _P_N_DIRECT  # the single-indirect pointer
+            _put_le(p, ptr, meta_block)
+            block = PyBytes_FromStringAndSize(NULL, block_size)
+            q = <uint8_t *>PyBytes_AS_STRING(block)
+            memset(q, 0, block_size)
+            ptr.off = 0
+            for j in range(nblk - _P_N_DIRECT):
+                _put_le(q + 8 * j, ptr, first + _P_N_DIRECT + j)
+            block_writes.append((meta_block * block_size, block))
         pending.append((ino, raw))
         files += 1
         data_bytes += size
     return files, data_bytes, deferred
+
+
+# ---------------------------------------------------------------------------
+# The one page of a small new directory
+# ---------------------------------------------------------------------------
+
+from libc.stdlib cimport qsort
+from libc.string cimport memcmp
+
+cdef struct _prec:
+    uint64_t hash
+    const char *name
+    Py_ssize_t name_len
+    uint64_t ino
+    uint64_t ftype
+
+cdef _pfield _PP_DIRINO, _PE_INO, _PE_HASH, _PE_NAMELEN, _PE_FTYPE, _PE_RECLEN
+
+
+cdef _init_populate_page_layout():
+    global _PP_DIRINO, _PE_INO, _PE_HASH, _PE_NAMELEN, _PE_FTYPE, _PE_RECLEN
+    page = F.field_layout(F.PLAIN["DirPageHeader"])
+    entry = F.field_layout(F.PLAIN["DirEntryHeader"])
+    _PP_DIRINO = _pf(page, "dir_ino")
+    _PE_INO = _pf(entry, "ino")
+    _PE_HASH = _pf(entry, "hash")
+    _PE_NAMELEN = _pf(entry, "name_len")
+    _PE_FTYPE = _pf(entry, "file_type")
+    _PE_RECLEN = _pf(entry, "rec_len")
+
+
+_init_populate_page_layout()
+
+
+cdef int _prec_cmp(const void *a, const void *b) noexcept nogil:
+    """By hash, then by name as Python compares bytes."""
+    cdef const _prec *x = <const _prec *>a
+    cdef const _prec *y = <const _prec *>b
+    cdef int c
+    if x.hash != y.hash:
+        return -1 if x.hash < y.hash else 1
+    c = memcmp(x.name, y.name, x.name_len if x.name_len < y.name_len else y.name_len)
+    if c:
+        return c
+    return (x.name_len > y.name_len) - (x.name_len < y.name_len)
+
+
+def populate_dir_page(list entries, seed, hashes, uint64_t dir_ino, Py_ssize_t block_size):
+    """The page of a directory whose ``(name, ino, file_type)`` records fit one page (see
+    populate._dir_page_pure): header (depth 0) and records by (hash, name).  ``hashes`` None: the names'
+    SipHash under ``seed`` (the default name hash).
+    """
+    cdef Py_ssize_t n = len(entries), i, off = NV_PAGE_HDR, rl
+    cdef uint64_t k0 = 0, k1 = 0
+    cdef _prec *recs = <_prec *>malloc(max(n, 1) * sizeof(_prec))
+    cdef uint8_t *p
+    if recs == NULL:
+        raise MemoryError()
+    try:
+        if hashes is None:
+            _key(bytes(seed), &k0, &k1)
+        elif len(hashes) != n:
+            raise ValueError("entries and hashes differ in length")
+        for i in range(n):
+            name, ino, ftype = entries[i]
+            recs[i].name = <bytes>name
+            recs[i].name_len = len(<bytes>name)
+            recs[i].ino = ino
+            recs[i].ftype = ftype
+            if hashes is None:
+                recs[i].hash = nv_siphash(k0, k1, <const uint8_t *>recs[i].name, recs[i].name_len)
+            else:
+                recs[i].hash = hashes[i]
+        qsort(recs, n, sizeof(_prec), _prec_cmp)
+        page = PyBytes_FromStringAndSize(NULL, block_size)
+        p = <uint8_t *>PyBytes_AS_STRING(page)
+        memset(p, 0, block_size)
+        memcpy(p, NV_PAGE_MAGIC, 4)
+        _put_le(p, _PP_DIRINO, dir_ino)
+        for i in range(n):
+            rl = (NV_ENTRY_HDR + recs[i].name_len + NV_ENTRY_ALIGN - 1) & ~(NV_ENTRY_ALIGN - 1)
+            if off + rl > block_size:
+                raise ValueError("the records do not fit one page")
+            _put_le(p + off, _PE_INO, recs[i].ino)
+            _put_le(p + off, _PE_HASH, recs[i].hash)
+            _put_le(p + off, _PE_NAMELEN, recs[i].name_len)
+            _put_le(p + off, _PE_FTYPE, recs[i].ftype)
+            _put_le(p + off, _PE_RECLEN, rl)
+            memcpy(p + off + NV_ENTRY_HDR, recs[i].name, recs[i].name_len)
+            off += rl
+    finally:
+        free(recs)
+    return page

@@ -423,7 +423,7 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
     files (one link, dense, at most the direct blocks, no xattrs: most of a
     tree); only the others are looked at here, one by one.
     """
-    names, meta, simple, simple_blocks, err, what, bad_name = _backend_functions()[0](d.path, bs)
+    names, meta, simple, simple_blocks, err, what, bad_name = _backend_functions()[0](d.path, bs, _simple_max(bs))
     if err:
         raise _scan_error(d.path, bad_name, err, what)
     d.names, d.meta, d.simple = names, meta, simple
@@ -479,6 +479,11 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
     d.pool += blocks
 
 
+def _simple_max(bs: int) -> int:
+    """Largest simple file: one indirect block at most, and not a huge file (those are allocated on their own)."""
+    return min(_HUGE_BYTES, (fmt.N_DIRECT + bs // 8) * bs)
+
+
 def _others(simple: bytearray) -> list[int]:
     """Indexes of the entries that are not simple files."""
     return [i for i, s in enumerate(simple) if not s]
@@ -514,19 +519,30 @@ _INO_WRAP = 1 << 64
 class _Stat:
     """One row of a directory's ``meta`` under os.stat_result's names (for the entries that are not simple)."""
 
-    __slots__ = tuple(f if f == "xattr" else "st_" + f for f in META_FIELDS)
+    __slots__ = (
+        "st_mode", "st_uid", "st_gid", "st_nlink", "st_size", "st_blocks", "st_dev", "st_ino", "st_atime_ns",
+        "st_mtime_ns", "st_ctime_ns", "st_rdev", "xattr",
+    )  # fmt: skip
 
     def __init__(self, meta: array, i: int) -> None:
-        for slot, value in zip(self.__slots__, meta[i * _NF : (i + 1) * _NF], strict=True):
-            setattr(self, slot, value)
+        (
+            self.st_mode, self.st_uid, self.st_gid, self.st_nlink, self.st_size, self.st_blocks, self.st_dev,
+            self.st_ino, self.st_atime_ns, self.st_mtime_ns, self.st_ctime_ns, self.st_rdev, self.xattr,
+        ) = meta[i * _NF : (i + 1) * _NF]  # fmt: skip
 
 
-def _scan_dir_pure(path: bytes, block_size: int) -> tuple[list[bytes], array, bytearray, int, int, int, bytes]:
+assert _Stat.__slots__ == tuple(f if f == "xattr" else "st_" + f for f in META_FIELDS), "_Stat is out of step"
+
+
+def _scan_dir_pure(
+    path: bytes, block_size: int, simple_max: int
+) -> tuple[list[bytes], array, bytearray, int, int, int, bytes]:
     """lstat every entry of directory ``path``: the reference of the compiled ``populate_scan_dir``.
 
     Returns ``(names, meta, simple, simple_blocks, err, what, bad_name)``: the entry names (readdir
     order), one row of :data:`META_FIELDS` per entry in ``meta``, ``simple[i]`` 1 for a regular file
-    with one link, no holes, at most the direct blocks and no xattrs, and the data blocks of those; on
+    with one link, no holes, at most ``simple_max`` bytes and no xattrs, and the blocks of those (data,
+    and one indirect block past the direct ones); on
     failure ``err`` is the errno and ``what`` 0 (open), 1 (read the directory) or 2 (lstat ``bad_name``).
     """
     names: list[bytes] = []
@@ -536,7 +552,6 @@ def _scan_dir_pure(path: bytes, block_size: int) -> tuple[list[bytes], array, by
         dfd = _open_dir(path)
     except OSError as exc:
         return names, meta, simple, 0, exc.errno or 0, 0, b""
-    direct = _DIRECT_BYTES[block_size]
     simple_blocks = 0
     prefix = path + b"/"
     try:
@@ -563,11 +578,12 @@ def _scan_dir_pure(path: bytes, block_size: int) -> tuple[list[bytes], array, by
                 st.st_mtime_ns, st.st_ctime_ns, st.st_rdev, xattr,
             ))  # fmt: skip
             is_simple = (
-                mode & _S_IFMT == _S_IFREG and nlink == 1 and size <= direct and st.st_blocks * 512 >= size
+                mode & _S_IFMT == _S_IFREG and nlink == 1 and size <= simple_max and st.st_blocks * 512 >= size
                 and not xattr
             )  # fmt: skip
             if is_simple:
-                simple_blocks += -(-size // block_size)
+                n = -(-size // block_size)
+                simple_blocks += n + (n > fmt.N_DIRECT)
             names.append(name)
             simple.append(is_simple)
         return names, meta, simple, simple_blocks, 0, 0, b""
@@ -617,16 +633,19 @@ def _write_simple_pure(
     copy_starts: list[int],
     copy_sizes: list[int],
     copy_offsets: list[int],
+    block_writes: list[tuple[int, bytes]],
 ) -> tuple[int, int, list[int]]:
     """Inodes and copy orders for a directory's simple files: the reference of the compiled
     ``populate_write_simple``.
 
     Each simple entry ``i``, in order, takes the next generation of ``gens``
-    (uint32, little-endian); then, when its blocks are the next consecutive
-    ones at the end of ``pool``, the last inode number of ``supply`` and those
-    blocks: ``(name, ino, DT_REG)`` goes to ``entries``, ``(ino, inode bytes)``
-    to ``pending``, a copy order (path, 0, size, device offset) to the
-    ``copy_*`` lists.  Otherwise ``i`` is returned in ``deferred`` for the
+    (uint32, little-endian); then, when its data blocks are the next
+    consecutive ones at the end of ``pool`` (and, past the direct blocks, one
+    more pool block is there for its indirect block), the last inode number of
+    ``supply`` and those blocks: ``(name, ino, DT_REG)`` goes to ``entries``,
+    ``(ino, inode bytes)`` to ``pending``, a copy order (path, 0, size, device
+    offset) to the ``copy_*`` lists, ``(device offset, indirect block)`` to
+    ``block_writes``.  Otherwise ``i`` is returned in ``deferred`` for the
     general path.  Returns ``(files, data_bytes, deferred)``.
     """
     generations = struct.unpack(f"<{len(gens) // 4}I", gens)
@@ -644,15 +663,27 @@ def _write_simple_pure(
             i * _NF : (i + 1) * _NF
         ]
         n = -(-size // block_size)
-        if n and (len(pool) < n or pool[-n] != pool[-1] + n - 1):
+        nmeta = 1 if n > fmt.N_DIRECT else 0
+        if n > fmt.N_DIRECT + block_size // 8:
+            raise ValueError("a simple file needs at most one indirect block")
+        if n and (len(pool) < n + nmeta or pool[-n] != pool[-1] + n - 1):
             deferred.append(i)
             continue
         ino = supply.pop()
         entries.append((names[i], ino, dt_reg))
         first = 0
+        ptrs = list(_ZERO_PTRS)
         if n:
             first = pool[-1]
-            del pool[-n:]
+            ptrs[: min(n, fmt.N_DIRECT)] = range(first, first + min(n, fmt.N_DIRECT))
+            if nmeta:
+                ptrs[fmt.N_DIRECT] = pool[-n - 1]
+                slots = block_size // 8
+                indirect = struct.pack(
+                    f"<{slots}Q", *range(first + fmt.N_DIRECT, first + n), *[0] * (slots + fmt.N_DIRECT - n)
+                )
+                block_writes.append((ptrs[fmt.N_DIRECT] * block_size, indirect))
+            del pool[-n - nmeta :]
             copy_paths.append(prefix + names[i])
             copy_starts.append(0)
             copy_sizes.append(size)
@@ -661,22 +692,46 @@ def _write_simple_pure(
         m, mn = divmod(mtime, _NS)
         c, cn = divmod(ctime, _NS)
         pending.append((ino, pack(
-            mode, 0, 0, uid, gid, 1, gen, size, n, a, m, c, b, an, mn, cn, bn, 0, 0, 0, 0, 0,
-            *range(first, first + n), *_ZERO_PTRS[n:],
+            mode, 0, 0, uid, gid, 1, gen, size, n + nmeta, a, m, c, b, an, mn, cn, bn, 0, 0, 0, 0, 0, *ptrs,
         )))  # fmt: skip
         files += 1
         data_bytes += size
     return files, data_bytes, deferred
 
 
-def _backend_functions() -> tuple[Callable, Callable]:
-    """(scan_dir, write_simple) of the scan backend, or their pure references when it has none that match."""
+def _dir_page_pure(
+    entries: list[tuple[bytes, int, int]], seed: bytes, hashes: list[int] | None, dir_ino: int, block_size: int
+) -> bytes:
+    """The page of a directory whose ``(name, ino, file_type)`` records fit one page: the reference of the
+    compiled ``populate_dir_page``.  Header at depth 0, records by (hash, name); ``hashes`` None: the
+    names' hashes under ``seed``."""
+    if hashes is None:
+        hashes = _hash_names(seed, [e[0] for e in entries])
+    buf = bytearray(block_size)
+    _dirwalk.PAGE_HEADER.pack_into(buf, 0, fmt.DIR_PAGE_MAGIC, 0, 0, 0, dir_ino, 0)
+    off = fmt.DIR_PAGE_HEADER_SIZE
+    pack = _dirwalk.ENTRY_HEADER.pack_into
+    ehdr = fmt.DIR_ENTRY_HEADER_SIZE
+    for h, (name, ino, ft) in sorted(zip(hashes, entries, strict=True)):  # by hash, then name
+        n = len(name)
+        rl = (_REC_FIXED + n) & ~7
+        if off + rl > block_size:
+            raise ValueError("the records do not fit one page")
+        pack(buf, off, ino, h, n, ft, rl)
+        buf[off + ehdr : off + ehdr + n] = name
+        off += rl
+    return bytes(buf)
+
+
+def _backend_functions() -> tuple[Callable, Callable, Callable]:
+    """(scan_dir, write_simple, dir_page) of the scan backend, or the pure references when it has none that
+    match."""
     from nvfs_tools import scan
 
     core = scan.backend()
     if getattr(core, "POPULATE_META_FIELDS", None) == META_FIELDS:
-        return core.populate_scan_dir, core.populate_write_simple
-    return _scan_dir_pure, _write_simple_pure
+        return core.populate_scan_dir, core.populate_write_simple, core.populate_dir_page
+    return _scan_dir_pure, _write_simple_pure, _dir_page_pure
 
 
 
@@ -789,7 +844,7 @@ class _Writer:
         self.copy_starts: list[int] = []
         self.copy_sizes: list[int] = []
         self.copy_offsets: list[int] = []
-        self.write_simple = _backend_functions()[1]
+        _scan_dir, self.write_simple, self.dir_page = _backend_functions()
         self.inos: dict[tuple[int, int], int] = {}
         epoch = _source_date_epoch()
         self.now = time.time_ns() if epoch is None else epoch * _NS
@@ -1054,10 +1109,14 @@ class _Writer:
         inos, stats = self.inos, self.stats
         prefix = d.path + b"/"
         if self.usage is None and self.copier is not None and d.nsimple:
+            block_writes: list[tuple[int, bytes]] = []
             files, data_bytes, deferred = self.write_simple(
                 d.names, d.meta, d.simple, prefix, supply, pool, self.rng.randbytes(4 * d.nsimple), self.now,
                 self.bs, entries, self.pending, self.copy_paths, self.copy_starts, self.copy_sizes, self.copy_offsets,
+                block_writes,
             )  # fmt: skip
+            for offset, block in block_writes:  # indirect blocks
+                self.dev.write(offset, block)
             stats.files += files
             stats.data_bytes += data_bytes
             others = sorted(_others(d.simple) + deferred) if deferred else _others(d.simple)
@@ -1269,19 +1328,11 @@ class _Writer:
 
     def _write_page(self, dir_ino: int, entries: list[tuple[bytes, int, int]], block: int) -> None:
         """The one page of a small directory (depth 0, directly under the root word), as Directory.build writes it."""
-        hashes = self.hash_names(self.vol.hash_seed, [e[0] for e in entries])
-        buf = bytearray(self.bs)
-        _dirwalk.PAGE_HEADER.pack_into(buf, 0, fmt.DIR_PAGE_MAGIC, 0, 0, 0, dir_ino, 0)
-        off = fmt.DIR_PAGE_HEADER_SIZE
-        pack = _dirwalk.ENTRY_HEADER.pack_into
-        ehdr = fmt.DIR_ENTRY_HEADER_SIZE
-        for h, (name, ino, ft) in sorted(zip(hashes, entries, strict=True)):  # by hash, then name
-            n = len(name)
-            rl = (_REC_FIXED + n) & ~7
-            pack(buf, off, ino, h, n, ft, rl)
-            buf[off + ehdr : off + ehdr + n] = name
-            off += rl
-        self.dev.write(block * self.bs, buf)
+        seed = self.vol.hash_seed
+        hashes = None
+        if namehash.name_hash is not _directory._DEFAULT_NAME_HASH:  # a test's hash: the core knows only SipHash
+            hashes = self.hash_names(seed, [e[0] for e in entries])
+        self.dev.write(block * self.bs, self.dir_page(entries, seed, hashes, dir_ino, self.bs))
 
     def _merge_entries(self, d: _Dir, entries: list[tuple[bytes, int, int]]) -> None:
         directory = self.Directory(self.vol, d.ino)
