@@ -163,12 +163,25 @@ def differing(dev: Any, offsets: list[int], expected: bytes) -> list[int]:
     return [offsets[i] for i in scan.backend().differing_spans(dev.view, offsets, expected, fd=fd)]
 
 
+#: load_superblock's comparison of every static copy block with the primary's, kept for pass 0 proper,
+#: which asks the same question next (8192 preads on a 1 TiB device): (id of the device, id of its
+#: view, the block compared with, the offsets that differ).  Set only by _copies_overrule, cleared by
+#: every load_superblock and taken (once) by _differing_copies; nothing is written in between.
+_copy_scan: tuple[int, int, bytes, list[int]] | None = None
+
+
 def _copies_overrule(dev: Any, static: Any, primary_raw: bytes) -> tuple[Any, bytes, str, int] | None:
     """Two valid copies identical to each other but not to a valid primary win (spec/checking.md 1.7)."""
+    global _copy_scan
     geo = fmt.geometry_from_static(static)
+    copy_block = primary_raw + bytes(geo.block_size - fmt.SB_STATIC_SIZE)
+    differ = differing(dev, copy_offsets(geo), copy_block)  # whole blocks: what pass 0 proper compares
+    _copy_scan = (id(dev), id(dev.view), copy_block, differ)
     seen: dict[bytes, int] = {}
-    for off in differing(dev, copy_offsets(geo), primary_raw):
+    for off in differ:
         raw = dev.read(off, fmt.SB_STATIC_SIZE)
+        if raw == primary_raw:
+            continue  # only its zero tail differs: pass 0 proper reports that
         try:
             copy = validate_static(raw, dev.size)
         except (BadStatic, NotNvfsError):
@@ -179,12 +192,24 @@ def _copies_overrule(dev: Any, static: Any, primary_raw: bytes) -> tuple[Any, by
     return None
 
 
+def _differing_copies(dev: Any, geo: fmt.Geometry, copy_block: bytes) -> list[int]:
+    """differing(dev, copy_offsets(geo), copy_block), reusing load_superblock's answer when it is the
+    same question about the same view."""
+    global _copy_scan
+    scan, _copy_scan = _copy_scan, None
+    if scan is not None and scan[:3] == (id(dev), id(dev.view), copy_block):
+        return scan[3]
+    return differing(dev, copy_offsets(geo), copy_block)
+
+
 def load_superblock(dev: Any, use_backup: bool) -> tuple[Any, bytes, str | None, int]:
     """Choose the static superblock to trust.
 
     Returns (parsed, raw, reason the primary was rejected or None, byte offset used).
     Raises NotNvfsError when nothing usable is found.
     """
+    global _copy_scan
+    _copy_scan = None
     primary_raw = dev.read(0, min(fmt.SB_STATIC_SIZE, dev.size))
     if use_backup:
         found = find_backup(dev, primary_raw)
@@ -251,7 +276,7 @@ def _static_copies(chk: Any, img: Image, primary_reason: str | None, source_offs
             )
     backup_off = geo.backup_block * bs
     copy_block = raw + bytes(bs - fmt.SB_STATIC_SIZE)
-    for off in differing(img.dev, copy_offsets(geo), copy_block):
+    for off in _differing_copies(img.dev, geo, copy_block):
         if off == backup_off:
             reason = "bad magic" if img.dev.read(off, 8) != fmt.MAGIC else "contents differ"
             chk.fix(
