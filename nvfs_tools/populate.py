@@ -232,6 +232,8 @@ class _Dir:
         "merge",
         "fresh",
         "pool",
+        "single",
+        "blocks",
     )
 
     def __init__(self, path: bytes, st: os.stat_result) -> None:
@@ -254,6 +256,10 @@ class _Dir:
         self.fresh = 0
         #: blocks those inodes take from the directory's one allocation (all but files over _HUGE_BYTES)
         self.pool = 0
+        #: a new directory whose records fit one page (written by populate, not by Directory.build)
+        self.single = False
+        #: its share of the tree's one block allocation (reversed: pop() hands them out in ascending order)
+        self.blocks: list[int] = []
 
 
 def _open_dir(path: bytes) -> int:
@@ -1064,10 +1070,24 @@ class _Writer:
         return node
 
     # -- one directory ----------------------------------------------------
+    def reserve_blocks(self, dirs: list[_Dir]) -> None:
+        """One allocation for every directory's pool: the data, indirect, symlink and xattr blocks of its
+        new small files (``d.pool``, counted by the walk) and its own page when it has only one; each
+        directory gets its consecutive share in ``d.blocks`` (one allocator call instead of one per
+        directory)."""
+        for d in dirs:
+            d.single = not d.merge and self._single_page(d.names)
+        blocks = self._blocks(sum(d.pool + d.single for d in dirs))
+        pos = 0
+        for d in dirs:
+            end = pos + d.pool + d.single
+            d.blocks = blocks[pos:end]
+            d.blocks.reverse()
+            pos = end
+
     def _take_inodes_and_pool(self, d: _Dir) -> tuple[list[int], list[int]]:
-        """Inode numbers for ``d``'s new non-directories (popped in order), its subdirectories' inodes,
-        then one allocation for the data, indirect, symlink and xattr blocks of its new small files
-        (``d.pool``, counted by the walk) and its own page when it has only one."""
+        """Inode numbers for ``d``'s new non-directories (popped in order) and its subdirectories, and
+        its pool of blocks (see :meth:`reserve_blocks`)."""
         group = self.geo.group_of_inode(d.ino)
         supply = self._inodes(d.fresh, group)  # inodes first met in this directory, counted by the walk
         supply.reverse()
@@ -1075,9 +1095,7 @@ class _Writer:
             sub.parent_ino = d.ino
             if not sub.ino:
                 sub.ino = self._inode(True, group)
-        need = d.pool + (1 if not d.merge and self._single_page(d.names) else 0)
-        pool = self._blocks(need)
-        pool.reverse()  # pop() hands them out in ascending order
+        pool, d.blocks = d.blocks, []
         return supply, pool
 
     def _single_page(self, names: list[bytes]) -> bool:
@@ -1144,16 +1162,9 @@ class _Writer:
                 os.close(dfd)
         if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME in d.names:  # mkfs made it, and named it
             entries = [e for e in entries if e[0] != fmt.LOST_FOUND_NAME]
-        # Subdirectory inodes exist (empty) before the page that names them; their own
-        # pages are attached when they are visited.  Children first, then the names.
-        for sub in d.subdirs:
-            if not sub.merge:
-                self._new_dir_inode(sub)
         if len(self.copy_paths) >= _COPY_BATCH:
             self.submit_copies()
         self._flush_data()
-        self._flush_inodes()
-        self.vol.barrier()
         self._build(d, entries, pool)
         self.done += len(d.names)
         if self.progress is not None and self.done >= self.next_report:
@@ -1291,13 +1302,19 @@ class _Writer:
             self.stats.xattrs += len(xattrs)
         self.stats.directories += 1
 
-    def _new_dir_inode(self, d: _Dir) -> None:
-        """A new directory's inode, complete but empty (its pages come when it is visited)."""
+    def _new_dir_inode(self, d: _Dir, page: int) -> None:
+        """A new directory's inode: complete with its one ``page`` (0: empty, or pages still to come from
+        Directory.build).  Written when the directory itself is visited (nothing is live before mkfs
+        ends, so the parent's page may name it first)."""
         st = d.st
         gen = self.rng.getrandbits(32)
+        size, blocks, pointers = 0, 0, _ZERO_PTRS
+        if page:
+            size, blocks, pointers = self.bs, 1, (page | fmt.RADIX_PAGE_BIT, *_ZERO_PTRS[1:])
         raw = pack_inode(
-            st.st_mode, st.st_uid, st.st_gid, 2 + len(d.subdirs), gen, 0, 0, self._times(st), parent=d.parent_ino
-        )
+            st.st_mode, st.st_uid, st.st_gid, 2 + len(d.subdirs), gen, size, blocks, self._times(st),
+            parent=d.parent_ino, pointers=pointers,
+        )  # fmt: skip
         xattrs = d.xattrs.get(b"")
         if xattrs:
             raw = self._with_xattrs(raw, xattrs, self._blocks(1)[0])
@@ -1305,23 +1322,24 @@ class _Writer:
         self.stats.directories += 1
 
     def _build(self, d: _Dir, entries: list[tuple[bytes, int, int]], pool: list[int]) -> None:
-        """Give directory ``d`` its entries, now that every child inode is written.
+        """Write ``d``'s own inode and entries, and every queued inode.
 
-        A directory whose records fit one page gets that page written here (the
-        same bytes as ``Directory.build``), then its root word stored, as
-        ``Directory.build`` orders it; bigger ones go through ``Directory.build``.
+        A directory whose records fit one page gets that page written here
+        (the same bytes as ``Directory.build``), then the queued inodes, its
+        own among them pointing at the page; bigger ones go through
+        ``Directory.build`` once their (empty) inode is stored.
         """
         if d.merge:
+            self._flush_inodes()
             self._merge_entries(d, entries)
             return
-        if self._single_page(d.names):
+        page = 0
+        if d.single:
             page = pool.pop()
             self._write_page(d.ino, entries, page)
-            self.vol.barrier()
-            self.vol.store_u64(self.vol.inode_field_addr(d.ino, "block", 0), page | fmt.RADIX_PAGE_BIT)
-            blocks = 2 if d.xattrs.get(b"") else 1
-            self.vol.set_inode_fields(d.ino, size=self.bs, blocks=blocks)
-        elif entries:
+        self._new_dir_inode(d, page)
+        self._flush_inodes()
+        if not page and entries:
             self.Directory.build(self.vol, d.ino, entries)
         if pool:
             raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
@@ -1447,6 +1465,7 @@ def _write(
     try:
         _prepare_lost_found(vol, root)
         writer._merge_dir_inode(root, uid, gid)
+        writer.reserve_blocks(plan.dirs)
         for d in plan.dirs:
             if writer.reproducible:
                 _sort_entries(d)
