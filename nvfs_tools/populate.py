@@ -87,6 +87,8 @@ _IOV_MAX = 1024
 _QUEUE_BYTES = 16 << 20
 #: Small files handed to the copy thread at a time (each hand-over costs the thread a GIL round trip).
 _COPY_BATCH = 512
+#: Inode images queued before they are stored (runs of consecutive numbers span directories).
+_INODE_BATCH = 2048
 #: GIL switch interval (s) while the copy thread runs (see _Copier).
 _COPY_SWITCH_INTERVAL = 0.0002
 
@@ -1325,9 +1327,10 @@ class _Writer:
         """Write ``d``'s own inode and entries, and every queued inode.
 
         A directory whose records fit one page gets that page written here
-        (the same bytes as ``Directory.build``), then the queued inodes, its
-        own among them pointing at the page; bigger ones go through
-        ``Directory.build`` once their (empty) inode is stored.
+        (the same bytes as ``Directory.build``) and its inode queued, pointing
+        at the page; bigger ones go through ``Directory.build`` once their
+        (empty) inode is stored.  Queued inodes are stored in batches of
+        consecutive numbers across directories (see :meth:`_flush_inodes`).
         """
         if d.merge:
             self._flush_inodes()
@@ -1338,9 +1341,11 @@ class _Writer:
             page = pool.pop()
             self._write_page(d.ino, entries, page)
         self._new_dir_inode(d, page)
-        self._flush_inodes()
         if not page and entries:
+            self._flush_inodes()  # Directory.build works on the stored inode
             self.Directory.build(self.vol, d.ino, entries)
+        elif len(self.pending) >= _INODE_BATCH:
+            self._flush_inodes()
         if pool:
             raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
 
@@ -1470,6 +1475,7 @@ def _write(
             if writer.reproducible:
                 _sort_entries(d)
             writer.write_dir(d)
+        writer._flush_inodes()
         writer.submit_copies()
     except BaseException:
         if writer.copier is not None:
