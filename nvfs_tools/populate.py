@@ -3,26 +3,31 @@
 Two passes, so that a tree that does not fit is refused before anything is
 written:
 
-1. **Walk** the source once (``os.scandir`` on directory file descriptors
-   opened with ``O_NOATIME``): lstat every entry, read symlink targets and
-   xattrs, find the data extents of files that have holes
+1. **Walk** the source once, one directory at a time through the scan
+   backend's ``scan_dir`` (readdir, ``fstatat`` and ``llistxattr`` of every
+   entry, on a directory opened with ``O_NOATIME``; compiled, or
+   :func:`_scan_dir_pure`): it also adds up the *simple* files -- one link,
+   no holes, no xattrs, at most one indirect block: most of a real tree --
+   so that only the other entries are looked at in Python: read symlink
+   targets and xattrs, find the data extents of files that have holes
    (``SEEK_DATA``/``SEEK_HOLE``, only for files whose allocated size is below
    their length), and count exactly the inodes and blocks the image will need
    (data, indirect blocks, symlink blocks, xattr blocks, directory pages and
    radix nodes).  If the device is too small the run stops with
    "needs N blocks / N inodes, device has M blocks / M inodes free".
-2. **Write**, one source directory at a time: inode numbers for its new
-   children in one bitmap update, one block allocation for all its small
-   files (consecutive blocks), file contents read with ``pread`` and gathered
-   into one ``pwritev`` per run of consecutive blocks (measured faster than
-   reading into the mapping, which takes a page fault per page), inodes
-   packed with one ``struct`` call each and stored in runs of consecutive
-   inode numbers, xattr blocks written directly (a fresh inode needs no
-   journal), then the directory itself once its children are known: a
-   directory whose records fit one page gets that page written here (the
-   same bytes ``Directory.build`` writes), a bigger one goes through
-   ``Directory.build``.  Quota usage of what was written raw is charged at
-   the end.
+2. **Write**: one block allocation for the small files of every directory
+   (each directory's share consecutive), then one source directory at a
+   time: inode numbers for its new children in one bitmap update; its simple
+   files through the backend's ``write_simple`` (inode image packed, indirect
+   block built, contents queued for the copy thread, see :class:`_Copier`),
+   the rest here; xattr blocks written directly (a fresh inode needs no
+   journal); then the directory itself once its children are known: a
+   directory whose records fit one page gets that page (the same bytes
+   ``Directory.build`` writes, built by the backend's ``dir_page``) and its
+   inode, complete, when it is visited; a bigger one has its inode stored
+   and goes through ``Directory.build``.  Inode images are stored in batches,
+   in runs of consecutive inode numbers.  Quota usage of what was written raw
+   is charged at the end.
 
 Nothing in a filesystem being made is live until mkfs succeeds, so this pass
 does not need the per-operation flush ordering of a live update: it writes
