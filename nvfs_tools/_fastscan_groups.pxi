@@ -56,31 +56,59 @@ cdef inline bint _put_field(uint8_t *block, nv_field f, uint64_t value) noexcept
     return 1
 
 
-def differing_spans(buf, offsets, expected, *, int fd=-1):
-    """Indexes of the spans that differ from ``expected`` (see scan_pure.differing_spans)."""
+cdef class _SpansJob:
+    """One thread's share of differing_spans' offsets: their differing indexes go to ``hits`` from its
+    own first slot on (the share's start), ``found`` of them."""
+    cdef const uint8_t *base
+    cdef const uint8_t *want
+    cdef const uint64_t *offs
+    cdef uint64_t *hits
+    cdef uint64_t length, n, i0, i1, found
+    cdef int fd
+    cdef uint8_t *scratch
+
+    def __dealloc__(self):
+        PyMem_Free(self.scratch)
+
+    def run(self):
+        cdef uint64_t i
+        cdef const uint8_t *at
+        with nogil:
+            for i in range(self.i0, self.i1):
+                if (not _read_span(self.base, self.length, self.fd, self.offs[i], self.n, self.scratch, &at)
+                        or (self.n != 0 and memcmp(at, self.want, self.n) != 0)):
+                    self.hits[self.i0 + self.found] = i
+                    self.found += 1
+
+
+def differing_spans(buf, offsets, expected, *, int fd=-1, int threads=1):
+    """Indexes of the spans that differ from ``expected`` (see scan_pure.differing_spans); the offsets
+    are split between ``threads`` (0: one per CPU)."""
     cdef const uint8_t[::1] mv = _ro(buf)
     cdef const uint8_t[::1] want = _ro(expected)
     cdef carray.array items = _u64_array(offsets)
-    cdef Py_ssize_t count = len(items), i, found = 0
-    cdef uint64_t n = want.shape[0]
-    cdef const uint64_t *offs = <const uint64_t *>items.data.as_voidptr
-    cdef const uint8_t *base = _ro_ptr(mv)
-    cdef const uint8_t *w = _ro_ptr(want)
-    cdef uint64_t length = mv.shape[0]
-    cdef const uint8_t *at
+    cdef uint64_t count = len(items), k, j
     cdef carray.array out = carray.clone(array("Q"), count, zero=False)
     cdef uint64_t *hits = <uint64_t *>out.data.as_voidptr
-    cdef uint8_t *scratch = <uint8_t *>PyMem_Malloc(n if n else 1)
-    if scratch == NULL:
-        raise MemoryError()
-    try:
-        with nogil:
-            for i in range(count):
-                if not _read_span(base, length, fd, offs[i], n, scratch, &at) or (n != 0 and memcmp(at, w, n) != 0):
-                    hits[found] = i
-                    found += 1
-    finally:
-        PyMem_Free(scratch)
+    cdef int nt = _threads(threads, count)
+    cdef _SpansJob job
+    jobs = []
+    for k in range(<uint64_t>nt):
+        job = _SpansJob()
+        job.base, job.length, job.fd = _ro_ptr(mv), mv.shape[0], fd
+        job.want, job.n = _ro_ptr(want), want.shape[0]
+        job.offs, job.hits = <const uint64_t *>items.data.as_voidptr, hits
+        job.i0, job.i1 = count * k // nt, count * (k + 1) // nt
+        job.scratch = <uint8_t *>PyMem_Malloc(job.n if job.n else 1)
+        if job.scratch == NULL:
+            raise MemoryError()
+        jobs.append(job)
+    _run_parallel(jobs)
+    cdef uint64_t found = 0
+    for job in jobs:  # the shares' hits, in order, to the front
+        for j in range(job.found):
+            hits[found + j] = hits[job.i0 + j]
+        found += job.found
     carray.resize(out, found)
     return out
 
@@ -100,78 +128,114 @@ cdef tuple _group_areas(geo):
     return lo, first[0] - lo, first[1] - lo, first[2] - lo, hi - lo, step
 
 
-def group_summaries_match(buf, geo, owned, inuse, dirs_per_group, counters, *, int fd=-1):
+cdef struct nv_gctx:
+    const uint8_t *base
+    const uint8_t *owned
+    const uint8_t *inuse
+    const uint8_t *template
+    const uint64_t *dirs
+    uint64_t length, bs, bpg, ipg, ibytes, ibm_bytes, blocks_count
+    uint64_t lo, bb_at, c_at, ib_at, span, step, meta0, meta1, reserved
+    int fd
+    volatile int *stop
+
+
+cdef bint _groups_match(const nv_gctx *c, uint64_t g0, uint64_t g1, uint8_t *scratch, uint64_t *free_blocks,
+                        uint64_t *free_inodes) noexcept nogil:
+    """group_summaries_match over groups [g0, g1): 1 and the free counts added up, or 0 at the first
+    difference (or once another share has found one: ``stop``)."""
+    cdef uint64_t bs = c.bs, bpg = c.bpg, g, start, valid, free_b, free_i
+    cdef uint8_t *want_b = scratch + c.span
+    cdef uint8_t *want_c = want_b + bs
+    cdef uint8_t *want_i = want_c + bs
+    cdef const uint8_t *at
+    for g in range(g0, g1):
+        if c.stop[0] or not _read_span(c.base, c.length, c.fd, c.lo + g * c.step, c.span, scratch, &at):
+            return 0
+        start = g * bpg
+        memcpy(want_b, c.owned + g * bs, bs)
+        nv_setbits(want_b, 0, c.meta0 if g == 0 else c.meta1)
+        valid = 0 if c.blocks_count <= start else min(c.blocks_count - start, bpg)
+        nv_setbits(want_b, valid, bpg)
+        if c.blocks_count and start <= c.blocks_count - 1 < start + bpg:
+            nv_setbits(want_b, c.blocks_count - 1 - start, c.blocks_count - start)
+        if memcmp(at + c.bb_at, want_b, bs):
+            return 0
+        memcpy(want_i, c.inuse + g * c.ibytes, c.ibytes)
+        memset(want_i + c.ibytes, 0xFF, c.ibm_bytes - c.ibytes)
+        if g == 0:
+            nv_setbits(want_i, 0, c.reserved)
+        if memcmp(at + c.ib_at, want_i, c.ibm_bytes):
+            return 0
+        free_b = bpg - nv_pop_best(want_b, bs)
+        free_i = c.ipg - nv_pop_best(want_i, c.ibytes)
+        memcpy(want_c, c.template, bs)
+        if not (_put_field(want_c, _GC_GROUP, g) and _put_field(want_c, _GC_FREE_BLOCKS, free_b)
+                and _put_field(want_c, _GC_FREE_INODES, free_i) and _put_field(want_c, _GC_USED_DIRS, c.dirs[g])):
+            return 0
+        if memcmp(at + c.c_at, want_c, bs):
+            return 0
+        free_blocks[0] += free_b
+        free_inodes[0] += free_i
+    return 1
+
+
+cdef class _GroupsJob:
+    """One thread's share of group_summaries_match's groups, with its own read buffer."""
+    cdef nv_gctx c
+    cdef uint64_t g0, g1, free_blocks, free_inodes
+    cdef bint same
+    cdef uint8_t *scratch
+
+    def __dealloc__(self):
+        PyMem_Free(self.scratch)
+
+    def run(self):
+        with nogil:
+            self.same = _groups_match(&self.c, self.g0, self.g1, self.scratch, &self.free_blocks, &self.free_inodes)
+            if not self.same:
+                self.c.stop[0] = 1
+
+
+def group_summaries_match(buf, geo, owned, inuse, dirs_per_group, counters, *, int fd=-1, int threads=1):
     """(free blocks, free inodes) when every group's bitmaps and counters are as the checker found, else
-    None (see scan_pure.group_summaries_match)."""
+    None (see scan_pure.group_summaries_match); groups split between ``threads`` (0: one per CPU)."""
     cdef const uint8_t[::1] mv = _ro(buf)
     cdef const uint8_t[::1] own = _ro(owned)
     cdef const uint8_t[::1] use = _ro(inuse)
     cdef const uint8_t[::1] tpl = _ro(counters)
-    cdef uint64_t bs = geo.block_size, ipg = geo.inodes_per_group, bpg = geo.blocks_per_group
-    cdef uint64_t groups = geo.group_count, blocks_count = geo.blocks_count
-    cdef uint64_t ibytes = ipg // 8, ibm_bytes = geo.inode_bitmap_blocks * geo.block_size
+    cdef nv_gctx c
+    cdef uint64_t groups = geo.group_count
+    c.bs, c.ipg, c.bpg = geo.block_size, geo.inodes_per_group, geo.blocks_per_group
+    c.blocks_count, c.ibytes, c.ibm_bytes = geo.blocks_count, c.ipg // 8, geo.inode_bitmap_blocks * c.bs
     areas = _group_areas(geo) if geo.group_count >= 1 else None
-    if areas is None or ipg % 8 or bpg != 8 * bs or ibm_bytes < ibytes or <uint64_t>tpl.shape[0] != bs:
+    if areas is None or c.ipg % 8 or c.bpg != 8 * c.bs or c.ibm_bytes < c.ibytes or <uint64_t>tpl.shape[0] != c.bs:
         return None
-    if <uint64_t>own.shape[0] < groups * bs or <uint64_t>use.shape[0] < groups * ibytes:
+    if <uint64_t>own.shape[0] < groups * c.bs or <uint64_t>use.shape[0] < groups * c.ibytes:
         return None
     if <uint64_t>len(dirs_per_group) < groups:
         return None
-    cdef carray.array dirs_arr = _u64_array(dirs_per_group)
-    cdef const uint64_t *dirs = <const uint64_t *>dirs_arr.data.as_voidptr
-    cdef uint64_t lo = areas[0], bb_at = areas[1], c_at = areas[2], ib_at = areas[3], span = areas[4]
-    cdef uint64_t step = areas[5]
-    cdef uint64_t meta0 = min(geo.metadata_blocks(0), bpg), meta1 = min(geo.metadata_blocks(1), bpg)
-    cdef uint64_t reserved = min(F.FIRST_INO - 1, ipg)
-    cdef const uint8_t *base = _ro_ptr(mv)
-    cdef const uint8_t *own_p = _ro_ptr(own)
-    cdef const uint8_t *use_p = _ro_ptr(use)
-    cdef const uint8_t *tpl_p = _ro_ptr(tpl)
-    cdef uint64_t length = mv.shape[0]
-    cdef uint8_t *scratch = <uint8_t *>PyMem_Malloc(span + 2 * bs + ibm_bytes)
-    if scratch == NULL:
-        raise MemoryError()
-    cdef uint8_t *want_b = scratch + span
-    cdef uint8_t *want_c = want_b + bs
-    cdef uint8_t *want_i = want_c + bs
-    cdef const uint8_t *at
-    cdef uint64_t g, start, valid, free_b, free_i, total_b = 0, total_i = 0
-    cdef bint same = True
-    try:
-        with nogil:
-            for g in range(groups):
-                if not _read_span(base, length, fd, lo + g * step, span, scratch, &at):
-                    same = False
-                    break
-                start = g * bpg
-                memcpy(want_b, own_p + g * bs, bs)
-                nv_setbits(want_b, 0, meta0 if g == 0 else meta1)
-                valid = 0 if blocks_count <= start else (blocks_count - start if blocks_count - start < bpg else bpg)
-                nv_setbits(want_b, valid, bpg)
-                if blocks_count and start <= blocks_count - 1 < start + bpg:
-                    nv_setbits(want_b, blocks_count - 1 - start, blocks_count - start)
-                if memcmp(at + bb_at, want_b, bs):
-                    same = False
-                    break
-                memcpy(want_i, use_p + g * ibytes, ibytes)
-                memset(want_i + ibytes, 0xFF, ibm_bytes - ibytes)
-                if g == 0:
-                    nv_setbits(want_i, 0, reserved)
-                if memcmp(at + ib_at, want_i, ibm_bytes):
-                    same = False
-                    break
-                free_b = bpg - nv_pop_best(want_b, bs)
-                free_i = ipg - nv_pop_best(want_i, ibytes)
-                memcpy(want_c, tpl_p, bs)
-                if not (_put_field(want_c, _GC_GROUP, g) and _put_field(want_c, _GC_FREE_BLOCKS, free_b)
-                        and _put_field(want_c, _GC_FREE_INODES, free_i) and _put_field(want_c, _GC_USED_DIRS, dirs[g])):
-                    same = False
-                    break
-                if memcmp(at + c_at, want_c, bs):
-                    same = False
-                    break
-                total_b += free_b
-                total_i += free_i
-    finally:
-        PyMem_Free(scratch)
-    return (total_b, total_i) if same else None
+    cdef carray.array dirs = _u64_array(dirs_per_group)
+    cdef volatile int stop = 0
+    c.lo, c.bb_at, c.c_at, c.ib_at, c.span, c.step = areas
+    c.meta0, c.meta1 = min(geo.metadata_blocks(0), c.bpg), min(geo.metadata_blocks(1), c.bpg)
+    c.reserved = min(F.FIRST_INO - 1, c.ipg)
+    c.base, c.length, c.fd, c.stop = _ro_ptr(mv), mv.shape[0], fd, &stop
+    c.owned, c.inuse, c.template = _ro_ptr(own), _ro_ptr(use), _ro_ptr(tpl)
+    c.dirs = <const uint64_t *>dirs.data.as_voidptr
+    cdef int nt = _threads(threads, groups)
+    cdef int k
+    cdef _GroupsJob job
+    jobs = []
+    for k in range(nt):
+        job = _GroupsJob()
+        job.c = c
+        job.g0, job.g1 = groups * k // nt, groups * (k + 1) // nt
+        job.scratch = <uint8_t *>PyMem_Malloc(c.span + 2 * c.bs + c.ibm_bytes)
+        if job.scratch == NULL:
+            raise MemoryError()
+        jobs.append(job)
+    _run_parallel(jobs)
+    if not all((<_GroupsJob>j).same for j in jobs):
+        return None
+    return sum((<_GroupsJob>j).free_blocks for j in jobs), sum((<_GroupsJob>j).free_inodes for j in jobs)

@@ -1198,10 +1198,11 @@ def _read_span(view: memoryview, fd: int, offset: int, length: int) -> bytes | N
     return data
 
 
-def differing_spans(buf: Any, offsets: Any, expected: Any, *, fd: int = -1) -> array:
+def differing_spans(buf: Any, offsets: Any, expected: Any, *, fd: int = -1, threads: int = 1) -> array:
     """Indexes ``i`` (array Q) whose ``len(expected)`` bytes at ``offsets[i]`` differ from ``expected``; a
     span that cannot be read (past the end) differs.  Read with pread from ``fd`` when >= 0, else from
-    ``buf``: fsck compares a static superblock copy in each of 8192 groups of a 1 TiB device."""
+    ``buf``: fsck compares a static superblock copy in each of 8192 groups of a 1 TiB device.
+    ``threads``: the compiled core splits the offsets between threads (0: one per CPU)."""
     view = memoryview(buf).cast("B")
     want = bytes(expected)
     return array("Q", (i for i, off in enumerate(offsets) if _read_span(view, fd, off, len(want)) != want))
@@ -1226,7 +1227,15 @@ def _bits_range(first: int, end: int) -> int:
 
 
 def group_summaries_match(
-    buf: Any, geo: F.Geometry, owned: Any, inuse: Any, dirs_per_group: Any, counters: Any, *, fd: int = -1
+    buf: Any,
+    geo: F.Geometry,
+    owned: Any,
+    inuse: Any,
+    dirs_per_group: Any,
+    counters: Any,
+    *,
+    fd: int = -1,
+    threads: int = 1,
 ) -> tuple[int, int] | None:
     """fsck's bulk pass 5: (free blocks, free inodes) summed over the groups when every group's block
     bitmap, inode bitmap and counters block are exactly what the checker found, else None.
@@ -1242,7 +1251,8 @@ def group_summaries_match(
     format.py offsets (a value too wide for its field is a difference).  Each group's three areas are
     read as one span, with pread from ``fd`` when >= 0, else from ``buf``; one that cannot be read is a
     difference.  None too for what the layout never has (bits per group other than 8 * block size,
-    inodes per group not a multiple of 8, short inputs).
+    inodes per group not a multiple of 8, short inputs).  ``threads``: the compiled core splits the
+    groups between threads (0: one per CPU); the answer does not depend on it.
     """
     bs, ipg, bpg, groups = geo.block_size, geo.inodes_per_group, geo.blocks_per_group, geo.group_count
     ibytes, ibm_bytes = ipg // 8, geo.inode_bitmap_blocks * geo.block_size

@@ -1204,8 +1204,9 @@ def test_group_summaries_match_a_clean_image(grouped, grouped_found):
         totals = (vol.dyn.free_blocks, vol.dyn.free_inodes)
         template = _counters_template(geo.block_size)
         for mod in MODS:
-            for reader in (-1, fd):
-                assert mod.group_summaries_match(view, geo, owned, inuse, dirs, template, fd=reader) == totals
+            for reader, threads in ((-1, 1), (fd, 1), (fd, 2), (-1, 3)):
+                answer = mod.group_summaries_match(view, geo, owned, inuse, dirs, template, fd=reader, threads=threads)
+                assert answer == totals
         assert all(
             mod.group_summaries_match(view[: geo.group_start(2) * geo.block_size], geo, owned, inuse, dirs, template)
             is None
@@ -1245,9 +1246,9 @@ def test_group_summaries_agree_on_damage(grouped, grouped_found, data):
         with open(grouped, "rb") as handle, mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as m:
             view = memoryview(m)
             answers = {
-                mod.group_summaries_match(view, geo, owned, inuse, dirs, template, fd=reader)
+                mod.group_summaries_match(view, geo, owned, inuse, dirs, template, fd=reader, threads=threads)
                 for mod in MODS
-                for reader in (-1, fd)
+                for reader, threads in ((-1, 1), (fd, 1), (fd, 3))
             }
             view.release()
     finally:
@@ -1270,4 +1271,5 @@ def test_differing_spans_matches_naive(buf, offsets, expected):
         handle.flush()
         for mod in MODS:
             assert list(mod.differing_spans(buf, offsets, expected)) == naive
-            assert list(mod.differing_spans(b"", offsets, expected, fd=handle.fileno())) == naive
+            assert list(mod.differing_spans(buf, offsets, expected, threads=3)) == naive
+            assert list(mod.differing_spans(b"", offsets, expected, fd=handle.fileno(), threads=2)) == naive

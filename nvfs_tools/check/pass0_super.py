@@ -150,7 +150,7 @@ def differing(dev: Any, offsets: list[int], expected: bytes) -> list[int]:
     """The offsets whose ``len(expected)`` bytes differ from ``expected``.
 
     Thousands of copies on a large device (8192 on 1 TiB): the scan core's differing_spans compares
-    them all in one call, reading through image.pread_fd (pread: no page of the mapping is faulted
+    them all in one call (one thread per CPU), reading through image.pread_fd (pread: no page of the mapping is faulted
     in and kept resident).  A view that is no buffer (check/media.py's SafeView) is read span by
     span.
     """
@@ -160,7 +160,7 @@ def differing(dev: Any, offsets: list[int], expected: bytes) -> list[int]:
         return [off for off in offsets if read(off, len(expected)) != expected]
     from nvfs_tools import scan
 
-    return [offsets[i] for i in scan.backend().differing_spans(dev.view, offsets, expected, fd=fd)]
+    return [offsets[i] for i in scan.backend().differing_spans(dev.view, offsets, expected, fd=fd, threads=0)]
 
 
 #: load_superblock's comparison of every static copy block with the primary's, kept for pass 0 proper,

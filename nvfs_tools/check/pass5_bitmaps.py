@@ -234,6 +234,11 @@ def _counters_template(bs: int) -> bytearray:
     return bytearray(head + bytes(bs - len(head)))
 
 
+#: Threads group_summaries_match splits the groups between (0: one per CPU).  Groups are independent,
+#: and on a 1 TiB image each costs ~5 us, mostly in pread of its three header blocks.
+THREADS = 0
+
+
 def groups_match(img: Any, core: Any, owned: Any, inuse: Any, dirs_per_group: Any) -> tuple[int, int] | None:
     """Every group's bitmaps and counters are exactly what the ownership map and in-use set imply.
 
@@ -248,7 +253,8 @@ def groups_match(img: Any, core: Any, owned: Any, inuse: Any, dirs_per_group: An
     """
     dev = img.dev
     template = _counters_template(img.bs)
-    return core.group_summaries_match(dev.view, img.geo, owned, inuse, dirs_per_group, template, fd=pread_fd(dev))
+    view, geo, fd = dev.view, img.geo, pread_fd(dev)
+    return core.group_summaries_match(view, geo, owned, inuse, dirs_per_group, template, fd=fd, threads=THREADS)
 
 
 def counters_consistent(img: Any) -> str | None:
