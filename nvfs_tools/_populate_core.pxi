@@ -380,3 +380,50 @@ def populate_dir_page(list entries, seed, hashes, uint64_t dir_ino, Py_ssize_t b
     finally:
         free(recs)
     return page
+
+
+# ---------------------------------------------------------------------------
+# Inode numbers for a directory's new children
+# ---------------------------------------------------------------------------
+
+def populate_take_bits(bytearray bm, Py_ssize_t nbits, Py_ssize_t start_byte, Py_ssize_t count, int64_t first):
+    """Mark up to ``count`` clear bits of bitmap ``bm`` (``nbits`` valid bits) and return ``(numbers, lo,
+    hi)``: ``first`` + each bit index, in the order taken, and the byte range changed (-1, -1 when none);
+    see populate._take_bits_pure for the order (from ``start_byte``, then from 0; whole clear bytes
+    eight bits at a time while eight or more are wanted)."""
+    cdef uint8_t[::1] b = bm
+    cdef Py_ssize_t nbytes = b.shape[0], ngot = 0, lo = -1, hi = -1, pos, i, z, run, j, bit, rnd
+    cdef int byte
+    got = []
+    for rnd in range(2):
+        pos = start_byte if rnd == 0 else 0
+        while ngot < count:
+            i = pos
+            while i < nbytes and b[i] == 0xFF:
+                i += 1
+            if i >= nbytes:
+                break
+            lo = i if lo < 0 or i < lo else lo
+            if b[i] == 0 and count - ngot >= 8:
+                z = i
+                while z < nbytes and b[z] == 0:
+                    z += 1
+                run = min(z - i, (count - ngot) // 8)
+                for j in range(i * 8, (i + run) * 8):
+                    got.append(first + j)
+                memset(&b[i], 0xFF, run)
+                ngot += run * 8
+                pos = i + run
+            else:
+                byte = b[i]
+                for bit in range(8):
+                    if not (byte >> bit) & 1 and i * 8 + bit < nbits and ngot < count:
+                        byte |= 1 << bit
+                        got.append(first + i * 8 + bit)
+                        ngot += 1
+                b[i] = byte
+                pos = i + 1
+            hi = pos if hi < 0 or pos > hi else hi
+        if ngot == count:
+            break
+    return got, lo, hi

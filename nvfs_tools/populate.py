@@ -736,15 +736,58 @@ def _dir_page_pure(
     return bytes(buf)
 
 
-def _backend_functions() -> tuple[Callable, Callable, Callable]:
-    """(scan_dir, write_simple, dir_page) of the scan backend, or the pure references when it has none that
-    match."""
+def _take_bits_pure(
+    bm: bytearray, nbits: int, start_byte: int, count: int, first: int
+) -> tuple[list[int], int, int]:
+    """Mark up to ``count`` clear bits of bitmap ``bm`` (``nbits`` valid bits): the reference of the
+    compiled ``populate_take_bits``.
+
+    Searches from byte ``start_byte``, then from byte 0; a clear byte is taken
+    whole (eight bits) while eight or more are wanted, other bytes bit by bit.
+    Returns ``first`` + each bit index in the order taken and the byte range
+    ``lo:hi`` that changed (-1, -1 when nothing was taken).
+    """
+    nbytes = len(bm)
+    got: list[int] = []
+    lo = hi = -1
+    for start in (start_byte, 0):
+        pos = start
+        while len(got) < count:
+            m = _NOT_FULL.search(bm, pos)
+            if m is None:
+                break
+            i = m.start()
+            lo = i if lo < 0 else min(lo, i)
+            need = count - len(got)
+            if bm[i] == 0 and need >= 8:
+                z = _NOT_ZERO.search(bm, i)
+                run = min((z.start() if z else nbytes) - i, need // 8)
+                got.extend(range(first + i * 8, first + (i + run) * 8))
+                bm[i : i + run] = b"\xff" * run
+                pos = i + run
+            else:
+                byte = bm[i]
+                for bit in range(8):
+                    if not byte >> bit & 1 and i * 8 + bit < nbits and len(got) < count:
+                        byte |= 1 << bit
+                        got.append(first + i * 8 + bit)
+                bm[i] = byte
+                pos = i + 1
+            hi = max(hi, pos)
+        if len(got) == count:
+            break
+    return got, lo, hi
+
+
+def _backend_functions() -> tuple[Callable, Callable, Callable, Callable]:
+    """(scan_dir, write_simple, dir_page, take_bits) of the scan backend, or the pure references when it
+    has none that match."""
     from nvfs_tools import scan
 
     core = scan.backend()
     if getattr(core, "POPULATE_META_FIELDS", None) == META_FIELDS:
-        return core.populate_scan_dir, core.populate_write_simple, core.populate_dir_page
-    return _scan_dir_pure, _write_simple_pure, _dir_page_pure
+        return core.populate_scan_dir, core.populate_write_simple, core.populate_dir_page, core.populate_take_bits
+    return _scan_dir_pure, _write_simple_pure, _dir_page_pure, _take_bits_pure
 
 
 
@@ -857,7 +900,7 @@ class _Writer:
         self.copy_starts: list[int] = []
         self.copy_sizes: list[int] = []
         self.copy_offsets: list[int] = []
-        _scan_dir, self.write_simple, self.dir_page = _backend_functions()
+        _scan_dir, self.write_simple, self.dir_page, self.take_bits = _backend_functions()
         self.inos: dict[tuple[int, int], int] = {}
         epoch = _source_date_epoch()
         self.now = time.time_ns() if epoch is None else epoch * _NS
@@ -895,37 +938,9 @@ class _Writer:
         """Up to ``count`` free inodes of group ``g``: whole free bytes at a time where possible."""
         ipg = self.geo.inodes_per_group
         base = self.geo.inode_bitmap_block(g) * self.bs
-        nbytes = (ipg + 7) // 8
-        bm = bytearray(self.view[base : base + nbytes])
+        bm = bytearray(self.view[base : base + (ipg + 7) // 8])
         first_ino = g * ipg + 1
-        got: list[int] = []
-        lo = hi = None
-        for start in (alloc.inode_cursor[g] // 8, 0):
-            pos = start
-            while len(got) < count:
-                m = _NOT_FULL.search(bm, pos)
-                if m is None:
-                    break
-                i = m.start()
-                lo = i if lo is None else min(lo, i)
-                need = count - len(got)
-                if bm[i] == 0 and need >= 8:
-                    z = _NOT_ZERO.search(bm, i)
-                    run = min((z.start() if z else nbytes) - i, need // 8)
-                    got.extend(range(first_ino + i * 8, first_ino + (i + run) * 8))
-                    bm[i : i + run] = b"\xff" * run
-                    pos = i + run
-                else:
-                    byte = bm[i]
-                    for bit in range(8):
-                        if not byte >> bit & 1 and i * 8 + bit < ipg and len(got) < count:
-                            byte |= 1 << bit
-                            got.append(first_ino + i * 8 + bit)
-                    bm[i] = byte
-                    pos = i + 1
-                hi = pos if hi is None else max(hi, pos)
-            if len(got) == count:
-                break
+        got, lo, hi = self.take_bits(bm, ipg, alloc.inode_cursor[g] // 8, count, first_ino)
         if got:
             self.dev.write(base + lo, bm[lo:hi])
             alloc.free_inodes[g] -= len(got)
