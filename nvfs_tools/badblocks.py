@@ -34,6 +34,7 @@ import ctypes.util
 import mmap
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,10 +210,41 @@ class _Reader:
         return 0 <= block < self.geo.blocks_count and block not in self.bad
 
     def inode(self, ino: int) -> Any | None:
+        from nvfs_tools.check.image import RawInode
+
         off = self.geo.inode_offset(ino)
         if not self.readable(off // self.bs):
             return None
-        return fmt.Inode.parse(self.dev.read(off, fmt.INODE_SIZE))
+        return RawInode(ino, self.dev.read(off, fmt.INODE_SIZE))
+
+    def used_inodes(self) -> Iterator[Any]:
+        """Every in-use inode (RawInode) in a readable inode-table block, in number order.
+
+        Cost grows with what is used: tables that are holes of the image file (check/image.py
+        file_holes) hold only free inodes and are not read, nor are all-zero blocks parsed; a 1 TiB
+        device has 67 M inode slots.
+        """
+        from nvfs_tools.check.image import INODE_FIELDS, RawInode, file_holes
+
+        geo, bs, size = self.geo, self.bs, fmt.INODE_SIZE
+        per, mode = bs // size, INODE_FIELDS["mode"]
+        table_bytes = geo.inode_table_blocks * bs
+        starts = [geo.inode_table_block(g) * bs for g in range(geo.group_count)]
+        empty = bytes(bs)
+        for g, hole in enumerate(file_holes(self.dev, starts, table_bytes)):
+            if hole:
+                continue
+            for k in range(geo.inode_table_blocks):
+                block = geo.inode_table_block(g) + k
+                if not self.readable(block):
+                    continue
+                raw = self.dev.read(block * bs, bs)
+                if raw == empty:
+                    continue
+                for j in range(per):
+                    at = j * size
+                    if any(raw[at + mode.offset : at + mode.offset + mode.size]):
+                        yield RawInode(g * geo.inodes_per_group + k * per + j + 1, raw[at : at + size])
 
     def u64(self, addr: int) -> int:
         return int.from_bytes(self.dev.read(addr, 8), "little")
@@ -273,10 +305,8 @@ def report_lines(hits: list[Hit]) -> list[str]:
 def _owners(rd: _Reader, targets: set[int]) -> dict[int, tuple[str, int]]:
     """Owner of each target block: every readable in-use inode's map, never entering a bad block."""
     out: dict[int, tuple[str, int]] = {}
-    for ino in range(1, rd.geo.inodes_count + 1):
-        i = rd.inode(ino)
-        if i is None or i.mode == 0:
-            continue
+    for i in rd.used_inodes():
+        ino = i.ino
         if i.xattr_block in targets:
             out[i.xattr_block] = ("xattr block", ino)
         kind = i.mode & fmt.S_IFMT
@@ -314,7 +344,7 @@ def _map_blocks(rd: _Reader, ptrs: list[int]):
                     stack.append((q, depth - 1))
 
 
-_NEXT_OFF = fmt.field_offset(fmt.DirPageHeader, "next")
+_NEXT_OFF = fmt.field_offset(fmt.PLAIN["DirPageHeader"], "next")
 
 
 def _dir_blocks(rd: _Reader, root: int):
@@ -344,20 +374,29 @@ def _dir_blocks(rd: _Reader, root: int):
                 stack.append((w, level + 1))
 
 
+_ENTRY = fmt.field_layout(fmt.PLAIN["DirEntryHeader"])
+
+
+def _entry_field(raw: bytes, off: int, name: str) -> int:
+    info = _ENTRY[name]
+    return int.from_bytes(raw[off + info.offset : off + info.offset + info.size], "little")
+
+
 def _entries(rd: _Reader, page: int):
     """(name, ino, file_type) of the live records of one readable page."""
     raw = rd.dev.read(page * rd.bs, rd.bs)
-    if raw[:4] != fmt.DIR_PAGE_MAGIC:
+    if raw[: len(fmt.DIR_PAGE_MAGIC)] != fmt.DIR_PAGE_MAGIC:
         return
     off = fmt.DIR_PAGE_HEADER_SIZE
     while off + fmt.DIR_ENTRY_HEADER_SIZE <= rd.bs:
-        ino = int.from_bytes(raw[off : off + 8], "little")
-        name_len, file_type = raw[off + 16], raw[off + 17]
-        rec_len = int.from_bytes(raw[off + 18 : off + 20], "little")
-        if rec_len == 0 or rec_len % 8 or off + rec_len > rd.bs or name_len == 0:
+        ino = _entry_field(raw, off, "ino")
+        name_len, file_type = _entry_field(raw, off, "name_len"), _entry_field(raw, off, "file_type")
+        rec_len = _entry_field(raw, off, "rec_len")
+        if rec_len == 0 or rec_len % fmt.DIR_ENTRY_ALIGN or off + rec_len > rd.bs or name_len == 0:
             return
         if ino:
-            yield raw[off + 20 : off + 20 + name_len], ino, file_type
+            name = off + fmt.DIR_ENTRY_HEADER_SIZE
+            yield raw[name : name + name_len], ino, file_type
         off += rec_len
 
 

@@ -143,6 +143,43 @@ def kind_name(mode: int) -> str:
     return KIND_NAMES.get(mode & fmt.S_IFMT, f"mode {mode:#o}")
 
 
+def file_holes(dev: Any, starts: list[int], length: int) -> list[bool]:
+    """For each of ``starts`` (increasing): True only when bytes [start, start+length) of ``dev`` are
+    certainly a hole of the image file (all zero, never written), asked in one tight loop: one
+    SEEK_DATA per range, and none for ranges that lie before the data found for an earlier one
+    (thousands of inode tables on a 1 TiB image).  Trusted as Image.is_hole says; all False when
+    the device has no file to ask."""
+    fd, private_over = _hole_source(dev)
+    if fd < 0:
+        return [False] * len(starts)
+    out = []
+    data = -1  # first data offset at or after the last range asked, or 1 << 63 when there is none
+    lseek, seek_data = os.lseek, os.SEEK_DATA
+    for start in starts:
+        if data < start:
+            try:
+                data = lseek(fd, start, seek_data)
+            except OSError as exc:  # ENXIO: no data at or after start; EINVAL: not supported
+                if exc.errno != errno.ENXIO:
+                    return [False] * len(starts)
+                data = 1 << 63
+        out.append(data >= start + length and not (private_over and private_over(start, length)))
+    return out
+
+
+def _hole_source(dev: Any) -> tuple[int, Any]:
+    """(the image file's descriptor, the device's ``private_over`` or None), or (-1, None) when the
+    view's zeros cannot be told from the file's holes (see Image.is_hole)."""
+    fd = getattr(dev, "fd", -1)
+    if not isinstance(fd, int) or fd < 0:
+        return -1, None
+    if getattr(dev.view, "obj", None) is getattr(dev, "map", None):
+        return fd, None
+    if getattr(type(dev), "private_over", None) is None:  # the class's own, not one __getattr__ forwards
+        return -1, None
+    return fd, dev.private_over
+
+
 class Image:
     """The device plus the geometry fsck decided to trust, with field-level access."""
 
@@ -193,41 +230,12 @@ class Image:
             self._holes_for = (self.dev, self.writes)
 
     def holes(self, starts: list[int], length: int) -> list[bool]:
-        """:meth:`is_hole` of ``[start, start+length)`` for each of ``starts`` (increasing), asked in one
-        tight loop and remembered: one SEEK_DATA per range, and none for ranges that lie before the
-        data found for an earlier one (thousands of inode tables on a 1 TiB image)."""
+        """:meth:`is_hole` of ``[start, start+length)`` for each of ``starts`` (increasing): file_holes,
+        remembered."""
         self._forget_stale_holes()
-        fd, private_over = self._hole_source()
-        if fd < 0:
-            return [False] * len(starts)
-        out = []
-        data = -1  # first data offset at or after the last range asked, or 1 << 63 when there is none
-        lseek, seek_data, cache = os.lseek, os.SEEK_DATA, self._holes
-        for start in starts:
-            if data < start:
-                try:
-                    data = lseek(fd, start, seek_data)
-                except OSError as exc:  # ENXIO: no data at or after start; EINVAL: not supported
-                    if exc.errno != errno.ENXIO:
-                        return [False] * len(starts)
-                    data = 1 << 63
-            hole = data >= start + length and not (private_over and private_over(start, length))
-            cache[start, length] = hole
-            out.append(hole)
+        out = file_holes(self.dev, starts, length)
+        self._holes.update(zip(((start, length) for start in starts), out, strict=True))
         return out
-
-    def _hole_source(self) -> tuple[int, Any]:
-        """(the image file's descriptor, the device's ``private_over`` or None), or (-1, None) when the
-        view's zeros cannot be told from the file's holes (see is_hole)."""
-        dev = self.dev
-        fd = getattr(dev, "fd", -1)
-        if not isinstance(fd, int) or fd < 0:
-            return -1, None
-        if getattr(dev.view, "obj", None) is getattr(dev, "map", None):
-            return fd, None
-        if getattr(type(dev), "private_over", None) is None:  # the class's own, not one __getattr__ forwards
-            return -1, None
-        return fd, dev.private_over
 
     def inode(self, ino: int) -> RawInode:
         off = self.geo.inode_offset(ino)
