@@ -239,3 +239,55 @@ def group_summaries_match(buf, geo, owned, inuse, dirs_per_group, counters, *, i
     if not all((<_GroupsJob>j).same for j in jobs):
         return None
     return sum((<_GroupsJob>j).free_blocks for j in jobs), sum((<_GroupsJob>j).free_inodes for j in jobs)
+
+
+cdef extern from "<unistd.h>" nogil:
+    enum: SEEK_DATA
+cdef extern from "<errno.h>" nogil:
+    enum: ENXIO
+cdef extern from "<stdint.h>" nogil:
+    const int64_t INT64_MAX
+
+
+cdef class _HolesJob:
+    """One thread's share of seek_holes' ranges, with its own SEEK_DATA cursor."""
+    cdef const uint64_t *starts
+    cdef uint8_t *out
+    cdef uint64_t length, i0, i1
+    cdef int fd
+    cdef bint unsupported
+
+    def run(self):
+        cdef uint64_t i
+        cdef int64_t data = -1, got
+        with nogil:
+            for i in range(self.i0, self.i1):
+                if data < <int64_t>self.starts[i]:
+                    got = c_lseek(self.fd, <int64_t>self.starts[i], SEEK_DATA)
+                    if got < 0 and errno != ENXIO:
+                        self.unsupported = 1
+                        break
+                    data = got if got >= 0 else INT64_MAX
+                self.out[i] = data >= <int64_t>(self.starts[i] + self.length)
+
+
+def seek_holes(int fd, starts, Py_ssize_t length, *, int threads=1):
+    """Which ranges are holes of the file (see scan_pure.seek_holes); ``starts`` split between ``threads``."""
+    cdef carray.array items = _u64_array(starts)
+    cdef uint64_t count = len(items), k
+    cdef carray.array out = carray.clone(array("B"), count, zero=True)
+    if count == 0:
+        return out
+    cdef int nt = _threads(threads, count)
+    cdef _HolesJob job
+    jobs = []
+    for k in range(<uint64_t>nt):
+        job = _HolesJob()
+        job.starts, job.out = <const uint64_t *>items.data.as_voidptr, <uint8_t *>out.data.as_voidptr
+        job.fd, job.length = fd, length
+        job.i0, job.i1 = count * k // nt, count * (k + 1) // nt
+        jobs.append(job)
+    _run_parallel(jobs)
+    if any((<_HolesJob>j).unsupported for j in jobs):
+        return carray.clone(array("B"), count, zero=True)
+    return out

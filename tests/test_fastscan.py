@@ -1273,3 +1273,29 @@ def test_differing_spans_matches_naive(buf, offsets, expected):
             assert list(mod.differing_spans(buf, offsets, expected)) == naive
             assert list(mod.differing_spans(buf, offsets, expected, threads=3)) == naive
             assert list(mod.differing_spans(b"", offsets, expected, fd=handle.fileno(), threads=2)) == naive
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 63), max_size=12), st.lists(st.integers(0, 70), max_size=25), st.integers(1, 5))
+def test_seek_holes_matches_seek_data(written, ranges, pages):
+    """Ranges of a sparse file (pages 0..63 some written): hole when SEEK_DATA from the range's start
+    finds nothing before its end, whatever the backend and the number of threads."""
+    page = mmap.PAGESIZE
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryFile(dir=shm) as handle:
+        fd = handle.fileno()
+        os.ftruncate(fd, 64 * page)
+        for p in written:
+            os.pwrite(fd, b"x", p * page + 5)
+        starts = sorted(r * page for r in ranges)
+
+        def data_from(start):
+            try:
+                return os.lseek(fd, start, os.SEEK_DATA)
+            except OSError:
+                return 1 << 63
+
+        naive = [int(data_from(s) >= s + pages * page) for s in starts]
+        for mod in MODS:
+            for threads in (1, 2, 3):
+                assert list(mod.seek_holes(fd, starts, pages * page, threads=threads)) == naive
