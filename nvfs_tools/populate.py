@@ -414,29 +414,33 @@ def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int]) -> _
         raise SourceError(f"{os.fsdecode(source)}: not a directory")
     root = _Dir(source, root_st)
     plan.dirs.append(root)
+    backend = _Backend()
+    simple_max = _simple_max(bs)
     i = 0
     while i < len(plan.dirs):
-        d = plan.dirs[i]
-        i += 1
-        _walk_dir(d, plan, bs, p)
-        d.xattrs[b""] = _checked_xattrs(d.path, bs)
-        if d.xattrs[b""]:
-            plan.blocks += 1
-        plan.blocks += dir_blocks(d.names)
-        if d is not root:
-            plan.inodes += 1
+        level = plan.dirs[i:]  # the directories found by the last level: the next level, scanned at once
+        for d, scanned in zip(level, backend.scan_dirs([d.path for d in level], bs, simple_max), strict=True):
+            i += 1
+            _walk_dir(d, plan, bs, p, scanned)
+            d.xattrs[b""] = _checked_xattrs(d.path, bs)
+            if d.xattrs[b""]:
+                plan.blocks += 1
+            plan.blocks += dir_blocks(d.names)
+            if d is not root:
+                plan.inodes += 1
     plan.entries = sum(len(d.names) for d in plan.dirs)
     return plan
 
 
-def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int) -> None:
-    """lstat every entry of ``d``, read link targets and xattrs, and add up the space they need.
+def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int, scanned: tuple) -> None:
+    """Read link targets and xattrs of ``d``'s entries and add up the space they need.
 
-    The backend's ``scan_dir`` lstats the entries and adds up the *simple*
-    files (one link, dense, at most the direct blocks, no xattrs: most of a
-    tree); only the others are looked at here, one by one.
+    ``scanned`` is the backend's ``scan_dir`` answer: every entry lstat'ed,
+    and the *simple* files (one link, dense, at most one indirect block, no
+    xattrs: most of a tree) already added up; only the others are looked at
+    here, one by one.
     """
-    names, meta, simple, simple_blocks, err, what, bad_name = _backend_functions()[0](d.path, bs, _simple_max(bs))
+    names, meta, simple, simple_blocks, err, what, bad_name = scanned
     if err:
         raise _scan_error(d.path, bad_name, err, what)
     d.names, d.meta, d.simple = names, meta, simple
@@ -779,15 +783,28 @@ def _take_bits_pure(
     return got, lo, hi
 
 
-def _backend_functions() -> tuple[Callable, Callable, Callable, Callable]:
-    """(scan_dir, write_simple, dir_page, take_bits) of the scan backend, or the pure references when it
-    has none that match."""
-    from nvfs_tools import scan
+def _scan_dirs_pure(paths: list[bytes], block_size: int, simple_max: int) -> list[tuple]:
+    """:func:`_scan_dir_pure` of every path: the reference of the compiled ``populate_scan_dirs``."""
+    return [_scan_dir_pure(path, block_size, simple_max) for path in paths]
 
-    core = scan.backend()
-    if getattr(core, "POPULATE_META_FIELDS", None) == META_FIELDS:
-        return core.populate_scan_dir, core.populate_write_simple, core.populate_dir_page, core.populate_take_bits
-    return _scan_dir_pure, _write_simple_pure, _dir_page_pure, _take_bits_pure
+
+class _Backend:
+    """The per-entry loops of mkfs -d: the scan backend's, or their pure references when it has none that
+    match."""
+
+    __slots__ = ("scan_dirs", "write_simple", "dir_page", "take_bits")
+
+    def __init__(self) -> None:
+        from nvfs_tools import scan
+
+        core = scan.backend()
+        if getattr(core, "POPULATE_META_FIELDS", None) == META_FIELDS:
+            self.scan_dirs, self.write_simple = core.populate_scan_dirs, core.populate_write_simple
+            self.dir_page, self.take_bits = core.populate_dir_page, core.populate_take_bits
+        else:
+            self.scan_dirs, self.write_simple = _scan_dirs_pure, _write_simple_pure
+            self.dir_page, self.take_bits = _dir_page_pure, _take_bits_pure
+
 
 
 
@@ -900,7 +917,8 @@ class _Writer:
         self.copy_starts: list[int] = []
         self.copy_sizes: list[int] = []
         self.copy_offsets: list[int] = []
-        _scan_dir, self.write_simple, self.dir_page, self.take_bits = _backend_functions()
+        backend = _Backend()
+        self.write_simple, self.dir_page, self.take_bits = backend.write_simple, backend.dir_page, backend.take_bits
         self.inos: dict[tuple[int, int], int] = {}
         epoch = _source_date_epoch()
         self.now = time.time_ns() if epoch is None else epoch * _NS
