@@ -818,8 +818,10 @@ class _Copier:
     the GIL released, so the reads and writes of file contents (most of the
     system time of a ``-d`` run) overlap with the metadata the writer builds.
     The destination blocks are the writer's alone, so nothing else touches
-    them; :meth:`finish` waits for the copies before the final barrier and
-    raises the first failure with the path concerned.
+    them; :meth:`finish` copies what is still queued on the calling thread
+    too (at the end of a run the copy thread is usually still busy and the
+    writer would only wait), waits for the copies before the final barrier
+    and raises the first failure with the path concerned.
     """
 
     def __init__(self, out_fd: int, block_size: int) -> None:
@@ -827,6 +829,7 @@ class _Copier:
         from queue import SimpleQueue
 
         # copy_files moves the file position (sendfile writes at it): a descriptor of its own
+        self.image_fd = out_fd
         try:
             self.out_fd = os.open(f"/proc/self/fd/{out_fd}", os.O_WRONLY | os.O_CLOEXEC)
         except OSError:
@@ -860,10 +863,43 @@ class _Copier:
             if i >= 0:
                 self.failure = _copy_error(batch[0][i], err, what)
 
+    def _help(self) -> None:
+        """Copy the batches still queued on this thread, with a descriptor of its own, while the copy
+        thread finishes the one it has (nothing to do when none is queued or the run has failed)."""
+        from queue import Empty
+
+        from nvfs_tools import scan
+
+        fd = -1
+        try:
+            while self.failure is None:
+                try:
+                    batch = self.queue.get_nowait()
+                except Empty:
+                    return
+                if fd < 0:
+                    try:
+                        fd = os.open(f"/proc/self/fd/{self.image_fd}", os.O_WRONLY | os.O_CLOEXEC)
+                    except OSError:  # no private file position here: leave the batch to the copy thread
+                        self.submit(*batch)
+                        return
+                i, err, what = scan.backend().copy_files(fd, *batch, self.block_size)
+                if i >= 0 and self.failure is None:
+                    self.failure = _copy_error(batch[0][i], err, what)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
     def finish(self, raise_failure: bool = True) -> None:
-        """Wait for every queued copy (or, with ``raise_failure`` False, skip the rest); raise the first failure."""
+        """Wait for every queued copy, helping with them (or, with ``raise_failure`` False, skip the rest);
+        raise the first failure."""
         if not raise_failure and self.failure is None:
             self.failure = InterruptedError("populate failed")  # the thread skips what is still queued
+        try:
+            self._help()
+        except BaseException as exc:  # the copy thread must still be stopped
+            if self.failure is None:
+                self.failure = exc
         self.queue.put(None)
         self.thread.join()
         os.close(self.out_fd)
