@@ -21,17 +21,20 @@ written:
    files through the backend's ``write_simple`` (inode image packed, indirect
    block built, contents queued for the copy thread, see :class:`_Copier`),
    the rest here; xattr blocks written directly (a fresh inode needs no
-   journal); then the directory itself once its children are known: a
-   directory whose records fit one page gets that page (the same bytes
-   ``Directory.build`` writes, built by the backend's ``dir_page``) and its
-   inode, complete, when it is visited; a bigger one has its inode stored
-   and goes through ``Directory.build``.  Inode images are stored in batches,
-   in runs of consecutive inode numbers.  Quota usage of what was written raw
-   is charged at the end.
+   journal); inodes stored in runs of consecutive numbers, its subdirectories'
+   inodes (empty) among them; then the directory itself once its children
+   are stored: a directory whose records fit one page gets that page (the
+   same bytes ``Directory.build`` writes, built by the backend's
+   ``dir_page``), then its root word; a bigger one goes through
+   ``Directory.build``.  Quota usage of what was written raw is charged at
+   the end.
 
-Nothing in a filesystem being made is live until mkfs succeeds, so this pass
-does not need the per-operation flush ordering of a live update: it writes
-everything and issues one barrier at the end.  A source file that cannot be
+Nothing in a filesystem being made is live until mkfs succeeds, and mkfs
+writes unordered (barriers cost nothing there), but on an ordered device a
+crash during populate leaves every visible object complete: a directory's
+children (data, inodes, subdirectory inodes) come before a barrier, then its
+page, a barrier and its root word (campaigns/crash_replay.py replays every
+crash state of a populate; tests/test_campaign_crash.py).  A source file that cannot be
 read raises :class:`SourceError` naming it; mkfs then fails with a non-zero
 exit code and never reports success for a half-populated image.
 
@@ -92,8 +95,6 @@ _IOV_MAX = 1024
 _QUEUE_BYTES = 16 << 20
 #: Small files handed to the copy thread at a time (each hand-over costs the thread a GIL round trip).
 _COPY_BATCH = 512
-#: Inode images queued before they are stored (runs of consecutive numbers span directories).
-_INODE_BATCH = 2048
 #: GIL switch interval (s) while the copy thread runs (see _Copier).
 _COPY_SWITCH_INTERVAL = 0.0002
 
@@ -1238,9 +1239,16 @@ class _Writer:
                 os.close(dfd)
         if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME in d.names:  # mkfs made it, and named it
             entries = [e for e in entries if e[0] != fmt.LOST_FOUND_NAME]
+        # Subdirectory inodes exist (empty) before the page that names them; their own
+        # pages are attached when they are visited.  Children first, then the names.
+        for sub in d.subdirs:
+            if not sub.merge:
+                self._new_dir_inode(sub)
         if len(self.copy_paths) >= _COPY_BATCH:
             self.submit_copies()
         self._flush_data()
+        self._flush_inodes()
+        self.vol.barrier()
         self._build(d, entries, pool)
         self.done += len(d.names)
         if self.progress is not None and self.done >= self.next_report:
@@ -1378,19 +1386,13 @@ class _Writer:
             self.stats.xattrs += len(xattrs)
         self.stats.directories += 1
 
-    def _new_dir_inode(self, d: _Dir, page: int) -> None:
-        """A new directory's inode: complete with its one ``page`` (0: empty, or pages still to come from
-        Directory.build).  Written when the directory itself is visited (nothing is live before mkfs
-        ends, so the parent's page may name it first)."""
+    def _new_dir_inode(self, d: _Dir) -> None:
+        """A new directory's inode, complete but empty (its pages come when it is visited)."""
         st = d.st
         gen = self.rng.getrandbits(32)
-        size, blocks, pointers = 0, 0, _ZERO_PTRS
-        if page:
-            size, blocks, pointers = self.bs, 1, (page | fmt.RADIX_PAGE_BIT, *_ZERO_PTRS[1:])
         raw = pack_inode(
-            st.st_mode, st.st_uid, st.st_gid, 2 + len(d.subdirs), gen, size, blocks, self._times(st),
-            parent=d.parent_ino, pointers=pointers,
-        )  # fmt: skip
+            st.st_mode, st.st_uid, st.st_gid, 2 + len(d.subdirs), gen, 0, 0, self._times(st), parent=d.parent_ino
+        )
         xattrs = d.xattrs.get(b"")
         if xattrs:
             raw = self._with_xattrs(raw, xattrs, self._blocks(1)[0])
@@ -1398,28 +1400,26 @@ class _Writer:
         self.stats.directories += 1
 
     def _build(self, d: _Dir, entries: list[tuple[bytes, int, int]], pool: list[int]) -> None:
-        """Write ``d``'s own inode and entries, and every queued inode.
+        """Give directory ``d`` its entries, now that every child inode is stored.
 
-        A directory whose records fit one page gets that page written here
-        (the same bytes as ``Directory.build``) and its inode queued, pointing
-        at the page; bigger ones go through ``Directory.build`` once their
-        (empty) inode is stored.  Queued inodes are stored in batches of
-        consecutive numbers across directories (see :meth:`_flush_inodes`).
+        A directory whose records fit one page gets that page written here (the
+        same bytes as ``Directory.build``), then its root word stored, as
+        ``Directory.build`` orders it; bigger ones go through ``Directory.build``.
+        (The order matters on an ordered device: a crash during populate must
+        leave every visible object complete -- campaigns/crash_replay.py.)
         """
         if d.merge:
-            self._flush_inodes()
             self._merge_entries(d, entries)
             return
-        page = 0
         if d.single:
             page = pool.pop()
             self._write_page(d.ino, entries, page)
-        self._new_dir_inode(d, page)
-        if not page and entries:
-            self._flush_inodes()  # Directory.build works on the stored inode
+            self.vol.barrier()
+            self.vol.store_u64(self.vol.inode_field_addr(d.ino, "block", 0), page | fmt.RADIX_PAGE_BIT)
+            blocks = 2 if d.xattrs.get(b"") else 1
+            self.vol.set_inode_fields(d.ino, size=self.bs, blocks=blocks)
+        elif entries:
             self.Directory.build(self.vol, d.ino, entries)
-        elif len(self.pending) >= _INODE_BATCH:
-            self._flush_inodes()
         if pool:
             raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
 
@@ -1549,7 +1549,6 @@ def _write(
             if writer.reproducible:
                 _sort_entries(d)
             writer.write_dir(d)
-        writer._flush_inodes()
         writer.submit_copies()
     except BaseException:
         if writer.copier is not None:
