@@ -169,6 +169,11 @@ _GC_FREE_INODES = fmt.field_offset(fmt.PLAIN["GroupCounters"], "free_inodes")
 _DYN_FREE_INODES = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.PLAIN["SuperblockDynamic"], "free_inodes")
 _XATTR_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "xattr_block")
 _BLOCKS_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "blocks")
+_SIZE_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "size")
+_BLOCK0_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "block")
+#: size and blocks, next to each other: one store for a one-page directory
+_SIZE_BLOCKS = struct.Struct("<QQ")
+assert _BLOCKS_OFF == _SIZE_OFF + 8 and fmt.field_layout(fmt.PLAIN["Inode"])["blocks"].size == 8
 assert _INODE_FIELDS[: len(_EXPECTED_ORDER)] == _EXPECTED_ORDER, "inode field order changed: update pack_inode"
 
 
@@ -1415,9 +1420,13 @@ class _Writer:
             page = pool.pop()
             self._write_page(d.ino, entries, page)
             self.vol.barrier()
-            self.vol.store_u64(self.vol.inode_field_addr(d.ino, "block", 0), page | fmt.RADIX_PAGE_BIT)
+            base = self.geo.inode_offset(d.ino)
+            self.vol.store_u64(base + _BLOCK0_OFF, page | fmt.RADIX_PAGE_BIT)
             blocks = 2 if d.xattrs.get(b"") else 1
-            self.vol.set_inode_fields(d.ino, size=self.bs, blocks=blocks)
+            if self.usage is None:
+                self.dev.write(base + _SIZE_OFF, _SIZE_BLOCKS.pack(self.bs, blocks))
+            else:  # set_inode_fields charges the page to the owner's quota
+                self.vol.set_inode_fields(d.ino, size=self.bs, blocks=blocks)
         elif entries:
             self.Directory.build(self.vol, d.ino, entries)
         if pool:
