@@ -291,3 +291,112 @@ def seek_holes(int fd, starts, Py_ssize_t length, *, int threads=1):
     if any((<_HolesJob>j).unsupported for j in jobs):
         return carray.clone(array("B"), count, zero=True)
     return out
+
+
+from nvfs_tools.scan import CounterCheck
+
+cdef nv_field _GC_MAGIC
+cdef uint64_t _GC_USED
+cdef int _CC_DAMAGED = CounterCheck.DAMAGED, _CC_OTHER_GROUP = CounterCheck.OTHER_GROUP
+cdef int _CC_STRAY = CounterCheck.STRAY, _CC_PAST_END = CounterCheck.PAST_END, _CC_DISAGREE = CounterCheck.DISAGREE
+_GC_MAGIC = _fld(F.field_layout(F.PLAIN["GroupCounters"]), "magic")
+_GC_USED = F.PLAIN["GroupCounters"].sizeof()
+
+
+cdef inline uint64_t _get_field(const uint8_t *block, nv_field f) noexcept nogil:
+    cdef uint64_t value = 0, i
+    for i in range(f.size):
+        value |= (<uint64_t>block[f.off + i]) << (8 * i)
+    return value
+
+
+cdef inline uint64_t _zero_bits(const uint8_t *p, uint64_t nbits) noexcept nogil:
+    """Clear bits among the first ``nbits`` of ``p``."""
+    cdef uint64_t ones = nv_pop_best(p, nbits >> 3)
+    cdef uint8_t last
+    if nbits & 7:
+        last = p[nbits >> 3] & <uint8_t>((1u << (nbits & 7)) - 1)
+        ones += nv_pop_best(&last, 1)
+    return nbits - ones
+
+
+cdef class _CountersJob:
+    """One thread's share of group_counters_agree's groups: stops at its first disagreement."""
+    cdef nv_gctx c
+    cdef uint64_t g0, g1, free_blocks, free_inodes, group, value
+    cdef int reason
+    cdef uint8_t *scratch
+
+    def __dealloc__(self):
+        PyMem_Free(self.scratch)
+
+    def run(self):
+        cdef uint64_t g, valid, free_b, free_i, i
+        cdef const uint8_t *at
+        cdef const uint8_t *block
+        with nogil:
+            for g in range(self.g0, self.g1):
+                self.group = g
+                if not _read_span(self.c.base, self.c.length, self.c.fd, self.c.lo + g * self.c.step, self.c.span,
+                                  self.scratch, &at):
+                    self.reason = _CC_DAMAGED
+                    break
+                block = at + self.c.c_at
+                if memcmp(block + _GC_MAGIC.off, self.c.template + _GC_MAGIC.off, _GC_MAGIC.size):
+                    self.reason = _CC_DAMAGED
+                    break
+                if _get_field(block, _GC_GROUP) != g:
+                    self.reason, self.value = _CC_OTHER_GROUP, _get_field(block, _GC_GROUP)
+                    break
+                for i in range(_GC_USED, self.c.bs):
+                    if block[i]:
+                        self.reason = _CC_STRAY
+                        break
+                if self.reason:
+                    break
+                valid = 0 if self.c.blocks_count <= g * self.c.bpg else min(self.c.blocks_count - g * self.c.bpg, self.c.bpg)
+                free_b = _zero_bits(at + self.c.bb_at, valid)
+                if _zero_bits(at + self.c.bb_at, self.c.bpg) != free_b:
+                    self.reason = _CC_PAST_END
+                    break
+                free_i = _zero_bits(at + self.c.ib_at, self.c.ipg)
+                if _get_field(block, _GC_FREE_BLOCKS) != free_b or _get_field(block, _GC_FREE_INODES) != free_i:
+                    self.reason = _CC_DISAGREE
+                    break
+                self.free_blocks += free_b
+                self.free_inodes += free_i
+
+
+def group_counters_agree(buf, geo, counters, *, int fd=-1, int threads=1):
+    """Whether every group's counters agree with its bitmaps (see scan_pure.group_counters_agree)."""
+    cdef const uint8_t[::1] mv = _ro(buf)
+    cdef const uint8_t[::1] tpl = _ro(counters)
+    cdef nv_gctx c
+    cdef uint64_t groups = geo.group_count
+    c.bs, c.ipg, c.bpg, c.blocks_count = geo.block_size, geo.inodes_per_group, geo.blocks_per_group, geo.blocks_count
+    c.ibm_bytes = geo.inode_bitmap_blocks * c.bs
+    areas = _group_areas(geo) if geo.group_count >= 1 else None
+    if areas is None or c.bpg != 8 * c.bs or c.ibm_bytes * 8 < c.ipg or <uint64_t>tpl.shape[0] != c.bs:
+        return None
+    c.lo, c.bb_at, c.c_at, c.ib_at, c.span, c.step = areas
+    c.base, c.length, c.fd, c.template = _ro_ptr(mv), mv.shape[0], fd, _ro_ptr(tpl)
+    cdef int nt = _threads(threads, groups)
+    cdef int k
+    cdef _CountersJob job
+    jobs = []
+    for k in range(nt):
+        job = _CountersJob()
+        job.c = c
+        job.g0, job.g1 = groups * k // nt, groups * (k + 1) // nt
+        job.scratch = <uint8_t *>PyMem_Malloc(c.span if c.span else 1)
+        if job.scratch == NULL:
+            raise MemoryError()
+        jobs.append(job)
+    _run_parallel(jobs)
+    cdef uint64_t free_blocks = 0, free_inodes = 0
+    for job in jobs:  # the first share (in group order) that disagrees names the group
+        if job.reason:
+            return CounterCheck(job.reason), job.group, job.value, 0, 0
+        free_blocks += job.free_blocks
+        free_inodes += job.free_inodes
+    return CounterCheck.AGREE, 0, 0, free_blocks, free_inodes

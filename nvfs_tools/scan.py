@@ -24,6 +24,11 @@ Both backends provide the same functions with the same signatures and results
   slack and names counted against the table, directory by directory),
   ``tally_entries(table, entry_ino, file_type, n_inodes) -> int`` and
   ``unsettled_links(table, inuse, n_inodes) -> int``;
+* fsck's group headers: ``differing_spans(buf, offsets, expected, *, fd=-1, threads=1)``,
+  ``group_summaries_match(buf, geo, owned, inuse, dirs_per_group, counters, *, fd=-1, threads=1)``,
+  ``group_counters_agree(buf, geo, counters, *, fd=-1, threads=1)`` (:class:`CounterCheck`) and
+  ``seek_holes(fd, starts, length, *, threads=1)``: each group's few header blocks, pread from
+  ``fd`` when given (no mapped page kept resident);
 * mkfs -d: ``copy_files(out_fd, paths, starts, sizes, offsets, block_size) -> (i, errno, what)``
   (pieces of files into the image, zero-padded to blocks; the compiled core releases the GIL);
 * CPU and persistence: ``cpu_features()``, ``popcount_kernels()``,
@@ -107,6 +112,17 @@ class Mismatch(IntEnum):
     DIR_NAMES = 8  # a directory named twice, not named by its parent, or the root's parent not itself
     UNREACHABLE = 9  # a parent-pointer cycle (some directories do not reach the root)
     LINKS = 10  # link count != entries naming it (files) or 2 + subdirectories (directories)
+
+
+class CounterCheck(IntEnum):
+    """Why ``group_counters_agree`` stopped at a group (fsck's clean-flag shortcut)."""
+
+    AGREE = 0  # every group's counters agree with its bitmaps
+    DAMAGED = 1  # the counters block's magic differs (or its span cannot be read)
+    OTHER_GROUP = 2  # it names another group
+    STRAY = 3  # bytes past the structure are not zero
+    PAST_END = 4  # a short last group's block bitmap has free bits past its end
+    DISAGREE = 5  # free blocks or free inodes differ from the bitmaps' clear bits
 
 
 def backend() -> ModuleType:

@@ -16,7 +16,7 @@ from typing import Any
 
 from nvfs_tools import format as F
 from nvfs_tools.namehash import siphash24_pure as siphash24
-from nvfs_tools.scan import Mismatch, Problem
+from nvfs_tools.scan import CounterCheck, Mismatch, Problem
 
 __all__ = [
     "siphash24",
@@ -1317,3 +1317,67 @@ def seek_holes(fd: int, starts: Any, length: int, *, threads: int = 1) -> array:
                 data = 1 << 63
         out[i] = data >= start + length
     return out
+
+
+def _zero_bits(data: bytes, nbits: int) -> int:
+    return nbits - (int.from_bytes(data, "little") & ((1 << nbits) - 1)).bit_count()
+
+
+def group_counters_agree(
+    buf: Any, geo: F.Geometry, counters: Any, *, fd: int = -1, threads: int = 1
+) -> tuple[int, int, int, int, int] | None:
+    """fsck's clean-flag shortcut: every group's counters block agrees with its bitmaps.
+
+    Returns (reason, group, value, free blocks, free inodes), reason a scan.CounterCheck: AGREE and
+    the free counts summed over the groups, else the first group (in group order) that does not
+    agree and why: DAMAGED (its ``magic`` differs from ``counters``, a whole counters block as mkfs
+    writes it), OTHER_GROUP (``value``: the group it names), STRAY (bytes past the structure not
+    zero), PAST_END (a short last group's bitmap has free bits past its end), DISAGREE (free blocks
+    or inodes differ from the bitmaps' clear bits).  Each group's three areas are read as one span,
+    with pread from ``fd`` when >= 0, else from ``buf`` (a span that cannot be read is DAMAGED).
+    None for layouts this reading does not know (bits per group other than 8 * block size, areas
+    not at one place in every group).  ``threads``: the compiled core splits the groups between
+    threads (0: one per CPU).
+    """
+    bs, ipg, bpg, groups = geo.block_size, geo.inodes_per_group, geo.blocks_per_group, geo.group_count
+    ibm_bytes = geo.inode_bitmap_blocks * bs
+    areas = _group_areas(geo) if groups >= 1 else None
+    template = bytes(counters)
+    if areas is None or bpg != 8 * bs or ibm_bytes * 8 < ipg or len(template) != bs:
+        return None
+    lo, bb_at, c_at, ib_at, span, step = areas
+    try:
+        view = memoryview(buf).cast("B")
+    except TypeError:
+        view = buf  # a view that is no buffer (check/media.py's SafeView): sliced as it is
+    fields = F.field_layout(F.PLAIN["GroupCounters"])
+    used = F.PLAIN["GroupCounters"].sizeof()
+    magic = fields["magic"]
+
+    def field(block: bytes, name: str) -> int:
+        info = fields[name]
+        return int.from_bytes(block[info.offset : info.offset + info.size], "little")
+
+    total_b = total_i = 0
+    for g in range(groups):
+        got = _read_span(view, fd, lo + g * step, span)
+        if got is None:
+            return CounterCheck.DAMAGED, g, 0, 0, 0
+        block = got[c_at : c_at + bs]
+        if block[magic.offset : magic.offset + magic.size] != template[magic.offset : magic.offset + magic.size]:
+            return CounterCheck.DAMAGED, g, 0, 0, 0
+        if field(block, "group") != g:
+            return CounterCheck.OTHER_GROUP, g, field(block, "group"), 0, 0
+        if any(block[used:]):
+            return CounterCheck.STRAY, g, 0, 0, 0
+        bitmap = got[bb_at : bb_at + bs]
+        valid = max(0, min(geo.blocks_count - g * bpg, bpg))
+        free_b = _zero_bits(bitmap, valid)
+        if _zero_bits(bitmap, bpg) != free_b:
+            return CounterCheck.PAST_END, g, 0, 0, 0
+        free_i = _zero_bits(got[ib_at : ib_at + ibm_bytes], ipg)
+        if field(block, "free_blocks") != free_b or field(block, "free_inodes") != free_i:
+            return CounterCheck.DISAGREE, g, 0, 0, 0
+        total_b += free_b
+        total_i += free_i
+    return CounterCheck.AGREE, 0, 0, total_b, total_i
