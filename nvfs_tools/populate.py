@@ -107,6 +107,7 @@ class SourceError(NvfsError):
 # The inode as one struct, derived from format.Inode (no layout restated)
 # ---------------------------------------------------------------------------
 
+
 def _struct_format(schema: fmt.PlainStruct) -> tuple[str, list[str]]:
     """A ``struct`` format string and field names (``block[i]`` for arrays) for a flat plain schema."""
     fmt_chars = ["<"]
@@ -746,9 +747,7 @@ def _dir_page_pure(
     return bytes(buf)
 
 
-def _take_bits_pure(
-    bm: bytearray, nbits: int, start_byte: int, count: int, first: int
-) -> tuple[list[int], int, int]:
+def _take_bits_pure(bm: bytearray, nbits: int, start_byte: int, count: int, first: int) -> tuple[list[int], int, int]:
     """Mark up to ``count`` clear bits of bitmap ``bm`` (``nbits`` valid bits): the reference of the
     compiled ``populate_take_bits``.
 
@@ -810,8 +809,6 @@ class _Backend:
         else:
             self.scan_dirs, self.write_simple = _scan_dirs_pure, _write_simple_pure
             self.dir_page, self.take_bits = _dir_page_pure, _take_bits_pure
-
-
 
 
 class _Copier:
