@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from nvfs_tools import format as fmt
 from nvfs_tools.check.problems import PASS_TITLES, PROBLEMS, render
 from nvfs_tools.check.report import Finding, PassStats, Report
+from nvfs_tools.record import Fields
 
 #: Seconds to pause after each repair (tests of Ctrl-C / SIGKILL during repairs set it).
 _TEST_DELAY = float(os.environ.get("NVFS_FSCK_TEST_DELAY", "0") or 0)
@@ -36,13 +37,13 @@ class PreenAbort(Exception):
     """``-p`` met a problem it may not fix without a human."""
 
 
-class Options:
+class Options(Fields):
     """How one run checks: the fsck(8) mode ("n", "p", "y" or "ask") and the tool's flags.
 
-    (A plain class: the ``dataclasses`` import would cost every run ~10 ms of start-up.)
+    (:class:`~nvfs_tools.record.Fields`, not a dataclass: that import would cost every run ~10 ms.)
     """
 
-    __slots__ = ("mode", "force", "use_backup", "progress_fd", "verbose", "json", "tty_progress", "badblocks")
+    __slots__ = _fields = ("mode", "force", "use_backup", "progress_fd", "verbose", "json", "tty_progress", "badblocks")
 
     def __init__(
         self,

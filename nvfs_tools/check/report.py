@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from nvfs_tools.check.problems import PROBLEMS, fix_text, render
+from nvfs_tools.record import Fields
 
 # fsck(8) exit codes, summed.
 EXIT_OK = 0
@@ -20,23 +21,20 @@ EXIT_USAGE = 16
 EXIT_CANCELLED = 32
 
 
-class Finding:
+class Finding(Fields):
     """One problem found: its code, the details that fill its message, and the outcome.
 
-    (The three classes here are plain classes, not dataclasses: importing ``dataclasses`` costs every
-    fsck run ~10 ms of start-up, a fifth of what a whole check of a small filesystem takes.)
+    (The three classes here are :class:`~nvfs_tools.record.Fields`, not dataclasses: importing
+    ``dataclasses`` costs every fsck run ~10 ms of start-up.)
     """
 
-    __slots__ = ("code", "details", "fixed", "answered")
+    __slots__ = _fields = ("code", "details", "fixed", "answered")
 
     def __init__(self, code: str, details: dict[str, Any], fixed: bool = False, answered: str = "no") -> None:
         self.code = code
         self.details = details
         self.fixed = fixed
         self.answered = answered
-
-    def __repr__(self) -> str:
-        return f"Finding({self.code!r}, fixed={self.fixed})"
 
     @property
     def message(self) -> str:
@@ -68,10 +66,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class PassStats:
+class PassStats(Fields):
     """Per-pass statistics for ``-v``."""
 
-    __slots__ = ("number", "seconds", "inodes", "blocks", "extra")
+    __slots__ = _fields = ("number", "seconds", "inodes", "blocks", "extra")
 
     def __init__(self, number: int) -> None:
         self.number = number
@@ -81,8 +79,13 @@ class PassStats:
         self.extra: dict[str, Any] = {}
 
 
-class Report:
+class Report(Fields):
     """Everything one run of fsck produced."""
+
+    _fields = (
+        "device", "findings", "passes", "notes", "modified", "cancelled", "aborted", "used_backup", "files_used",
+        "files_total", "blocks_used", "blocks_total", "skipped_clean", "error", "exit_code_override",
+    )  # fmt: skip
 
     def __init__(self, device: str) -> None:
         self.device = device
