@@ -304,10 +304,7 @@ _GC_USED = F.PLAIN["GroupCounters"].sizeof()
 
 
 cdef inline uint64_t _get_field(const uint8_t *block, nv_field f) noexcept nogil:
-    cdef uint64_t value = 0, i
-    for i in range(f.size):
-        value |= (<uint64_t>block[f.off + i]) << (8 * i)
-    return value
+    return nv_ld(block + f.off, f.size)  # the core's little-endian load
 
 
 cdef inline uint64_t _zero_bits(const uint8_t *p, uint64_t nbits) noexcept nogil:
