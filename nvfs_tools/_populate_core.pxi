@@ -44,38 +44,27 @@ cdef int _PD_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY | os.O_NOFOLLOW
 cdef int64_t _PN_NS = 1000000000
 
 
-cdef struct _pfield:
-    Py_ssize_t off
-    Py_ssize_t size
-
-cdef _pfield _PI_MODE, _PI_UID, _PI_GID, _PI_LINKS, _PI_GEN, _PI_SIZE, _PI_BLOCKS, _PI_BLOCK
-cdef _pfield _PI_TIME[4]
-cdef _pfield _PI_NSEC[4]
+cdef nv_field _PI_MODE, _PI_UID, _PI_GID, _PI_LINKS, _PI_GEN, _PI_SIZE, _PI_BLOCKS, _PI_BLOCK
+cdef nv_field _PI_TIME[4]
+cdef nv_field _PI_NSEC[4]
 cdef uint8_t _P_DT_REG = F.MODE_TO_DT[F.S_IFREG]
 cdef Py_ssize_t _P_N_DIRECT = F.N_DIRECT
-
-
-cdef _pfield _pf(layout, name):
-    cdef _pfield f
-    f.off = layout[name].offset
-    f.size = layout[name].size
-    return f
 
 
 cdef _init_populate_layout():
     global _PI_MODE, _PI_UID, _PI_GID, _PI_LINKS, _PI_GEN, _PI_SIZE, _PI_BLOCKS, _PI_BLOCK
     inode = F.field_layout(F.PLAIN["Inode"])
-    _PI_MODE = _pf(inode, "mode")
-    _PI_UID = _pf(inode, "uid")
-    _PI_GID = _pf(inode, "gid")
-    _PI_LINKS = _pf(inode, "links_count")
-    _PI_GEN = _pf(inode, "generation")
-    _PI_SIZE = _pf(inode, "size")
-    _PI_BLOCKS = _pf(inode, "blocks")
-    _PI_BLOCK = _pf(inode, "block")
+    _PI_MODE = _fld(inode, "mode")
+    _PI_UID = _fld(inode, "uid")
+    _PI_GID = _fld(inode, "gid")
+    _PI_LINKS = _fld(inode, "links_count")
+    _PI_GEN = _fld(inode, "generation")
+    _PI_SIZE = _fld(inode, "size")
+    _PI_BLOCKS = _fld(inode, "blocks")
+    _PI_BLOCK = _fld(inode, "block")
     for i, t in enumerate(("atime", "mtime", "ctime", "btime")):
-        _PI_TIME[i] = _pf(inode, t)
-        _PI_NSEC[i] = _pf(inode, t + "_nsec")
+        _PI_TIME[i] = _fld(inode, t)
+        _PI_NSEC[i] = _fld(inode, t + "_nsec")
     if _PI_BLOCK.size != 8 * F.N_BLOCK_POINTERS or F.INODE_SIZE > 4096:
         raise ImportError("inode block pointers must be 8 bytes each")
 
@@ -83,7 +72,7 @@ cdef _init_populate_layout():
 _init_populate_layout()
 
 
-cdef inline void _put_le(uint8_t *p, _pfield f, uint64_t value) noexcept nogil:
+cdef inline void _put_le(uint8_t *p, nv_field f, uint64_t value) noexcept nogil:
     """Store ``value`` little-endian in field ``f`` (any width up to 8 bytes)."""
     cdef Py_ssize_t i
     for i in range(f.size):
@@ -320,7 +309,7 @@ def populate_write_simple(list names, meta, simple, bytes prefix, list supply, l
     cdef uint8_t *q
     cdef uint64_t gen
     cdef int64_t t
-    cdef _pfield ptr
+    cdef nv_field ptr
     deferred = []
     if m.shape[0] != count * PM_N or s.shape[0] != count:
         raise ValueError("names, meta and simple differ in length")
@@ -402,19 +391,19 @@ cdef struct _prec:
     uint64_t ino
     uint64_t ftype
 
-cdef _pfield _PP_DIRINO, _PE_INO, _PE_HASH, _PE_NAMELEN, _PE_FTYPE, _PE_RECLEN
+cdef nv_field _PP_DIRINO, _PE_INO, _PE_HASH, _PE_NAMELEN, _PE_FTYPE, _PE_RECLEN
 
 
 cdef _init_populate_page_layout():
     global _PP_DIRINO, _PE_INO, _PE_HASH, _PE_NAMELEN, _PE_FTYPE, _PE_RECLEN
     page = F.field_layout(F.PLAIN["DirPageHeader"])
     entry = F.field_layout(F.PLAIN["DirEntryHeader"])
-    _PP_DIRINO = _pf(page, "dir_ino")
-    _PE_INO = _pf(entry, "ino")
-    _PE_HASH = _pf(entry, "hash")
-    _PE_NAMELEN = _pf(entry, "name_len")
-    _PE_FTYPE = _pf(entry, "file_type")
-    _PE_RECLEN = _pf(entry, "rec_len")
+    _PP_DIRINO = _fld(page, "dir_ino")
+    _PE_INO = _fld(entry, "ino")
+    _PE_HASH = _fld(entry, "hash")
+    _PE_NAMELEN = _fld(entry, "name_len")
+    _PE_FTYPE = _fld(entry, "file_type")
+    _PE_RECLEN = _fld(entry, "rec_len")
 
 
 _init_populate_page_layout()
