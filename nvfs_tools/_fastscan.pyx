@@ -2377,17 +2377,48 @@ cdef inline bint _is_write_errno(int err) noexcept nogil:
     return err == ENOSPC or err == EDQUOT or err == EFBIG
 
 
+#: Small pieces bound for consecutive device bytes (the small files of one directory) are read into
+#: one buffer of this size and written with one pwrite: open + pread + close per file instead of
+#: open + lseek + sendfile + close + a pwrite of the padding (measured on /usr/include: ~25 % less CPU).
+cdef Py_ssize_t _COPY_STAGE_BYTES = 1 << 20
+
+
+cdef int _read_piece(int fd, uint8_t *dst, uint64_t size, int64_t start, uint64_t *got) noexcept nogil:
+    """pread up to ``size`` bytes from ``start`` (fewer if the file ends early); 0 or an errno."""
+    cdef ssize_t r
+    got[0] = 0
+    while got[0] < size:
+        r = c_pread(fd, dst + got[0], size - got[0], start + got[0])
+        if r < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        if r == 0:
+            break
+        got[0] += r
+    return 0
+
+
+cdef int _open_piece(const char *path) noexcept nogil:
+    cdef int fd = c_open(path, _COPY_OPEN_FLAGS | _COPY_NOATIME)
+    if fd < 0 and errno == EPERM and _COPY_NOATIME:
+        fd = c_open(path, _COPY_OPEN_FLAGS)
+    return fd
+
+
 def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_size):
     """Copy pieces of files into the image file ``out_fd`` with the GIL released; see scan_pure.copy_files.
 
-    Each piece goes with ``sendfile`` (page cache to page cache, one copy instead of a read and a
-    write through a buffer: ~20 % less CPU on /usr/include), so the file position of ``out_fd`` is
-    used and changed: give this function a descriptor of its own.  The zeros up to the block end
-    are one ``pwrite``.  A source that cannot be spliced (EINVAL or ENOSYS before its first byte)
-    is read with ``pread`` instead.
+    Runs of small pieces bound for consecutive device bytes are gathered in one buffer
+    (:data:`_COPY_STAGE_BYTES`) and written with one ``pwrite``.  A bigger piece goes with
+    ``sendfile`` (page cache to page cache, one copy instead of a read and a write through a
+    buffer), so the file position of ``out_fd`` is used and changed: give this function a
+    descriptor of its own; the zeros up to its block end are one ``pwrite``.  A source that cannot
+    be spliced (EINVAL or ENOSYS before its first byte) is read with ``pread`` instead.
     """
     cdef Py_ssize_t n = len(paths), i, cap = block_size, padded
-    cdef int64_t off, start
+    cdef Py_ssize_t staged = 0, staged_first = 0
+    cdef int64_t off, start, staged_off = 0
     cdef long src_off
     cdef uint64_t size, got
     cdef ssize_t r
@@ -2400,6 +2431,7 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
     cdef int64_t *cstarts = <int64_t *>PyMem_Malloc(max(n, 1) * sizeof(int64_t))
     cdef uint8_t *zeros = NULL
     cdef uint8_t *buf = NULL
+    cdef uint8_t *stage = NULL
     if cpaths == NULL or csizes == NULL or coffs == NULL or cstarts == NULL:
         PyMem_Free(cpaths)
         PyMem_Free(csizes)
@@ -2416,7 +2448,8 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
             if padded > cap:
                 cap = padded
         zeros = <uint8_t *>calloc(block_size, 1)
-        if zeros == NULL:
+        stage = <uint8_t *>malloc(_COPY_STAGE_BYTES)
+        if zeros == NULL or stage == NULL:
             raise MemoryError()
         with nogil:
             for i in range(n):
@@ -2424,9 +2457,36 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
                 off = coffs[i]
                 start = cstarts[i]
                 padded = (size + block_size - 1) // block_size * block_size
-                fd = c_open(cpaths[i], _COPY_OPEN_FLAGS | _COPY_NOATIME)
-                if fd < 0 and errno == EPERM and _COPY_NOATIME:
-                    fd = c_open(cpaths[i], _COPY_OPEN_FLAGS)
+                if padded <= _COPY_STAGE_BYTES:  # gathered: read into the stage
+                    if staged and (off != staged_off + staged or staged + padded > _COPY_STAGE_BYTES):
+                        err = _write_all(out_fd, stage, staged, staged_off)
+                        if err:
+                            failed, what = staged_first, 2
+                            break
+                        staged = 0
+                    fd = _open_piece(cpaths[i])
+                    if fd < 0:
+                        failed, err, what = i, errno, 0
+                        break
+                    err = _read_piece(fd, stage + staged, size, start, &got)
+                    c_close(fd)
+                    if err:
+                        failed, what = i, 1
+                        break
+                    if padded == 0:
+                        continue
+                    memset(stage + staged + got, 0, padded - got)  # zeros to the block end
+                    if staged == 0:
+                        staged_off, staged_first = off, i
+                    staged += padded
+                    continue
+                if staged:
+                    err = _write_all(out_fd, stage, staged, staged_off)
+                    if err:
+                        failed, what = staged_first, 2
+                        break
+                    staged = 0
+                fd = _open_piece(cpaths[i])
                 if fd < 0:
                     failed, err, what = i, errno, 0
                     break
@@ -2454,16 +2514,7 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
                             failed, err, what = i, ENOSPC, 1
                             c_close(fd)
                             break
-                    while got < size:
-                        r = c_pread(fd, buf + got, size - got, start + got)
-                        if r < 0:
-                            if errno == EINTR:
-                                continue
-                            err = errno
-                            break
-                        if r == 0:
-                            break
-                        got += r
+                    err = _read_piece(fd, buf, size, start, &got)
                     if not err:
                         memset(buf + got, 0, padded - got)
                         err = _write_all(out_fd, buf, padded, off)
@@ -2485,9 +2536,14 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
                 if err:
                     failed, what = i, 2
                     break
+            if failed < 0 and staged:
+                err = _write_all(out_fd, stage, staged, staged_off)
+                if err:
+                    failed, what = staged_first, 2
     finally:
         free(zeros)
         free(buf)
+        free(stage)
         PyMem_Free(cpaths)
         PyMem_Free(csizes)
         PyMem_Free(coffs)
