@@ -165,8 +165,9 @@ def _owner_and_blocks(raw: bytes) -> tuple[int, int, int]:
 _NOT_FULL = re.compile(rb"[^\xff]")
 _NOT_ZERO = re.compile(rb"[^\x00]")
 #: What bulk inode allocation uses of :class:`nvfs_tools.alloc.Allocator`.
-_ALLOC_ATTRS = ("free_inodes", "sb_free_inodes", "inode_cursor", "pick_group", "_store_group")
+_ALLOC_ATTRS = ("free_inodes", "used_dirs", "sb_free_inodes", "inode_cursor", "pick_group", "_store_group")
 _GC_FREE_INODES = fmt.field_offset(fmt.PLAIN["GroupCounters"], "free_inodes")
+_GC_USED_DIRS = fmt.field_offset(fmt.PLAIN["GroupCounters"], "used_dirs")
 _DYN_FREE_INODES = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.PLAIN["SuperblockDynamic"], "free_inodes")
 _XATTR_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "xattr_block")
 _BLOCKS_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "blocks")
@@ -409,8 +410,11 @@ class _Plan:
         self.xattrs: dict[tuple[int, int], list[tuple[bytes, bytes]]] = {}  # non-directories
 
 
-def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int]) -> _Plan:
-    """Pass 1: every directory breadth first, with the exact inodes and blocks the copy needs."""
+def _walk(
+    source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int], on_level: Callable[[int], None] | None = None
+) -> _Plan:
+    """Pass 1: every directory breadth first, with the exact inodes and blocks the copy needs
+    (``on_level(blocks)`` after each level of the tree: the blocks counted so far)."""
     plan = _Plan()
     p = bs // 8
     try:
@@ -435,6 +439,8 @@ def _walk(source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int]) -> _
             plan.blocks += dir_blocks(d.names)
             if d is not root:
                 plan.inodes += 1
+        if on_level is not None:
+            on_level(plan.blocks)
     plan.entries = sum(len(d.names) for d in plan.dirs)
     return plan
 
@@ -811,6 +817,84 @@ class _Backend:
             self.dir_page, self.take_bits = _dir_page_pure, _take_bits_pure
 
 
+def _shorten_switch_interval() -> float:
+    """Let a helper thread have the GIL within :data:`_COPY_SWITCH_INTERVAL` of asking; returns the
+    interval to restore."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, _COPY_SWITCH_INTERVAL))
+    return previous
+
+
+class _Preallocator:
+    """Allocates the image file's data area on a thread while the walk runs.
+
+    The walk keeps one CPU busy with system calls on the source tree; meanwhile
+    this thread has the host filesystem allocate the blocks the copy will fill
+    (:meth:`Device.preallocate <nvfs_tools.device.Device.preallocate>`), group by
+    group from the first data block, where the allocator hands them out, never
+    more than the walk has counted so far (so a tree of small files does not
+    allocate a large image).  In tmpfs that takes page allocation off the copy
+    (measured on /usr/include: 20 ms of a 170 ms run).  Best effort: it stops at
+    the first refusal, and :meth:`finish` (after the walk) stops it before
+    anything is written.
+    """
+
+    #: fallocate calls of at most this many bytes: the thread checks for finish() between them.
+    CHUNK = 4 << 20
+
+    def __init__(self, dev, block_size: int, spans: list[tuple[int, int]]) -> None:
+        import threading
+
+        self.dev = dev
+        self.block_size = block_size
+        self.spans = spans
+        self.wanted = 0
+        self.stopped = False
+        self.cond = threading.Condition()
+        self.switch_interval = _shorten_switch_interval()
+        self.thread = threading.Thread(target=self._run, name="nvfs-populate-prealloc", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def start(cls, vol) -> _Preallocator | None:
+        """A running preallocator for an image file (None for devices: nothing to allocate)."""
+        dev = vol.dev
+        if getattr(dev, "kind", None) != "file" or getattr(dev, "dax", False) or not hasattr(dev, "preallocate"):
+            return None
+        geo, bs = vol.geo, vol.block_size
+        spans = [(geo.first_data_block(g) * bs, geo.group_end(g) * bs) for g in range(geo.group_count)]
+        return cls(dev, bs, spans)
+
+    def want(self, blocks: int) -> None:
+        """The walk has counted ``blocks`` blocks so far: allocate that much of the data area."""
+        with self.cond:
+            self.wanted = blocks * self.block_size
+            self.cond.notify()
+
+    def finish(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+        self.thread.join()
+        sys.setswitchinterval(self.switch_interval)
+
+    def _run(self) -> None:
+        done = 0
+        for lo, hi in self.spans:
+            at = lo
+            while at < hi:
+                with self.cond:
+                    while not self.stopped and done >= self.wanted:
+                        self.cond.wait()
+                    if self.stopped:
+                        return
+                    length = min(self.CHUNK, hi - at, self.wanted - done)
+                if not self.dev.preallocate(at, length):
+                    return
+                at += length
+                done += length
+
+
 class _Copier:
     """Copies file contents into the image on a thread of its own.
 
@@ -841,8 +925,7 @@ class _Copier:
         # Between batches the thread needs the GIL for a moment; with the default 5 ms switch
         # interval it waits that long each time while the writer runs Python (measured: 25-55 ms
         # of waiting at the end of a /usr/include run, ~8 ms with this).  Restored by finish().
-        self.switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(self.switch_interval, _COPY_SWITCH_INTERVAL))
+        self.switch_interval = _shorten_switch_interval()
         self.queue: SimpleQueue = SimpleQueue()
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="nvfs-populate-copy", daemon=True)
@@ -970,13 +1053,14 @@ class _Writer:
     def _inode(self, is_dir: bool, goal_group: int | None) -> int:
         return self.vol.allocate_inode(stat.S_IFDIR if is_dir else stat.S_IFREG, goal_group)
 
-    def _inodes(self, count: int, goal_group: int | None) -> list[int]:
-        """``count`` non-directory inode numbers, taken in bulk (one bitmap/counter store per group)."""
+    def _inodes(self, count: int, goal_group: int | None, dirs: int = 0) -> list[int]:
+        """``count`` inode numbers near ``goal_group``, taken in bulk (one bitmap/counter store per group), the
+        last ``dirs`` of them for directories (the same numbers one ``allocate_inode`` at a time would give)."""
         if count == 0:
             return []
         alloc = getattr(self.vol, "alloc", None)
         if alloc is None or not all(hasattr(alloc, a) for a in _ALLOC_ATTRS):
-            return [self._inode(False, goal_group) for _ in range(count)]
+            return [self._inode(k >= count - dirs, goal_group) for k in range(count)]
         self.vol._w()
         if count > alloc.sb_free_inodes:
             raise NoSpaceError(f"no free inodes left ({count} needed, {alloc.sb_free_inodes} free)")
@@ -989,7 +1073,20 @@ class _Writer:
             raise NoSpaceError(f"inode bitmaps hold fewer free inodes than the counters say ({len(got)} of {count})")
         alloc.sb_free_inodes -= count
         self.dev.write(_DYN_FREE_INODES, _U64.pack(alloc.sb_free_inodes))
+        if dirs:
+            self._count_dirs(alloc, got[count - dirs :])
         return got
+
+    def _count_dirs(self, alloc, inos: list[int]) -> None:
+        """Add new directory inodes to their groups' used_dirs counters (one store per group)."""
+        ipg = self.geo.inodes_per_group
+        per_group: dict[int, int] = {}
+        for ino in inos:
+            g = (ino - 1) // ipg
+            per_group[g] = per_group.get(g, 0) + 1
+        for g, n in per_group.items():
+            alloc.used_dirs[g] += n
+            alloc._store_group(g, _GC_USED_DIRS, alloc.used_dirs[g])
 
     def _inodes_in_group(self, alloc, g: int, count: int) -> list[int]:
         """Up to ``count`` free inodes of group ``g``: whole free bytes at a time where possible."""
@@ -1168,12 +1265,15 @@ class _Writer:
         """Inode numbers for ``d``'s new non-directories (popped in order) and its subdirectories, and
         its pool of blocks (see :meth:`reserve_blocks`)."""
         group = self.geo.group_of_inode(d.ino)
-        supply = self._inodes(d.fresh, group)  # inodes first met in this directory, counted by the walk
+        new_dirs = [sub for sub in d.subdirs if not sub.ino]
+        # inodes first met in this directory (counted by the walk), then its new subdirectories, in one take
+        supply = self._inodes(d.fresh + len(new_dirs), group, dirs=len(new_dirs))
+        for sub, ino in zip(new_dirs, supply[d.fresh :], strict=True):
+            sub.ino = ino
+        del supply[d.fresh :]
         supply.reverse()
         for sub in d.subdirs:
             sub.parent_ino = d.ino
-            if not sub.ino:
-                sub.ino = self._inode(True, group)
         pool, d.blocks = d.blocks, []
         return supply, pool
 
@@ -1507,7 +1607,12 @@ def populate(
     gc.disable()  # millions of small objects, no cycles: the collector only costs time
     try:
         t0 = time.perf_counter()
-        plan = _walk(source, vol.block_size, _dir_blocks_fn(vol))
+        prealloc = _Preallocator.start(vol)
+        try:
+            plan = _walk(source, vol.block_size, _dir_blocks_fn(vol), prealloc.want if prealloc else None)
+        finally:
+            if prealloc is not None:
+                prealloc.finish()
         stats.walk_seconds = time.perf_counter() - t0
         stats.inodes_needed = plan.inodes
         stats.blocks_needed = plan.blocks

@@ -158,6 +158,20 @@ def test_zero_range_punches_holes(image):
     assert os.stat(image).st_blocks < before
 
 
+def test_preallocate_allocates_without_changing_contents(image):
+    with Device(image, writable=True) as dev:
+        dev.pwrite(1 << 20, b"kept")
+    before = os.stat(image).st_blocks
+    with Device(image, writable=True) as dev:
+        assert dev.preallocate(1 << 20, 2 << 20)
+        assert not dev.preallocate(3 << 20, 2 << 20)  # past the end of the device: refused
+        assert dev.read(1 << 20, 8) == b"kept" + bytes(4)
+        assert dev.read(2 << 20, 1 << 20) == bytes(1 << 20)
+    grown = (os.stat(image).st_blocks - before) * 512
+    assert (2 << 20) - 2 * PAGE_SIZE <= grown <= 2 << 20  # the page already written was allocated before
+    assert os.path.getsize(image) == 4 << 20
+
+
 def test_discard_whole_image(image):
     with Device(image, writable=True) as dev:
         dev.pwrite(0, b"\x01" * (1 << 20))
