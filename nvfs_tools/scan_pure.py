@@ -914,6 +914,7 @@ def check_inode_groups(
     *,
     tables: Any = None,
     threads: int = 0,
+    release: bool = False,
 ) -> dict[str, Any] | None:
     """fsck's fast path over the in-use inodes of groups [first, end), each read once; None when not proven.
 
@@ -933,6 +934,9 @@ def check_inode_groups(
     ``tables``, when given, holds the inode tables of the groups, back to back (e.g. read with
     O_DIRECT into a reused buffer): the records are read from it, everything else from ``buf``.
     Every table of the range must lie wholly inside ``buf`` (else ValueError).
+
+    ``release`` (compiled core only; ignored here): each thread drops the pages of its share of the
+    tables from ``buf``, a shared mapping of the device, when it is done with them.
     """
     view = memoryview(buf).cast("B")
     if tables is not None:

@@ -1344,3 +1344,80 @@ def test_group_counters_agree_on_damage(grouped, data):
         counted_inode = 2 * bs <= at < 2 * bs + geo.inodes_per_group // 8
         if at < bs or in_counters or counted_inode:
             assert answer[0] != scan.CounterCheck.AGREE and answer[1] == g
+
+
+def _resident_bytes(path: str) -> int:
+    """Resident bytes of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                inside = line.rstrip().endswith(path)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+@needs_compiled
+def test_check_inode_groups_release_drops_table_pages_and_changes_nothing(tmp_path):
+    """With ``release`` each thread drops its share of the tables from a shared mapping: same answer, and
+    the tables are no longer resident (fsck's bound on memory); without it they stay mapped."""
+    img = make_image(tmp_path / "img", 96 << 20, inode_count=48 * 1024)  # 12 MiB of inode tables
+    with Volume.open(img, writable=True) as vol:
+        sub = vol.mkdir(ROOT, "d", 0o755)
+        vol.write(vol.create(sub, "f", 0o644), 0, b"x" * 100_000)
+    geo = Volume.open(img).geo
+    table_bytes = geo.group_count * geo.inode_table_blocks * geo.block_size
+    path = os.path.realpath(img)
+    answers = []
+    for release in (False, True):
+        with open(img, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+            n = geo.inodes_count
+            owned, inuse, table = bytearray(geo.blocks_count // 8 + 1), bytearray(n // 8 + 1), bytearray(4 * n + 4)
+            found = C.check_inode_groups(m, geo, (0, geo.group_count), owned, inuse, table, threads=2, release=release)
+            resident = _resident_bytes(path)
+            answers.append((found, bytes(owned), bytes(inuse), bytes(table)))
+            if release:
+                assert resident < table_bytes // 8
+            else:
+                assert resident >= table_bytes
+    assert answers[0] == answers[1] and answers[0][0] is not None
+
+
+@needs_compiled
+def test_workers_are_kept_and_raise_the_jobs_errors():
+    """_run_parallel hands jobs to threads kept between calls, runs the first share itself, raises the first
+    failure, and a call made while another thread holds the workers still runs (on threads of its own)."""
+    import threading
+
+    class Job:
+        def __init__(self, fail=False, wait=None):
+            self.fail, self.wait, self.thread = fail, wait, None
+
+        def run(self):
+            self.thread = threading.current_thread()
+            if self.wait is not None:
+                self.wait.wait(10)
+            if self.fail:
+                raise ValueError("job failed")
+
+    jobs = [Job(), Job(), Job()]
+    C._run_parallel(jobs)
+    first_workers = {j.thread for j in jobs[1:]}
+    assert jobs[0].thread is threading.current_thread() and threading.current_thread() not in first_workers
+    jobs = [Job(), Job(), Job()]
+    C._run_parallel(jobs)
+    assert {j.thread for j in jobs[1:]} == first_workers  # the same threads, not new ones
+    with pytest.raises(ValueError, match="job failed"):
+        C._run_parallel([Job(), Job(fail=True)])
+    release = threading.Event()
+    holder = threading.Thread(target=C._run_parallel, args=([Job(), Job(wait=release)],))
+    holder.start()
+    try:
+        other = [Job(), Job()]
+        C._run_parallel(other)  # the workers are busy: threads of its own, not a deadlock
+        assert other[1].thread not in first_workers
+    finally:
+        release.set()
+        holder.join(10)
+    assert not holder.is_alive()

@@ -122,13 +122,16 @@ def _inode_windows(img: Any, core: Any) -> tuple[Any, Any, Any, dict[str, Any]] 
     table = mmap.mmap(-1, 4 * (n + 1), flags=mmap.MAP_PRIVATE)  # pages cost memory only where inodes are in use
     records: dict[str, Any] = {"used": 0}
     reader = _TableReader.open(img, core)
+    release = _views_device_map(img)  # the core's threads then drop their shares of the tables themselves
     try:
         for g0, g1 in _windows(img):
             tables = reader.read(g0, g1) if reader is not None else None
-            found = core.check_inode_groups(view, geo, (g0, g1), owned, inuse, table, tables=tables, threads=THREADS)
+            found = core.check_inode_groups(
+                view, geo, (g0, g1), owned, inuse, table, tables=tables, threads=THREADS, release=release
+            )
             if found is None:
                 return None
-            if tables is None:
+            if tables is None:  # what is left: indirect blocks read in these groups, pages shared by two threads
                 _drop(img, geo.inode_table_block(g0) * img.bs, (g1 - g0) * geo.blocks_per_group * img.bs)
             _collect(records, found)
     finally:
@@ -175,7 +178,7 @@ class _TableReader:
 
         dev = img.dev
         kind, fd = getattr(dev, "kind", None), getattr(dev, "fd", -1)
-        if getattr(dev.view, "obj", None) is not getattr(dev, "map", None) or not isinstance(fd, int) or fd < 0:
+        if not _views_device_map(img) or not isinstance(fd, int) or fd < 0:
             return None  # a shadow or overlay view (check/media.py, check/overlay.py): only it is the truth
         mode = TABLE_READ
         if mode == "auto":
@@ -277,6 +280,14 @@ def _advise(img: Any, advice: str) -> None:
         dev_map.madvise(mmap.MADV_RANDOM)
     except (OSError, ValueError):
         pass
+
+
+def _views_device_map(img: Any) -> bool:
+    """True when the image is read through the device's own (shared) mapping, not a shadow or overlay
+    view (check/media.py, check/overlay.py): only then may pages be dropped from it without losing
+    anything."""
+    dev_map = getattr(img.dev, "map", None)
+    return dev_map is not None and getattr(img.dev.view, "obj", None) is dev_map
 
 
 def _windows(img: Any) -> list[tuple[int, int]]:
