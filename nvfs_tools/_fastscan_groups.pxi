@@ -9,16 +9,19 @@ from libc.string cimport memcmp
 cdef extern from *:
     void nv_setbits(uint8_t *bm, uint64_t first, uint64_t end) nogil
 
-cdef nv_field _GC_GROUP, _GC_FREE_BLOCKS, _GC_FREE_INODES, _GC_USED_DIRS
+cdef nv_field _GC_MAGIC, _GC_GROUP, _GC_FREE_BLOCKS, _GC_FREE_INODES, _GC_USED_DIRS
+cdef uint64_t _GC_USED  # bytes of the counters block the structure uses (the rest must be zero)
 
 
 cdef _init_group_layout():
-    global _GC_GROUP, _GC_FREE_BLOCKS, _GC_FREE_INODES, _GC_USED_DIRS
+    global _GC_MAGIC, _GC_GROUP, _GC_FREE_BLOCKS, _GC_FREE_INODES, _GC_USED_DIRS, _GC_USED
     counters = F.field_layout(F.PLAIN["GroupCounters"])
+    _GC_MAGIC = _fld(counters, "magic")
     _GC_GROUP = _fld(counters, "group")
     _GC_FREE_BLOCKS = _fld(counters, "free_blocks")
     _GC_FREE_INODES = _fld(counters, "free_inodes")
     _GC_USED_DIRS = _fld(counters, "used_dirs")
+    _GC_USED = F.PLAIN["GroupCounters"].sizeof()
 
 
 _init_group_layout()
@@ -295,12 +298,8 @@ def seek_holes(int fd, starts, Py_ssize_t length, *, int threads=1):
 
 from nvfs_tools.scan import CounterCheck
 
-cdef nv_field _GC_MAGIC
-cdef uint64_t _GC_USED
 cdef int _CC_DAMAGED = CounterCheck.DAMAGED, _CC_OTHER_GROUP = CounterCheck.OTHER_GROUP
 cdef int _CC_STRAY = CounterCheck.STRAY, _CC_PAST_END = CounterCheck.PAST_END, _CC_DISAGREE = CounterCheck.DISAGREE
-_GC_MAGIC = _fld(F.field_layout(F.PLAIN["GroupCounters"]), "magic")
-_GC_USED = F.PLAIN["GroupCounters"].sizeof()
 
 
 cdef inline uint64_t _get_field(const uint8_t *block, nv_field f) noexcept nogil:
