@@ -89,10 +89,8 @@ _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY | os.O_NOFOLLOW
 _NS = 1_000_000_000
 _HUGE_BYTES = 2 << 20
-#: Longest run copied with one pread/pwrite (bounds the buffer of huge files).
-_RUN = 2048
-_IOV_MAX = 1024
-_QUEUE_BYTES = 16 << 20
+#: Longest run of a file copied with one read and write (bounds the buffer of huge files), in bytes.
+_RUN_BYTES = 8 << 20
 #: Small files handed to the copy thread at a time (each hand-over costs the thread a GIL round trip).
 _COPY_BATCH = 512
 #: GIL switch interval (s) while the copy thread runs (see _Copier).
@@ -1021,20 +1019,11 @@ class _Writer:
         self.p = self.bs // 8
         self.dev = vol.dev
         self.view = vol.dev.view
-        self.zero_view = memoryview(bytes(self.bs * _RUN))
-        # The device's fd takes plain pwrite for image files and block devices; devdax
-        # and devices with known bad ranges go through Device.write (mapping, media checks).
-        fd = getattr(vol.dev, "fd", -1)
-        usable = not getattr(vol.dev, "dax", False) and not getattr(vol.dev, "badblocks", None)
-        self.direct_fd = fd if usable and hasattr(vol.dev, "pwrite") else -1
+        self.run_blocks = max(1, _RUN_BYTES // self.bs)
         self.pending: list[tuple[int, bytes]] = []
         self.room = self.bs - fmt.DIR_PAGE_HEADER_SIZE
         self.hash_names = getattr(_directory, "hash_names", None) or _hash_names
         self.usage: dict[tuple[int, int], list[int]] | None = {} if getattr(vol, "quota", None) is not None else None
-        self.q_bufs: list[bytes | memoryview] = []
-        self.q_start = 0
-        self.q_end = -1
-        self.copier = _Copier(self.direct_fd, self.bs) if self.direct_fd >= 0 else None
         self.copy_paths: list[bytes] = []
         self.copy_starts: list[int] = []
         self.copy_sizes: list[int] = []
@@ -1048,6 +1037,18 @@ class _Writer:
         self.reproducible = epoch is not None
         self.done = 0
         self.next_report = 0
+        self.copier = self._start_copier()  # last: nothing after it can fail and leave the thread running
+
+    def _start_copier(self) -> _Copier | None:
+        """The copy thread, for an unordered image file or block device (the thread writes through a
+        descriptor of its own, so an ordered device's barriers could not order its stores before the
+        page that names the file; devdax and devices with known bad ranges go through Device.write:
+        the mapping, media checks)."""
+        dev = self.vol.dev
+        fd = getattr(dev, "fd", -1)
+        if getattr(dev, "dax", False) or getattr(dev, "badblocks", None) or not getattr(dev, "unordered", False):
+            return None
+        return _Copier(fd, self.bs) if isinstance(fd, int) and fd >= 0 else None
 
     # -- allocation -------------------------------------------------------
     def _inode(self, is_dir: bool, goal_group: int | None) -> int:
@@ -1147,18 +1148,13 @@ class _Writer:
     # -- data -------------------------------------------------------------
     def _copy_runs(self, fd: int, path: bytes, fblocks: list[int] | range, dblocks: list[int], size: int) -> None:
         """Copy file blocks ``fblocks`` to device blocks ``dblocks``, one contiguous run at a time
-        (``fd`` -1: queued for the copy thread).
-
-        ``pread`` + ``pwritev`` to the device's file descriptor measured faster
-        than ``preadv`` into the mapping (which takes a page fault per page);
-        the tail of the last block is written as zeros in the same call.
-        """
-        bs = self.bs
+        (``fd`` -1: queued for the copy thread; else read here and stored through the device)."""
+        bs, longest = self.bs, self.run_blocks
         n = len(dblocks)
         i = 0
         while i < n:
             j = i + 1
-            while j < n and dblocks[j] == dblocks[j - 1] + 1 and fblocks[j] == fblocks[j - 1] + 1 and j - i < _RUN:
+            while j < n and dblocks[j] == dblocks[j - 1] + 1 and fblocks[j] == fblocks[j - 1] + 1 and j - i < longest:
                 j += 1
             foff = fblocks[i] * bs
             length = (j - i) * bs
@@ -1174,32 +1170,9 @@ class _Writer:
             i = j
 
     def _put(self, offset: int, data: bytes, length: int) -> None:
-        """Queue ``data`` for device byte ``offset``, zero-padded to ``length``.
-
-        Small files of one directory sit in consecutive blocks, so their
-        contents are gathered and written with one ``pwritev`` per run.
-        """
+        """Store ``data`` at device byte ``offset``, zero-padded to ``length`` (no copy thread)."""
         pad = length - len(data)
-        if self.direct_fd < 0:
-            self.dev.write(offset, data + bytes(pad) if pad else data)
-            return
-        if offset != self.q_end or len(self.q_bufs) >= _IOV_MAX - 2 or self.q_end - self.q_start >= _QUEUE_BYTES:
-            self._flush_data()
-            self.q_start = offset
-        self.q_bufs.append(data)
-        if pad:
-            self.q_bufs.append(self.zero_view[:pad])
-        self.q_end = offset + length
-
-    def _flush_data(self) -> None:
-        bufs, offset, length = self.q_bufs, self.q_start, self.q_end - self.q_start
-        if not bufs:
-            return
-        self.q_bufs = []
-        self.q_end = -1
-        done = os.pwritev(self.direct_fd, bufs, offset)
-        if done != length:  # short write: finish through the device layer
-            self.dev.write(offset + done, b"".join(bufs)[done:])
+        self.dev.write(offset, data + bytes(pad) if pad else data)
 
     def _map(self, fblocks: list[int] | range, dblocks: list[int], meta: list[int]) -> list[int]:
         """The 16 block pointers for a file; writes its indirect blocks (taken from ``meta``)."""
@@ -1319,7 +1292,7 @@ class _Writer:
             others = sorted(_others(d.simple) + deferred) if deferred else _others(d.simple)
         else:
             others = range(len(d.names))
-        dfd = _open_dir(d.path) if self.copier is None else -1  # the copy thread opens files by path
+        dfd = _open_dir_or_fail(d.path) if self.copier is None else -1  # the copy thread opens files by path
         try:
             for i in others:
                 name, st, extra = d.names[i], _Stat(d.meta, i), d.extra.get(i)
@@ -1348,7 +1321,6 @@ class _Writer:
                 self._new_dir_inode(sub)
         if len(self.copy_paths) >= _COPY_BATCH:
             self.submit_copies()
-        self._flush_data()
         self._flush_inodes()
         self.vol.barrier()
         self._build(d, entries, pool)
@@ -1358,7 +1330,10 @@ class _Writer:
             self.next_report = self.done + 4096
 
     def submit_copies(self) -> None:
-        """Hand the small files queued so far to the copy thread."""
+        """Hand the small files queued so far to the copy thread (raising its failure, if it has had
+        one, instead of writing the rest of the tree first)."""
+        if self.copier is not None and self.copier.failure is not None:
+            raise self.copier.failure  # _write stops the thread
         if self.copy_paths and self.copier is not None:
             self.copier.submit(self.copy_paths, self.copy_starts, self.copy_sizes, self.copy_offsets)
             self.copy_paths, self.copy_starts, self.copy_sizes, self.copy_offsets = [], [], [], []
@@ -1519,6 +1494,7 @@ class _Writer:
             self.vol.barrier()
             base = self.geo.inode_offset(d.ino)
             self.vol.store_u64(base + _BLOCK0_OFF, page | fmt.RADIX_PAGE_BIT)
+            self.vol.barrier()  # the root word, then size and blocks (spec/operations.md 4.5)
             blocks = 2 if d.xattrs.get(b"") else 1
             if self.usage is None:
                 self.dev.write(base + _SIZE_OFF, _SIZE_BLOCKS.pack(self.bs, blocks))
@@ -1538,15 +1514,19 @@ class _Writer:
         self.dev.write(block * self.bs, self.dir_page(entries, seed, hashes, dir_ino, self.bs))
 
     def _merge_entries(self, d: _Dir, entries: list[tuple[bytes, int, int]]) -> None:
+        """Add ``entries`` to a directory mkfs made (root, lost+found): its link count is raised first, so
+        that it is never lower than 2 + the subdirectories it names (spec/operations.md 3.2)."""
         directory = self.Directory(self.vol, d.ino)
-        for name, ino, ftype in entries:
+        for name, _ino, _ftype in entries:
             if directory.lookup(name) is not None:
                 raise FileExistsError_(f"{os.fsdecode(d.path + b'/' + name)}: already exists in the new filesystem")
-            directory.add(name, ino, ftype)
         subdirs = len(d.subdirs)
         if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME not in d.names:
             subdirs += 1  # the lost+found mkfs made
         self.vol.set_inode_fields(d.ino, links_count=2 + subdirs)
+        self.vol.barrier()
+        for name, ino, ftype in entries:
+            directory.add(name, ino, ftype)
 
 
 # ---------------------------------------------------------------------------

@@ -65,6 +65,42 @@ def test_full_tree_round_trip_is_identical(tmp_path, full_tree):
     assert diffs == []
 
 
+def test_ordered_volume_round_trip_without_copy_thread(tmp_path, full_tree, monkeypatch):
+    """On an ordered device the contents are stored through the device, in the store order of
+    spec/operations.md, not by the copy thread (whose own descriptor no barrier would cover)."""
+    started = []
+    monkeypatch.setattr(pop._Copier, "__init__", lambda *args: started.append(args) or pytest.fail("copy thread"))
+    src, _ = full_tree
+    img = make_image(tmp_path / "img", 64 << 20)
+    with Volume.open(img, writable=True) as vol:
+        pop.populate(vol, src)
+    assert check_image(img) == [] and not started
+    out = tmp_path / "out"
+    with Volume.open(img) as vol:
+        extract(vol, "/", out)
+    assert compare_trees(src, out, ignore=(b"lost+found",)) == []
+
+
+def test_directory_gone_before_the_write_names_its_path(tmp_path, monkeypatch):
+    """Without the copy thread each source directory is opened again to read its files: one removed
+    after the walk fails the run with its path, not a traceback."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"data")
+    real_walk = pop._walk
+
+    def walk_then_remove(*args):
+        plan = real_walk(*args)
+        shutil.rmtree(src / "d")
+        return plan
+
+    monkeypatch.setattr(pop, "_walk", walk_then_remove)
+    img = make_image(tmp_path / "img")
+    with Volume.open(img, writable=True) as vol:
+        with pytest.raises(pop.SourceError, match=r"src/d: cannot open directory: No such file or directory"):
+            pop.populate(vol, src)
+
+
 def test_image_keeps_source_ctime_links_and_owner(tmp_path, full_tree):
     src, _ = full_tree
     img, stats = populated(tmp_path, src)
