@@ -2447,7 +2447,7 @@ def nt_zero(buf, Py_ssize_t offset, Py_ssize_t length):
 
 from posix.fcntl cimport open as c_open
 from posix.unistd cimport pread as c_pread, pwrite as c_pwrite, close as c_close, lseek as c_lseek
-from libc.errno cimport errno, EINTR, EPERM, ENOSPC, EINVAL, ENOSYS, EDQUOT, EFBIG
+from libc.errno cimport errno, EINTR, EPERM, ENOSPC, ENOMEM, EINVAL, ENOSYS, EDQUOT, EFBIG
 from libc.stdlib cimport malloc, calloc
 
 cdef extern from "<sys/sendfile.h>" nogil:
@@ -2586,7 +2586,7 @@ cdef int _copy_big(_copier *c, const char *path, uint64_t size, int64_t start, i
             c.buf = <uint8_t *>malloc(c.cap)
             if c.buf == NULL:
                 c_close(fd)
-                return -(1 << 16 | ENOSPC)
+                return -(1 << 16 | ENOMEM)  # reported as "<file>: read error: Cannot allocate memory"
         err = _read_piece(fd, c.buf, size, start, &got)
         if not err:
             memset(c.buf + got, 0, padded - got)

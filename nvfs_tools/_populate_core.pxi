@@ -8,6 +8,7 @@
 from libc.stdlib cimport malloc, realloc, calloc
 from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from libc.string cimport strlen
+from libc.errno cimport EOVERFLOW
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from posix.stat cimport struct_stat, fstatat, S_ISDIR
 
@@ -79,16 +80,21 @@ cdef inline void _put_le(uint8_t *p, nv_field f, uint64_t value) noexcept nogil:
         p[f.off + i] = <uint8_t>(value >> (8 * i))
 
 
-cdef inline int64_t _ns(int64_t sec, long nsec) noexcept nogil:
-    return sec * _PN_NS + nsec
-
-
 cdef extern from *:
     """
     #include <errno.h>
     static inline void set_errno(int e) { errno = e; }
+    /* sec * 10**9 + nsec into *out; 0 when it does not fit an int64 (before 1677 or after 2262) */
+    static inline int nv_time_ns(int64_t sec, long nsec, int64_t *out) {
+        int64_t r;
+        if (__builtin_mul_overflow(sec, (int64_t)1000000000, &r) || __builtin_add_overflow(r, (int64_t)nsec, &r))
+            return 0;
+        *out = r;
+        return 1;
+    }
     """
     void set_errno(int e) nogil
+    int nv_time_ns(int64_t sec, long nsec, int64_t *out) nogil
 
 
 cdef inline int64_t _pmod(int64_t t) noexcept nogil:
@@ -183,9 +189,13 @@ cdef void _scan_into(const char *path, Py_ssize_t plen, Py_ssize_t block_size, i
         r = o.rows + o.n * PM_N
         r[PM_MODE], r[PM_UID], r[PM_GID], r[PM_NLINK] = st.st_mode, st.st_uid, st.st_gid, st.st_nlink
         r[PM_SIZE], r[PM_BLOCKS], r[PM_DEV], r[PM_INO] = st.st_size, st.st_blocks, st.st_dev, st.st_ino
-        r[PM_ATIME] = _ns(st.st_atim.tv_sec, st.st_atim.tv_nsec)
-        r[PM_MTIME] = _ns(st.st_mtim.tv_sec, st.st_mtim.tv_nsec)
-        r[PM_CTIME] = _ns(st.st_ctim.tv_sec, st.st_ctim.tv_nsec)
+        if not (nv_time_ns(st.st_atim.tv_sec, st.st_atim.tv_nsec, &r[PM_ATIME])
+                and nv_time_ns(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, &r[PM_MTIME])
+                and nv_time_ns(st.st_ctim.tv_sec, st.st_ctim.tv_nsec, &r[PM_CTIME])):
+            o.err, o.what = EOVERFLOW, 3
+            o.bad_len = nlen
+            memcpy(o.bad, ent.d_name, nlen)
+            break
         r[PM_RDEV] = st.st_rdev
         r[PM_XATTR] = 0
         if not S_ISDIR(st.st_mode):

@@ -296,11 +296,14 @@ def _open_file(name: bytes, dir_fd: int, path: bytes) -> int:
         raise SourceError(f"{os.fsdecode(path)}: cannot open: {exc.strerror}") from None
 
 
-def _checked_xattrs(path: bytes, bs: int) -> list[tuple[bytes, bytes]]:
-    """The xattrs of ``path``, verified to fit the image's one xattr block."""
+def _checked_xattrs(path: bytes, bs: int, is_dir: bool) -> list[tuple[bytes, bytes]]:
+    """The xattrs of ``path``, verified as the library verifies a set (size, ACL form) and to fit the image's
+    one xattr block: they are written raw later, and a refusal must name the source file."""
     xattrs = _read_xattrs(path)
     if xattrs:
         try:
+            for name, value in xattrs:
+                xa.check_value(name, value, is_dir=is_dir)
             xa.build_block(dict(xattrs), bs)
         except NvfsError as exc:
             raise SourceError(f"{os.fsdecode(path)}: extended attributes cannot be stored: {exc}") from None
@@ -431,7 +434,7 @@ def _walk(
         for d, scanned in zip(level, backend.scan_dirs([d.path for d in level], bs, simple_max), strict=True):
             i += 1
             _walk_dir(d, plan, bs, p, scanned)
-            d.xattrs[b""] = _checked_xattrs(d.path, bs)
+            d.xattrs[b""] = _checked_xattrs(d.path, bs, True)
             if d.xattrs[b""]:
                 plan.blocks += 1
             plan.blocks += dir_blocks(d.names)
@@ -494,7 +497,7 @@ def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int, scanned: tuple) -> None:
             else:
                 blocks += _entry_blocks(name, dfd, path, st, bs, p, plan)
             if st.xattr:
-                xattrs = _checked_xattrs(path, bs)
+                xattrs = _checked_xattrs(path, bs, False)
                 if xattrs:
                     plan.xattrs[key] = xattrs
                     blocks += 1
@@ -525,10 +528,13 @@ def _open_dir_or_fail(path: bytes) -> int:
 
 
 def _scan_error(path: bytes, name: bytes, err: int, what: int) -> SourceError:
-    """The error for a failed scan_dir answer (what: 0 open, 1 read the directory, 2 lstat ``name``)."""
+    """The error for a failed scan_dir answer (what: 0 open, 1 read the directory, 2 lstat ``name``, 3 a time
+    of ``name`` outside what the walk's nanosecond counts hold)."""
     reason = os.strerror(err)
     if what == 2:
         return SourceError(f"{os.fsdecode(path + b'/' + name)}: cannot stat: {reason}")
+    if what == 3:
+        return SourceError(f"{os.fsdecode(path + b'/' + name)}: a timestamp outside the years 1677-2262 (not copied)")
     doing = "cannot open directory" if what == 0 else "cannot read directory"
     return SourceError(f"{os.fsdecode(path)}: {doing}: {reason}")
 
@@ -542,6 +548,8 @@ META_FIELDS = (
 )  # fmt: skip
 _NF = len(META_FIELDS)
 _INO_WRAP = 1 << 64
+#: Times are kept as signed 64-bit nanosecond counts (the years 1677 to 2262); an entry with another is refused.
+_TIME_LIMIT = 1 << 63
 
 
 class _Stat:
@@ -601,6 +609,8 @@ def _scan_dir_pure(
                 except OSError:
                     xattr = 1  # the caller reads them and reports the error (or finds ENOTSUP)
             ino = st.st_ino if st.st_ino < _INO_WRAP >> 1 else st.st_ino - _INO_WRAP  # as the C int64 holds it
+            if not all(-_TIME_LIMIT <= t < _TIME_LIMIT for t in (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)):
+                return names, meta, simple, simple_blocks, errno.EOVERFLOW, 3, name
             meta.extend((
                 mode, st.st_uid, st.st_gid, nlink, size, st.st_blocks, st.st_dev, ino, st.st_atime_ns,
                 st.st_mtime_ns, st.st_ctime_ns, st.st_rdev, xattr,

@@ -457,3 +457,64 @@ def test_scan_dirs_backends_agree(full_tree):
     assert [_fastscan.populate_scan_dir(p, 4096, simple_max) for p in paths] == pure
     assert pure[-1][4:6] == (errno.ENOENT, 0)
     assert any(sum(r[2]) for r in pure) and any(0 in r[2] for r in pure)  # simple files and others
+
+
+@pytest.mark.parametrize("when", [10**10, -(10**10)])  # the year 2286, the year 1653: both fit the image, not the walk
+def test_timestamp_out_of_range_is_refused_by_name(tmp_path, when):
+    """A time outside what the walk's 64-bit nanosecond counts hold stops the run naming the file (the
+    compiled scan used to wrap it into a wrong date, the pure one to fail with an internal error)."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "ok").write_bytes(b"ok")
+    odd = src / "d" / "odd"
+    odd.write_bytes(b"x")
+    try:
+        os.utime(odd, (0, when))
+    except (OSError, OverflowError):
+        pytest.skip("the host filesystem does not take such a time")
+    paths = [os.fsencode(src / "d")]
+    simple_max = pop._simple_max(4096)
+    pure = pop._scan_dirs_pure(paths, 4096, simple_max)
+    assert pure[0][4:7] == (errno.EOVERFLOW, 3, b"odd")
+    if pop._Backend().scan_dirs is not pop._scan_dirs_pure:
+        assert pop._Backend().scan_dirs(paths, 4096, simple_max)[0][3:] == pure[0][3:]
+    img = make_image(tmp_path / "img")
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        with pytest.raises(pop.SourceError, match=r"d/odd: a timestamp outside the years 1677-2262"):
+            pop.populate(vol, src)
+
+
+def test_source_xattr_the_library_would_refuse_names_the_file(tmp_path, monkeypatch):
+    """xattrs are written raw, so the walk checks them as Volume.set_xattr would (here a malformed ACL), naming
+    the source file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data")
+    real_read = pop._read_xattrs
+    monkeypatch.setattr(
+        pop,
+        "_read_xattrs",
+        lambda path: [(b"system.posix_acl_access", b"\x02\0\0\0junk")] if path.endswith(b"/f") else real_read(path),
+    )
+    real_scan = pop._Backend.__init__
+
+    def scan_with_xattr_flag(self):  # the entry must take the Python path: the scan marks it as having xattrs
+        real_scan(self)
+        scan = self.scan_dirs
+
+        def flagged(paths, *args):
+            out = scan(paths, *args)
+            for names, meta, simple, *_rest in out:
+                for i, name in enumerate(names):
+                    if name == b"f":
+                        meta[i * pop._NF + pop.META_FIELDS.index("xattr")] = 1
+                        simple[i] = 0
+            return out
+
+        self.scan_dirs = flagged
+
+    monkeypatch.setattr(pop._Backend, "__init__", scan_with_xattr_flag)
+    img = make_image(tmp_path / "img")
+    with Volume.open(img, writable=True, unordered=True) as vol:
+        with pytest.raises(pop.SourceError, match=r"src/f: extended attributes cannot be stored: .*posix_acl_access"):
+            pop.populate(vol, src)
