@@ -1,8 +1,8 @@
-# mkfs -d (nvfs_tools/populate.py): the two loops that run once per source entry.
+# mkfs -d (nvfs_tools/populate.py): the loops that run once per source entry or directory.
 #
-# Included at the end of _fastscan.pyx.  The pure-Python reference of both functions,
-# with the same signatures and results, is in nvfs_tools/populate.py
-# (_scan_dir_pure, _write_simple_pure); NVFS_PURE=1 uses it.  Inode offsets come from
+# Included at the end of _fastscan.pyx.  The pure-Python references of these functions,
+# with the same signatures and results, are in nvfs_tools/populate.py (_scan_dir_pure,
+# _write_simple_pure, _dir_page_pure, _take_bits_pure); NVFS_PURE=1 uses them.  Inode offsets come from
 # format.field_layout, never typed here.
 
 from libc.stdlib cimport malloc, realloc, calloc
@@ -66,7 +66,7 @@ cdef _init_populate_layout():
     for i, t in enumerate(("atime", "mtime", "ctime", "btime")):
         _PI_TIME[i] = _fld(inode, t)
         _PI_NSEC[i] = _fld(inode, t + "_nsec")
-    if _PI_BLOCK.size != 8 * F.N_BLOCK_POINTERS or F.INODE_SIZE > 4096:
+    if _PI_BLOCK.size != 8 * F.N_BLOCK_POINTERS:
         raise ImportError("inode block pointers must be 8 bytes each")
 
 

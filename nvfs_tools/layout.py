@@ -33,6 +33,22 @@ from nvfs_tools import format as fmt
 from nvfs_tools.device import Device
 from nvfs_tools.errors import DeviceError
 
+
+def source_date_epoch() -> int | None:
+    """``SOURCE_DATE_EPOCH`` (reproducible builds): seconds since 1970, or None when unset or empty.
+
+    Raises ValueError for anything but an integer: a reproducible build must not quietly become one
+    that is not.
+    """
+    value = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"invalid SOURCE_DATE_EPOCH '{value}' (expected an integer)") from None
+
+
 #: Inodes 1..RESERVED_INODES are reserved and marked used by mkfs.
 RESERVED_INODES = fmt.FIRST_INO - 1
 

@@ -181,13 +181,12 @@ def _parse_extended(specs: tuple[str, ...], opts: Options) -> None:
 
 
 def _source_date_epoch() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is None or value == "":
-        return None
+    from nvfs_tools.layout import source_date_epoch
+
     try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"invalid SOURCE_DATE_EPOCH '{value}' (expected an integer)") from None
+        return source_date_epoch()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def build_options(

@@ -11,16 +11,18 @@ written:
    so that only the other entries are looked at in Python: read symlink
    targets and xattrs, find the data extents of files that have holes
    (``SEEK_DATA``/``SEEK_HOLE``, only for files whose allocated size is below
-   their length), and count exactly the inodes and blocks the image will need
-   (data, indirect blocks, symlink blocks, xattr blocks, directory pages and
-   radix nodes).  If the device is too small the run stops with
+   their length), and count the inodes and blocks the image will need (data,
+   indirect blocks, symlink blocks, xattr blocks, directory pages and radix
+   nodes: exactly, but that the root and lost+found mkfs made are counted as
+   if new).  If the device is too small the run stops with
    "needs N blocks / N inodes, device has M blocks / M inodes free".
 2. **Write**: one block allocation for the small files of every directory
    (each directory's share consecutive), then one source directory at a
-   time: inode numbers for its new children in one bitmap update; its simple
-   files through the backend's ``write_simple`` (inode image packed, indirect
-   block built, contents queued for the copy thread, see :class:`_Copier`),
-   the rest here; xattr blocks written directly (a fresh inode needs no
+   time: inode numbers for its new children in one bitmap update; with the
+   copy thread (unordered devices) and without quota, its simple files
+   through the backend's ``write_simple`` (inode image packed, indirect block
+   built, contents queued for the copy thread, see :class:`_Copier`), the
+   rest here; xattr blocks written directly (a fresh inode needs no
    journal); inodes stored in runs of consecutive numbers, its subdirectories'
    inodes (empty) among them; then the directory itself once its children
    are stored: a directory whose records fit one page gets that page (the
@@ -78,6 +80,7 @@ from nvfs_tools import format as fmt
 from nvfs_tools import namehash
 from nvfs_tools import xattr as xa
 from nvfs_tools.errors import DeviceError, FileExistsError_, NoSpaceError, NvfsError
+from nvfs_tools.layout import source_date_epoch
 from nvfs_tools.record import Fields
 
 ProgressFn = Callable[[int, int], None]
@@ -136,15 +139,6 @@ _S_IFMT, _S_IFDIR, _S_IFREG, _S_IFLNK = fmt.S_IFMT, fmt.S_IFDIR, fmt.S_IFREG, fm
 _DT = fmt.MODE_TO_DT
 
 
-class _DirectBytes(dict):
-    """block size -> bytes the direct pointers map (files up to that need no indirect block)."""
-
-    def __missing__(self, bs: int) -> int:
-        self[bs] = value = fmt.N_DIRECT * bs
-        return value
-
-
-_DIRECT_BYTES = _DirectBytes()
 #: rec_len(n) == (_REC_FIXED + n) & ~7; checked against format.dir_entry_rec_len below.
 _REC_FIXED = fmt.DIR_ENTRY_HEADER_SIZE + fmt.DIR_ENTRY_ALIGN - 1
 _MAX_REC = fmt.dir_entry_rec_len(fmt.MAX_NAME_LEN)
@@ -162,8 +156,6 @@ def _owner_and_blocks(raw: bytes) -> tuple[int, int, int]:
 
 _NOT_FULL = re.compile(rb"[^\xff]")
 _NOT_ZERO = re.compile(rb"[^\x00]")
-#: What bulk inode allocation uses of :class:`nvfs_tools.alloc.Allocator`.
-_ALLOC_ATTRS = ("free_inodes", "used_dirs", "sb_free_inodes", "inode_cursor", "pick_group", "_store_group")
 _GC_FREE_INODES = fmt.field_offset(fmt.PLAIN["GroupCounters"], "free_inodes")
 _GC_USED_DIRS = fmt.field_offset(fmt.PLAIN["GroupCounters"], "used_dirs")
 _DYN_FREE_INODES = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.PLAIN["SuperblockDynamic"], "free_inodes")
@@ -412,10 +404,16 @@ class _Plan:
 
 
 def _walk(
-    source: bytes, bs: int, dir_blocks: Callable[[list[bytes]], int], on_level: Callable[[int], None] | None = None
+    source: bytes,
+    bs: int,
+    dir_blocks: Callable[[list[bytes]], int],
+    on_level: Callable[[int], None] | None = None,
+    by_name: bool = False,
 ) -> _Plan:
     """Pass 1: every directory breadth first, with the exact inodes and blocks the copy needs
-    (``on_level(blocks)`` after each level of the tree: the blocks counted so far)."""
+    (``on_level(blocks)`` after each level of the tree: the blocks counted so far).  ``by_name``: each
+    directory's entries in name order instead of the host's readdir order (reproducible images: then
+    the directories, the inode numbers and the blocks come in an order the host cannot change)."""
     plan = _Plan()
     p = bs // 8
     try:
@@ -433,6 +431,8 @@ def _walk(
         level = plan.dirs[i:]  # the directories found by the last level: the next level, scanned at once
         for d, scanned in zip(level, backend.scan_dirs([d.path for d in level], bs, simple_max), strict=True):
             i += 1
+            if by_name:
+                scanned = _by_name(scanned)
             _walk_dir(d, plan, bs, p, scanned)
             d.xattrs[b""] = _checked_xattrs(d.path, bs, True)
             if d.xattrs[b""]:
@@ -444,6 +444,18 @@ def _walk(
             on_level(plan.blocks)
     plan.entries = sum(len(d.names) for d in plan.dirs)
     return plan
+
+
+def _by_name(scanned: tuple) -> tuple:
+    """A scan_dir answer with its entries in name order."""
+    names, meta, simple, *rest = scanned
+    order = sorted(range(len(names)), key=names.__getitem__)
+    if order == list(range(len(names))):
+        return scanned
+    rows = array("q")
+    for i in order:
+        rows.extend(meta[i * _NF : (i + 1) * _NF])
+    return ([names[i] for i in order], rows, bytearray(simple[i] for i in order), *rest)
 
 
 def _walk_dir(d: _Dir, plan: _Plan, bs: int, p: int, scanned: tuple) -> None:
@@ -1031,8 +1043,7 @@ class _Writer:
         self.view = vol.dev.view
         self.run_blocks = max(1, _RUN_BYTES // self.bs)
         self.pending: list[tuple[int, bytes]] = []
-        self.room = self.bs - fmt.DIR_PAGE_HEADER_SIZE
-        self.hash_names = getattr(_directory, "hash_names", None) or _hash_names
+        self.hash_names = _directory.hash_names
         self.usage: dict[tuple[int, int], list[int]] | None = {} if getattr(vol, "quota", None) is not None else None
         self.copy_paths: list[bytes] = []
         self.copy_starts: list[int] = []
@@ -1041,10 +1052,9 @@ class _Writer:
         backend = _Backend()
         self.write_simple, self.dir_page, self.take_bits = backend.write_simple, backend.dir_page, backend.take_bits
         self.inos: dict[tuple[int, int], int] = {}
-        epoch = _source_date_epoch()
+        epoch = source_date_epoch()
         self.now = time.time_ns() if epoch is None else epoch * _NS
         self.rng = random.Random(vol.hash_seed if epoch is not None else None)
-        self.reproducible = epoch is not None
         self.done = 0
         self.next_report = 0
         self.copier = self._start_copier()  # last: nothing after it can fail and leave the thread running
@@ -1061,17 +1071,12 @@ class _Writer:
         return _Copier(fd, self.bs) if isinstance(fd, int) and fd >= 0 else None
 
     # -- allocation -------------------------------------------------------
-    def _inode(self, is_dir: bool, goal_group: int | None) -> int:
-        return self.vol.allocate_inode(stat.S_IFDIR if is_dir else stat.S_IFREG, goal_group)
-
     def _inodes(self, count: int, goal_group: int | None, dirs: int = 0) -> list[int]:
         """``count`` inode numbers near ``goal_group``, taken in bulk (one bitmap/counter store per group), the
         last ``dirs`` of them for directories (the same numbers one ``allocate_inode`` at a time would give)."""
         if count == 0:
             return []
-        alloc = getattr(self.vol, "alloc", None)
-        if alloc is None or not all(hasattr(alloc, a) for a in _ALLOC_ATTRS):
-            return [self._inode(k >= count - dirs, goal_group) for k in range(count)]
+        alloc = self.vol.alloc  # its counters and cursors are taken over here for the bulk take
         self.vol._w()
         if count > alloc.sb_free_inodes:
             raise NoSpaceError(f"no free inodes left ({count} needed, {alloc.sb_free_inodes} free)")
@@ -1235,7 +1240,7 @@ class _Writer:
         directory gets its consecutive share in ``d.blocks`` (one allocator call instead of one per
         directory)."""
         for d in dirs:
-            d.single = not d.merge and self._single_page(d.names)
+            d.single = not d.merge and _fits_one_page(d.names, self.bs)
         blocks = self._blocks(sum(d.pool + d.single for d in dirs))
         pos = 0
         for d in dirs:
@@ -1259,19 +1264,6 @@ class _Writer:
             sub.parent_ino = d.ino
         pool, d.blocks = d.blocks, []
         return supply, pool
-
-    def _single_page(self, names: list[bytes]) -> bool:
-        """True when a non-empty directory's records fit one page (written here, not by Directory.build)."""
-        if not names:
-            return False
-        if len(names) * _MAX_REC <= self.room:
-            return True
-        total = 0
-        for n in names:
-            total += (_REC_FIXED + len(n)) & ~7
-            if total > self.room:
-                return False
-        return True
 
     def write_dir(self, d: _Dir) -> None:
         """Write every child of ``d`` (files completely, subdirectory inodes) and build ``d``.
@@ -1516,7 +1508,8 @@ class _Writer:
             raise AssertionError(f"{len(pool)} planned blocks unused in {os.fsdecode(d.path)}")
 
     def _write_page(self, dir_ino: int, entries: list[tuple[bytes, int, int]], block: int) -> None:
-        """The one page of a small directory (depth 0, directly under the root word), as Directory.build writes it."""
+        """The one page of a small directory (depth 0, directly under the root word), as Directory.build writes it
+        (records by hash, then by name where hashes tie: only a test's hash makes ties)."""
         seed = self.vol.hash_seed
         hashes = None
         if namehash.name_hash is not _directory._DEFAULT_NAME_HASH:  # a test's hash: the core knows only SipHash
@@ -1544,35 +1537,35 @@ class _Writer:
 # ---------------------------------------------------------------------------
 
 
+def _fits_one_page(names: list[bytes], block_size: int) -> bool:
+    """True when a non-empty directory's records fit one page: then it is that page alone (depth 0, no radix
+    node), written by the writer itself (``_build``), and its names need no hashing to count it."""
+    if not names:
+        return False
+    room = block_size - fmt.DIR_PAGE_HEADER_SIZE
+    if len(names) * _MAX_REC <= room:
+        return True
+    total = 0
+    for n in names:
+        total += (_REC_FIXED + len(n)) & ~7
+        if total > room:
+            return False
+    return True
+
+
 def _dir_blocks_fn(vol) -> Callable[[list[bytes]], int]:
-    """Blocks (pages + radix nodes) a fresh directory with these names takes."""
-    from nvfs_tools import directory
+    """Blocks (pages + radix nodes) a fresh directory with these names takes (directory.blocks_needed,
+    without hashing the names of a directory that fits one page)."""
+    from nvfs_tools.directory import blocks_needed
 
-    fn = getattr(directory, "blocks_needed", None)
-    room = vol.block_size - fmt.DIR_PAGE_HEADER_SIZE
-    if fn is not None:
-
-        def exact(names: list[bytes]) -> int:
-            # A directory whose records fit one page is that page (depth 0, no radix node):
-            # no need to hash its names twice.
-            if len(names) * (fmt.DIR_ENTRY_HEADER_SIZE + 8 + fmt.MAX_NAME_LEN) <= room:
-                return 1 if names else 0
-            if sum(fmt.dir_entry_rec_len(len(n)) for n in names) <= room:
-                return 1
-            return fn(vol.block_size, vol.hash_seed, names)
-
-        return exact
-    usable = vol.block_size - fmt.DIR_PAGE_HEADER_SIZE
-
-    def upper_bound(names: list[bytes]) -> int:
+    def exact(names: list[bytes]) -> int:
         if not names:
             return 0
-        total = sum(fmt.dir_entry_rec_len(len(n)) for n in names)
-        pages = -(-total // (usable // 2)) + 1
-        nodes = 0 if pages == 1 else 1 + -(-pages // 2)
-        return pages + nodes
+        if _fits_one_page(names, vol.block_size):
+            return 1
+        return blocks_needed(vol.block_size, vol.hash_seed, names)
 
-    return upper_bound
+    return exact
 
 
 def populate(
@@ -1598,8 +1591,9 @@ def populate(
     try:
         t0 = time.perf_counter()
         prealloc = _Preallocator.start(vol)
+        reproducible = source_date_epoch() is not None
         try:
-            plan = _walk(source, vol.block_size, _dir_blocks_fn(vol), prealloc.want if prealloc else None)
+            plan = _walk(source, vol.block_size, _dir_blocks_fn(vol), prealloc.want if prealloc else None, reproducible)
         finally:
             if prealloc is not None:
                 prealloc.finish()
@@ -1615,14 +1609,6 @@ def populate(
         if gc_was_enabled:
             gc.enable()
     return stats
-
-
-def _source_date_epoch() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH", "")
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
 
 
 def _check_space(vol, plan: _Plan) -> None:
@@ -1647,8 +1633,6 @@ def _write(
         writer._merge_dir_inode(root, uid, gid)
         writer.reserve_blocks(plan.dirs)
         for d in plan.dirs:
-            if writer.reproducible:
-                _sort_entries(d)
             writer.write_dir(d)
         writer.submit_copies()
     except BaseException:
@@ -1660,20 +1644,6 @@ def _write(
     writer.charge_quota()
     if progress is not None:
         progress(plan.entries, plan.entries)
-
-
-def _sort_entries(d: _Dir) -> None:
-    """Put a directory's children in name order (host readdir order is not reproducible)."""
-    order = sorted(range(len(d.names)), key=d.names.__getitem__)
-    meta = array("q")
-    for i in order:
-        meta.extend(d.meta[i * _NF : (i + 1) * _NF])
-    new_index = {old: new for new, old in enumerate(order)}
-    d.names = [d.names[i] for i in order]
-    d.meta = meta
-    d.simple = bytearray(d.simple[i] for i in order)
-    d.extra = {new_index[i]: x for i, x in d.extra.items()}
-    d.subdirs = [x for _i, x in sorted(d.extra.items()) if isinstance(x, _Dir)]
 
 
 def _prepare_lost_found(vol, root: _Dir) -> None:

@@ -518,3 +518,33 @@ def test_source_xattr_the_library_would_refuse_names_the_file(tmp_path, monkeypa
     with Volume.open(img, writable=True, unordered=True) as vol:
         with pytest.raises(pop.SourceError, match=r"src/f: extended attributes cannot be stored: .*posix_acl_access"):
             pop.populate(vol, src)
+
+
+def test_reproducible_walk_does_not_depend_on_creation_order(tmp_path, monkeypatch):
+    """With SOURCE_DATE_EPOCH the walk takes each directory's entries in name order, so the same tree made
+    in another order gets the same inode number at every path (readdir order follows creation here)."""
+    layout = ["d1/", "d1/x", "d1/s/", "d1/s/f", "d2/", "d2/y", "a", "b", "c/", "c/z"]
+    numbers = []
+    for tree, order in (("t1", layout), ("t2", layout[::-1])):
+        src = tmp_path / tree
+        src.mkdir()
+        made: set[str] = set()
+        for rel in order:
+            parts = rel.rstrip("/").split("/")
+            for k in range(1, len(parts)):
+                parent = "/".join(parts[:k])
+                if parent not in made:
+                    (src / parent).mkdir(exist_ok=True)
+                    made.add(parent)
+            if rel.endswith("/"):
+                (src / rel).mkdir(exist_ok=True)
+                made.add(rel.rstrip("/"))
+            else:
+                (src / rel).write_bytes(rel.encode())
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        img = make_image(tmp_path / f"{tree}.img")
+        with Volume.open(img, writable=True, unordered=True) as vol:
+            pop.populate(vol, src)
+        with Volume.open(img) as vol:
+            numbers.append({rel: vol.lookup(b"/" + rel.rstrip("/").encode()) for rel in layout})
+    assert numbers[0] == numbers[1]
