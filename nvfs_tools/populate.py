@@ -954,27 +954,28 @@ class _Copier:
     def submit(self, paths: list[bytes], starts: list[int], sizes: list[int], offsets: list[int]) -> None:
         self.queue.put((paths, starts, sizes, offsets))
 
-    def _run(self) -> None:
+    def _copy(self, fd: int, batch: tuple) -> None:
+        """copy_files of one batch through ``fd``; its failure (the first one only) kept for finish()."""
         from nvfs_tools import scan
 
-        copy_files = scan.backend().copy_files
+        try:
+            i, err, what = scan.backend().copy_files(fd, *batch, self.block_size)
+        except BaseException as exc:  # handed to finish(), which raises it in the main thread
+            failure: BaseException | None = exc
+        else:
+            failure = _copy_error(batch[0][i], err, what) if i >= 0 else None
+        if failure is not None and self.failure is None:
+            self.failure = failure
+
+    def _run(self) -> None:
         while (batch := self.queue.get()) is not None:
-            if self.failure is not None:
-                continue  # drain: the run has failed
-            try:
-                i, err, what = copy_files(self.out_fd, *batch, self.block_size)
-            except BaseException as exc:  # handed to finish(), which raises it in the main thread
-                self.failure = exc
-                continue
-            if i >= 0:
-                self.failure = _copy_error(batch[0][i], err, what)
+            if self.failure is None:  # else drain: the run has failed
+                self._copy(self.out_fd, batch)
 
     def _help(self) -> None:
         """Copy the batches still queued on this thread, with a descriptor of its own, while the copy
         thread finishes the one it has (nothing to do when none is queued or the run has failed)."""
         from queue import Empty
-
-        from nvfs_tools import scan
 
         fd = -1
         try:
@@ -989,9 +990,7 @@ class _Copier:
                     except OSError:  # no private file position here: leave the batch to the copy thread
                         self.submit(*batch)
                         return
-                i, err, what = scan.backend().copy_files(fd, *batch, self.block_size)
-                if i >= 0 and self.failure is None:
-                    self.failure = _copy_error(batch[0][i], err, what)
+                self._copy(fd, batch)
         finally:
             if fd >= 0:
                 os.close(fd)
