@@ -451,7 +451,30 @@ cdef extern from *:
         nv_vec claimed;          /* directories in parallel mode: blocks this thread set (for undo) */
         uint64_t count, ppb;
         uint64_t lo, hi;         /* directories: lowest and highest block claimed (lo > hi: none) */
+        int track_reads;         /* record the indirect blocks and directory blocks read (nv_release_reads) */
+        uint64_t read_lo, read_hi, read_n;  /* their byte span and count since the last release */
     } nv_ctx;
+    static inline void nv_note_read(nv_ctx *c, uint64_t start) {
+        if (!c->track_reads) return;
+        if (start < c->read_lo) c->read_lo = start;
+        if (start + c->m->bs > c->read_hi) c->read_hi = start + c->m->bs;
+        c->read_n++;
+    }
+    /* Drop from this process the mapped pages around the blocks read since the last call (a read fault
+       maps its neighbours too: 64 KiB), then start a new span. */
+    static void nv_release_reads(nv_ctx *c) {
+        if (c->read_hi > c->read_lo) {
+            uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), around = 64 * 1024;
+            uint64_t lo = c->read_lo > around ? c->read_lo - around : 0;
+            uint64_t hi = c->read_hi + around < c->m->len ? c->read_hi + around : c->m->len;
+            uintptr_t a = (uintptr_t)(c->m->base + lo) & ~(page - 1);
+            uintptr_t b = ((uintptr_t)(c->m->base + hi) + page - 1) & ~(page - 1);
+            madvise((void *)a, b - a, MADV_DONTNEED);
+        }
+        c->read_lo = UINT64_MAX;
+        c->read_hi = 0;
+        c->read_n = 0;
+    }
     static inline int nv_claim(nv_ctx *c, uint64_t b) {
         uint8_t bit = (uint8_t)(1u << (b & 7));
         uint8_t old;
@@ -485,6 +508,7 @@ cdef extern from *:
         unsigned __int128 span = 1;
         for (int k = 1; k < level; k++) span *= c->ppb;
         uint64_t start = b * m->bs;
+        nv_note_read(c, start);
         if (!nv_any(m->base + start, m->bs)) { nv_report(c, ino, addr, P_B_ZERO_IND); return; }
         for (uint64_t i = 0; i < c->ppb; i++) {
             nv_tree(c, ino, start + i * NV_PTR_SIZE, level - 1, base + span * i, needed);
@@ -569,6 +593,7 @@ cdef extern from *:
             if (c->parallel) { uint64_t r[1] = {b}; nv_push(&c->claimed, r); }
             if (b < c->lo) c->lo = b;
             if (b > c->hi) c->hi = b;
+            nv_note_read(c, b * c->m->bs);
             return 1;
         }
         if (c->parallel) *c->conflict = 1;
@@ -776,6 +801,7 @@ cdef extern from *:
 
     uint64_t nv_inode_addr(const nv_map *m, uint64_t ino) nogil
     void nv_release_slots(const nv_map *m, uint64_t x0, uint64_t x1) nogil
+    void nv_release_reads(nv_ctx *c) nogil
     uint64_t nv_siphash(uint64_t k0, uint64_t k1, const uint8_t *inp, size_t length) nogil
 
     ctypedef struct nv_cpu_t:
@@ -815,6 +841,8 @@ cdef extern from *:
         nv_vec claimed
         uint64_t count, ppb
         uint64_t lo, hi
+        int track_reads
+        uint64_t read_lo, read_hi, read_n
     void nv_walk_files(nv_ctx *c, const uint64_t *inos, uint64_t n, uint64_t *counts) nogil
     void nv_mark_metadata(const nv_map *m, uint8_t *bm) nogil
 
@@ -2021,6 +2049,13 @@ cdef struct nv_fctx:
     int fail
 
 
+#: With ``release``, the pages around the indirect blocks (check_inode_groups) or directory blocks
+#: (check_directories) a thread has read are dropped after this many: a read fault maps 64 KiB of
+#: neighbours (fault-around), so a tree of files just over the direct blocks would otherwise map most
+#: of its data (measured: 164 MiB peak RSS on /usr/share, 28 MiB with this).
+cdef uint64_t _RELEASE_EVERY = 64
+
+
 cdef void _inode_pass(nv_fctx *f, uint64_t x0, uint64_t x1) noexcept nogil:
     """check_inode_groups over the inode slots x0 <= g * ipg + i < x1 (one thread's share, which may
     start and end inside a group): each in-use inode read once, its blocks claimed in ``owned``."""
@@ -2060,6 +2095,8 @@ cdef void _inode_pass(nv_fctx *f, uint64_t x0, uint64_t x1) noexcept nogil:
             if f.c.probs.n or f.c.conflict[0]:
                 f.fail = 1
                 return
+            if f.c.read_n >= _RELEASE_EVERY:
+                nv_release_reads(&f.c)
             fmt = mode & NV_S_IFMT
             links = nv_ld(r + NV_I_LINKS.off, NV_I_LINKS.size)
             blocks = nv_ld(r + NV_I_BLOCKS.off, NV_I_BLOCKS.size)
@@ -2093,6 +2130,8 @@ cdef void _inode_pass(nv_fctx *f, uint64_t x0, uint64_t x1) noexcept nogil:
         g += 1
     if f.dirs.oom or f.xattrs.oom or f.odd.oom or f.c.probs.oom:
         f.fail = 1
+
+
 
 
 cdef inline void _prefetch(const uint8_t *p) noexcept nogil:
@@ -2129,6 +2168,8 @@ cdef class _InodePassJob:
             _inode_pass(&self.f, self.x0, self.x1)
             if self.release and not self.f.fail:
                 nv_release_slots(&self.m, self.x0, self.x1)
+            if self.f.c.track_reads:
+                nv_release_reads(&self.f.c)
 
 
 cdef uint32_t* _table_ptr(table, Py_ssize_t n_inodes) except NULL:
@@ -2186,6 +2227,8 @@ def check_inode_groups(buf, geo, groups, owned, inuse, table, *, tables=None, in
         job.f.tables_g0 = first
         job.f.table_bytes = table_bytes
         job.release = release and tables_ptr == NULL
+        job.f.c.track_reads = release  # indirect blocks are read from the mapping even with ``tables``
+        job.f.c.read_lo = <uint64_t>-1
         jobs.append(job)
     _run_parallel(jobs)
     cdef uint64_t used = 0
@@ -2254,6 +2297,8 @@ cdef int _dir_pass(nv_dctx *d, const uint64_t *dirs, uint64_t n, uint64_t *count
             d.ents[c].n = 0
         if d.c.parallel and d.c.conflict[0]:
             return 0
+        if d.c.read_n >= _RELEASE_EVERY:
+            nv_release_reads(&d.c)
     return not named.oom
 
 
@@ -2277,12 +2322,16 @@ cdef class _DirPassJob(_WalkJob):
             self.ok = _dir_pass(&self.d, self.items, self.n, self.counts, self.table, self.n_inodes, &self.named)
             if not self.ok and self.d.c.parallel:
                 self.d.c.conflict[0] = 1  # the other threads stop at their next directory
+            if self.d.c.track_reads:
+                nv_release_reads(&self.d.c)
 
 
-def check_directories(buf, geo, seed, dir_inos, owned, table, *, int threads=1):
+def check_directories(buf, geo, seed, dir_inos, owned, table, *, int threads=1, bint release=False):
     """walk_directories + pages_clean + tally_entries, directory by directory; None when not proven
     (see scan_pure.check_directories).  With several threads, each takes a contiguous run of the
-    directories: page claims in ``owned`` and link counts in ``table`` are then atomic."""
+    directories: page claims in ``owned`` and link counts in ``table`` are then atomic.  ``release``:
+    as check_inode_groups', each thread drops the pages around what it has read every
+    :data:`_RELEASE_EVERY` blocks (only for a shared mapping of the device)."""
     cdef const uint8_t[::1] mv = _ro(buf)
     cdef nv_map m = _map(mv, geo)
     cdef uint64_t k0, k1
@@ -2306,6 +2355,8 @@ def check_directories(buf, geo, seed, dir_inos, owned, table, *, int threads=1):
         job.d.c.hi = 0
         job.table = tab
         job.n_inodes = m.inodes_count
+        job.d.c.track_reads = release
+        job.d.c.read_lo = <uint64_t>-1
     _run_parallel(jobs)
     if conflict:
         return None

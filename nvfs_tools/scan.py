@@ -20,7 +20,7 @@ Both backends provide the same functions with the same signatures and results
 * fsck's fast path, which keeps no per-file record: ``check_inode_groups(buf, geo, groups,
   owned, inuse, table, *, tables=None, threads=0, release=False) -> dict | None`` (each in-use inode read once:
   scan, fields, block map and block count, link count into a uint32 table),
-  ``check_directories(buf, geo, seed, dir_inos, owned, table, *, threads=1) -> dict | None`` (walk, page
+  ``check_directories(buf, geo, seed, dir_inos, owned, table, *, threads=1, release=False) -> dict | None`` (walk, page
   slack and names counted against the table, directory by directory),
   ``tally_entries(table, entry_ino, file_type, n_inodes) -> int`` and
   ``unsettled_links(table, inuse, n_inodes) -> int``;

@@ -936,7 +936,8 @@ def check_inode_groups(
     Every table of the range must lie wholly inside ``buf`` (else ValueError).
 
     ``release`` (compiled core only; ignored here): each thread drops the pages of its share of the
-    tables from ``buf``, a shared mapping of the device, when it is done with them.
+    tables from ``buf``, a shared mapping of the device, when it is done with them, and those around the
+    indirect blocks it has read every few dozen of them.
     """
     view = memoryview(buf).cast("B")
     if tables is not None:
@@ -1025,11 +1026,20 @@ def tally_entries(table: Any, entry_ino: Any, file_type: Any, n_inodes: int) -> 
 
 
 def check_directories(
-    buf: Any, geo: F.Geometry, seed: bytes, dir_inos: Any, owned: Any, table: Any, *, threads: int = 1
+    buf: Any,
+    geo: F.Geometry,
+    seed: bytes,
+    dir_inos: Any,
+    owned: Any,
+    table: Any,
+    *,
+    threads: int = 1,
+    release: bool = False,
 ) -> dict | None:
     """fsck's fast path over directories: ``walk_directories`` (claims in ``owned``), ``pages_clean``
     and ``tally_entries`` against the link table of :func:`check_inode_groups`; None when any of
-    them finds something (then ``owned`` and ``table`` are unspecified).
+    them finds something (then ``owned`` and ``table`` are unspecified).  ``release``: as in
+    check_inode_groups (compiled core only).
 
     Returns ``counts`` (Q, blocks each directory's walk owns) and, of the entries only those that
     name directories (the caller checks that each is named once, by its parent): ``entry_dir``,

@@ -131,7 +131,7 @@ def _inode_windows(img: Any, core: Any) -> tuple[Any, Any, Any, dict[str, Any]] 
             )
             if found is None:
                 return None
-            if tables is None:  # what is left: indirect blocks read in these groups, pages shared by two threads
+            if tables is None:  # what is left: table pages shared by two threads' shares
                 _drop(img, geo.inode_table_block(g0) * img.bs, (g1 - g0) * geo.blocks_per_group * img.bs)
             _collect(records, found)
     finally:
@@ -252,7 +252,9 @@ def _walk_directory_windows(
         while end < len(dir_ino) and (end == start or total + sizes[end] <= WINDOW_BYTES):
             total += sizes[end]
             end += 1
-        D = core.check_directories(view, geo, img.hash_seed, dir_ino[start:end], owned, table, threads=THREADS)
+        D = core.check_directories(
+            view, geo, img.hash_seed, dir_ino[start:end], owned, table, threads=THREADS, release=_views_device_map(img)
+        )
         if D is None or (start == 0 and not _lost_found_ok(img, D)):
             return None
         span_start, span_end = D.pop("span")
