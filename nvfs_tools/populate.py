@@ -1027,7 +1027,7 @@ def _copy_error(path: bytes, err: int, what: int) -> NvfsError:
 class _Writer:
     """Writes the planned tree into the volume."""
 
-    def __init__(self, vol, plan: _Plan, stats: PopulateStats, progress: ProgressFn | None) -> None:
+    def __init__(self, vol, plan: _Plan, stats: PopulateStats, progress: ProgressFn | None, epoch: int | None) -> None:
         from nvfs_tools.directory import Directory
 
         self.vol = vol
@@ -1051,7 +1051,6 @@ class _Writer:
         backend = _Backend()
         self.write_simple, self.dir_page, self.take_bits = backend.write_simple, backend.dir_page, backend.take_bits
         self.inos: dict[tuple[int, int], int] = {}
-        epoch = source_date_epoch()
         self.now = time.time_ns() if epoch is None else epoch * _NS
         self.rng = random.Random(vol.hash_seed if epoch is not None else None)
         self.done = 0
@@ -1589,10 +1588,12 @@ def populate(
     gc.disable()  # millions of small objects, no cycles: the collector only costs time
     try:
         t0 = time.perf_counter()
+        epoch = source_date_epoch()
         prealloc = _Preallocator.start(vol)
-        reproducible = source_date_epoch() is not None
         try:
-            plan = _walk(source, vol.block_size, _dir_blocks_fn(vol), prealloc.want if prealloc else None, reproducible)
+            plan = _walk(
+                source, vol.block_size, _dir_blocks_fn(vol), prealloc.want if prealloc else None, epoch is not None
+            )
         finally:
             if prealloc is not None:
                 prealloc.finish()
@@ -1601,7 +1602,7 @@ def populate(
         stats.blocks_needed = plan.blocks
         _check_space(vol, plan)
         t1 = time.perf_counter()
-        _write(vol, plan, stats, progress, uid, gid)
+        _write(vol, plan, stats, progress, uid, gid, epoch)
         vol.barrier()
         stats.write_seconds = time.perf_counter() - t1
     finally:
@@ -1621,9 +1622,15 @@ def _check_space(vol, plan: _Plan) -> None:
 
 
 def _write(
-    vol, plan: _Plan, stats: PopulateStats, progress: ProgressFn | None, uid: int | None, gid: int | None
+    vol,
+    plan: _Plan,
+    stats: PopulateStats,
+    progress: ProgressFn | None,
+    uid: int | None,
+    gid: int | None,
+    epoch: int | None,
 ) -> None:
-    writer = _Writer(vol, plan, stats, progress)
+    writer = _Writer(vol, plan, stats, progress, epoch)
     root = plan.dirs[0]
     root.ino = root.parent_ino = fmt.ROOT_INO
     root.merge = True

@@ -246,6 +246,7 @@ def _walk_directory_windows(
     _advise(img, DIR_ADVICE)
     out: dict[str, Any] = {key: array("Q") for key in ("counts", "entry_ino", "entry_dir", "name_off")}
     out["name_len"] = array("H")
+    release = _views_device_map(img)
     start = 0
     while start < len(dir_ino):
         end, total = start, 0
@@ -253,7 +254,7 @@ def _walk_directory_windows(
             total += sizes[end]
             end += 1
         D = core.check_directories(
-            view, geo, img.hash_seed, dir_ino[start:end], owned, table, threads=THREADS, release=_views_device_map(img)
+            view, geo, img.hash_seed, dir_ino[start:end], owned, table, threads=THREADS, release=release
         )
         if D is None or (start == 0 and not _lost_found_ok(img, D)):
             return None
