@@ -1087,10 +1087,14 @@ class _Workers:
                 jobs[0].run()  # the calling thread takes the first share instead of waiting idle
             except BaseException as exc:  # noqa: BLE001 - the workers' jobs must still be waited for
                 errors.append(exc)
-            for _ in jobs[1:]:
-                exc = self.done.get()
-                if exc is not None:
-                    errors.append(exc)
+            try:
+                for _ in jobs[1:]:
+                    exc = self.done.get()
+                    if exc is not None:
+                        errors.append(exc)
+            except BaseException:  # interrupted while waiting: workers may still answer into self.done
+                _forget_workers()  # so the next call starts with new ones
+                raise
         finally:
             self.lock.release()
         if errors:
