@@ -2566,11 +2566,16 @@ cdef int _read_piece(int fd, uint8_t *dst, uint64_t size, int64_t start, uint64_
     return 0
 
 
-cdef int _open_piece(const char *path) noexcept nogil:
-    cdef int fd = c_open(path, _COPY_OPEN_FLAGS | _COPY_NOATIME)
+cdef int _open_noatime(const char *path, int flags) noexcept nogil:
+    """open(2) with O_NOATIME, retried without it when the kernel refuses it (not the file's owner)."""
+    cdef int fd = c_open(path, flags | _COPY_NOATIME)
     if fd < 0 and errno == EPERM and _COPY_NOATIME:
-        fd = c_open(path, _COPY_OPEN_FLAGS)
+        fd = c_open(path, flags)
     return fd
+
+
+cdef inline int _open_piece(const char *path) noexcept nogil:
+    return _open_noatime(path, _COPY_OPEN_FLAGS)
 
 
 cdef int _flush_stage(_copier *c) noexcept nogil:

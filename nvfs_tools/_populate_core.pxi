@@ -144,9 +144,7 @@ cdef bint _scan_grow(_scan_out *o, Py_ssize_t nlen) noexcept nogil:
 cdef void _scan_into(const char *path, Py_ssize_t plen, Py_ssize_t block_size, int64_t simple_max,
                      _scan_out *o) noexcept nogil:
     """The entries of directory ``path`` into ``o`` (see populate_scan_dir); no Python objects."""
-    cdef int dfd = c_open(path, _PD_FLAGS | _COPY_NOATIME)
-    if dfd < 0 and errno == EPERM and _COPY_NOATIME:
-        dfd = c_open(path, _PD_FLAGS)
+    cdef int dfd = _open_noatime(path, _PD_FLAGS)
     if dfd < 0:
         o.err, o.what = errno, 0
         return

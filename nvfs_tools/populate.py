@@ -267,23 +267,24 @@ class _Dir:
         self.blocks: list[int] = []
 
 
-def _open_dir(path: bytes) -> int:
+def open_noatime(path: bytes, flags: int, dir_fd: int | None = None) -> int:
+    """``os.open`` with O_NOATIME (reading a source tree must not change its access times), retried
+    without it when the kernel refuses it (O_NOATIME needs the file's owner or CAP_FOWNER)."""
     try:
-        return os.open(path, _DIR_FLAGS | _O_NOATIME)
+        return os.open(path, flags | _O_NOATIME, dir_fd=dir_fd)
     except PermissionError:
-        if _O_NOATIME:
-            return os.open(path, _DIR_FLAGS)
-        raise
+        if not _O_NOATIME:
+            raise
+        return os.open(path, flags, dir_fd=dir_fd)
+
+
+def _open_dir(path: bytes) -> int:
+    return open_noatime(path, _DIR_FLAGS)
 
 
 def _open_file(name: bytes, dir_fd: int, path: bytes) -> int:
     try:
-        try:
-            return os.open(name, _READ_FLAGS | _O_NOATIME, dir_fd=dir_fd)
-        except PermissionError:
-            if not _O_NOATIME:
-                raise
-            return os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+        return open_noatime(name, _READ_FLAGS, dir_fd)
     except OSError as exc:
         raise SourceError(f"{os.fsdecode(path)}: cannot open: {exc.strerror}") from None
 

@@ -1130,9 +1130,8 @@ def nt_zero(buf: Any, offset: int, length: int) -> None:
 # mkfs -d: file contents copied into the image
 # ---------------------------------------------------------------------------
 
-#: How copy_files opens a source file; O_NOATIME is dropped when the kernel refuses it (not the owner).
+#: How copy_files opens a source file (with O_NOATIME where the kernel allows it: populate.open_noatime).
 COPY_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-COPY_NOATIME = getattr(os, "O_NOATIME", 0)
 #: What failed, third item of copy_files' answer.
 COPY_OPEN, COPY_READ, COPY_WRITE = 0, 1, 2
 
@@ -1152,15 +1151,12 @@ def copy_files(
     It writes with ``sendfile``, which moves the file position of ``out_fd``:
     give it a descriptor of its own.)
     """
+    from nvfs_tools.populate import open_noatime  # mkfs -d's module (loaded already when this runs)
+
     for i, path in enumerate(paths):
         start, size, offset = starts[i], sizes[i], offsets[i]
         try:
-            try:
-                fd = os.open(path, COPY_OPEN_FLAGS | COPY_NOATIME)
-            except PermissionError:
-                if not COPY_NOATIME:
-                    raise
-                fd = os.open(path, COPY_OPEN_FLAGS)
+            fd = open_noatime(path, COPY_OPEN_FLAGS)
         except OSError as exc:
             return i, exc.errno or 0, COPY_OPEN
         data = bytearray()
