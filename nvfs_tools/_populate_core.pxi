@@ -310,8 +310,8 @@ def populate_write_simple(list names, meta, simple, bytes prefix, list supply, l
     cdef const int64_t[::1] m = meta
     cdef const uint8_t[::1] g = gens
     cdef const uint8_t[::1] s = simple
-    cdef Py_ssize_t count = len(names), i, k = 0, nblk, j, npool, nmeta, per_block = block_size // 8
-    cdef int64_t size, first, meta_block = 0, files = 0, data_bytes = 0
+    cdef Py_ssize_t count = len(names), i, k = 0, nblk, j, npool, nind, per_block = block_size // 8
+    cdef int64_t size, first, ind_block = 0, files = 0, data_bytes = 0
     cdef const int64_t *r
     cdef uint8_t *p
     cdef uint8_t *q
@@ -332,10 +332,10 @@ def populate_write_simple(list names, meta, simple, bytes prefix, list supply, l
         size = r[PM_SIZE]
         nblk = (size + block_size - 1) // block_size
         npool = len(pool)
-        nmeta = nblk > _P_N_DIRECT
+        nind = nblk > _P_N_DIRECT
         if nblk > _P_N_DIRECT + per_block:
             raise ValueError("a simple file needs at most one indirect block")
-        if nblk and (npool < nblk + nmeta or <int64_t>pool[npool - nblk] != <int64_t>pool[npool - 1] + nblk - 1):
+        if nblk and (npool < nblk + nind or <int64_t>pool[npool - nblk] != <int64_t>pool[npool - 1] + nblk - 1):
             deferred.append(i)
             continue
         ino = supply.pop()
@@ -344,9 +344,9 @@ def populate_write_simple(list names, meta, simple, bytes prefix, list supply, l
         first = 0
         if nblk:
             first = pool[npool - 1]
-            if nmeta:
-                meta_block = pool[npool - nblk - 1]
-            del pool[npool - nblk - nmeta:]
+            if nind:
+                ind_block = pool[npool - nblk - 1]
+            del pool[npool - nblk - nind:]
             copy_paths.append(prefix + name)
             copy_starts.append(0)
             copy_sizes.append(size)
@@ -360,7 +360,7 @@ def populate_write_simple(list names, meta, simple, bytes prefix, list supply, l
         _put_le(p, _PI_LINKS, 1)
         _put_le(p, _PI_GEN, gen)
         _put_le(p, _PI_SIZE, size)
-        _put_le(p, _PI_BLOCKS, nblk + nmeta)
+        _put_le(p, _PI_BLOCKS, nblk + nind)
         for j in range(4):
             t = r[PM_ATIME + j] if j < 3 else btime_ns
             _put_le(p, _PI_TIME[j], <uint64_t>((t - _pmod(t)) // _PN_NS))
@@ -369,16 +369,16 @@ def populate_write_simple(list names, meta, simple, bytes prefix, list supply, l
         for j in range(min(nblk, _P_N_DIRECT)):
             ptr.off = _PI_BLOCK.off + 8 * j
             _put_le(p, ptr, first + j)
-        if nmeta:
+        if nind:
             ptr.off = _PI_BLOCK.off + 8 * _P_N_DIRECT  # the single-indirect pointer
-            _put_le(p, ptr, meta_block)
+            _put_le(p, ptr, ind_block)
             block = PyBytes_FromStringAndSize(NULL, block_size)
             q = <uint8_t *>PyBytes_AS_STRING(block)
             memset(q, 0, block_size)
             ptr.off = 0
             for j in range(nblk - _P_N_DIRECT):
                 _put_le(q + 8 * j, ptr, first + _P_N_DIRECT + j)
-            block_writes.append((meta_block * block_size, block))
+            block_writes.append((ind_block * block_size, block))
         pending.append((ino, raw))
         files += 1
         data_bytes += size

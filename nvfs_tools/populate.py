@@ -714,10 +714,10 @@ def _write_simple_pure(
             i * _NF : (i + 1) * _NF
         ]
         n = -(-size // block_size)
-        nmeta = 1 if n > fmt.N_DIRECT else 0
+        nind = 1 if n > fmt.N_DIRECT else 0
         if n > fmt.N_DIRECT + block_size // 8:
             raise ValueError("a simple file needs at most one indirect block")
-        if n and (len(pool) < n + nmeta or pool[-n] != pool[-1] + n - 1):
+        if n and (len(pool) < n + nind or pool[-n] != pool[-1] + n - 1):
             deferred.append(i)
             continue
         ino = supply.pop()
@@ -727,14 +727,14 @@ def _write_simple_pure(
         if n:
             first = pool[-1]
             ptrs[: min(n, fmt.N_DIRECT)] = range(first, first + min(n, fmt.N_DIRECT))
-            if nmeta:
+            if nind:
                 ptrs[fmt.N_DIRECT] = pool[-n - 1]
                 slots = block_size // 8
                 indirect = struct.pack(
                     f"<{slots}Q", *range(first + fmt.N_DIRECT, first + n), *[0] * (slots + fmt.N_DIRECT - n)
                 )
                 block_writes.append((ptrs[fmt.N_DIRECT] * block_size, indirect))
-            del pool[-n - nmeta :]
+            del pool[-n - nind :]
             copy_paths.append(prefix + names[i])
             copy_starts.append(0)
             copy_sizes.append(size)
@@ -743,7 +743,7 @@ def _write_simple_pure(
         m, mn = divmod(mtime, _NS)
         c, cn = divmod(ctime, _NS)
         pending.append((ino, pack(
-            mode, 0, 0, uid, gid, 1, gen, size, n + nmeta, a, m, c, b, an, mn, cn, bn, 0, 0, 0, 0, 0, *ptrs,
+            mode, 0, 0, uid, gid, 1, gen, size, n + nind, a, m, c, b, an, mn, cn, bn, 0, 0, 0, 0, 0, *ptrs,
         )))  # fmt: skip
         files += 1
         data_bytes += size
@@ -1188,8 +1188,8 @@ class _Writer:
         pad = length - len(data)
         self.dev.write(offset, data + bytes(pad) if pad else data)
 
-    def _map(self, fblocks: list[int] | range, dblocks: list[int], meta: list[int]) -> list[int]:
-        """The 16 block pointers for a file; writes its indirect blocks (taken from ``meta``)."""
+    def _map(self, fblocks: list[int] | range, dblocks: list[int], ind: list[int]) -> list[int]:
+        """The 16 block pointers for a file; writes its indirect blocks (taken from ``ind``)."""
         ptrs = [0] * fmt.N_BLOCK_POINTERS
         n = len(fblocks)
         k = bisect_left(fblocks, fmt.N_DIRECT)
@@ -1204,14 +1204,14 @@ class _Writer:
             span = p**level
             hi = bisect_left(fblocks, base + span, lo, n)
             if hi > lo:
-                ptrs[fmt.N_DIRECT + level - 1] = self._subtree(level, base, fblocks, dblocks, lo, hi, meta)
+                ptrs[fmt.N_DIRECT + level - 1] = self._subtree(level, base, fblocks, dblocks, lo, hi, ind)
             lo = hi
             base += span
         return ptrs
 
-    def _subtree(self, level: int, base: int, fb, db, lo: int, hi: int, meta: list[int]) -> int:
+    def _subtree(self, level: int, base: int, fb, db, lo: int, hi: int, ind: list[int]) -> int:
         p = self.p
-        node = meta.pop()
+        node = ind.pop()
         ptrs = array("Q", bytes(8 * p))
         if level == 1:
             if fb[hi - 1] - fb[lo] == hi - lo - 1:
@@ -1227,7 +1227,7 @@ class _Writer:
                 c = (fb[i] - base) // child
                 cbase = base + c * child
                 j = bisect_left(fb, cbase + child, i, hi)
-                ptrs[c] = self._subtree(level - 1, cbase, fb, db, i, j, meta)
+                ptrs[c] = self._subtree(level - 1, cbase, fb, db, i, j, ind)
                 i = j
         self.dev.write(node * self.bs, ptrs.tobytes())
         return node
@@ -1393,18 +1393,18 @@ class _Writer:
             key = (st.st_dev, st.st_ino)
             sparse = self.plan.sparse.get(key)
             fblocks: list[int] | range = sparse if sparse is not None else range(-(-size // bs))
-            nmeta = (
+            nind = (
                 indirect_blocks_sparse(sparse, self.p)
                 if sparse is not None
                 else indirect_blocks_dense(len(fblocks), self.p)
             )
             if size <= _HUGE_BYTES:
                 dblocks = [pool.pop() for _ in range(len(fblocks))]
-                meta = [pool.pop() for _ in range(nmeta)]
+                ind = [pool.pop() for _ in range(nind)]
             else:
                 dblocks = self._blocks(len(fblocks), None, True)
-                meta = self._blocks(nmeta)
-            owned = len(dblocks) + len(meta)
+                ind = self._blocks(nind)
+            owned = len(dblocks) + len(ind)
             if dblocks and self.copier is not None:
                 self._copy_runs(-1, path, fblocks, dblocks, size)
             elif dblocks:
@@ -1413,8 +1413,8 @@ class _Writer:
                     self._copy_runs(fd, path, fblocks, dblocks, size)
                 finally:
                     os.close(fd)
-            meta.reverse()
-            ptrs = self._map(fblocks, dblocks, meta)
+            ind.reverse()
+            ptrs = self._map(fblocks, dblocks, ind)
         return pack_inode(
             st.st_mode, st.st_uid, st.st_gid, links, self.rng.getrandbits(32), size, owned, self._times(st),
             pointers=ptrs,
