@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING
 from nvfs_tools import format as fmt
 from nvfs_tools.errors import CorruptError, NoSpaceError
 
+#: (bitmap copy, valid bits, start byte, count, number of bit 0) -> (numbers taken, first, end byte changed)
+TakeBits = Callable[[bytearray, int, int, int, int], tuple[list[int], int, int]]
+
 if TYPE_CHECKING:
     from nvfs_tools.volume import Volume
 
@@ -407,6 +410,47 @@ class Allocator:
                 self.vol.dev.write(DYN_FREE_INODES, _U64.pack(self.sb_free_inodes))
                 return g * ipg + index + 1
         raise CorruptError("inode bitmaps hold fewer free inodes than the counters say; run fsck.nvfs")
+
+    def take_inodes(self, count: int, goal_group: int | None, dirs: int, take_bits: TakeBits) -> list[int]:
+        """``count`` free inodes near ``goal_group`` at once, the last ``dirs`` of them for directories: the
+        numbers ``allocate_inode`` would give one at a time, with one bitmap store and one store per counter
+        per group instead of four stores each (mkfs -d takes a directory's new children this way).
+        ``take_bits`` marks the bits in a copy of a group's bitmap (populate's compiled or pure kernel)."""
+        if count == 0:
+            return []
+        if count > self.sb_free_inodes:
+            raise NoSpaceError(f"no free inodes left ({count} needed, {self.sb_free_inodes} free)")
+        got: list[int] = []
+        for g in self.pick_group(False, goal_group):
+            got.extend(self._take_inodes_in_group(g, count - len(got), take_bits))
+            if len(got) == count:
+                break
+        if len(got) < count:
+            raise NoSpaceError(f"inode bitmaps hold fewer free inodes than the counters say ({len(got)} of {count})")
+        self.sb_free_inodes -= count
+        self.vol.dev.write(DYN_FREE_INODES, _U64.pack(self.sb_free_inodes))
+        per_group: dict[int, int] = {}
+        for ino in got[count - dirs :]:
+            g = (ino - 1) // self.geo.inodes_per_group
+            per_group[g] = per_group.get(g, 0) + 1
+        for g, n in per_group.items():
+            self.used_dirs[g] += n
+            self._store_group(g, GC_USED_DIRS, self.used_dirs[g])
+        return got
+
+    def _take_inodes_in_group(self, g: int, count: int, take_bits: TakeBits) -> list[int]:
+        """Up to ``count`` free inodes of group ``g`` (from its cursor, then from its start)."""
+        ipg = self.geo.inodes_per_group
+        base = self._inode_bitmap_base(g)
+        bm = bytearray(self.map[base : base + (ipg + 7) // 8])
+        first_ino = g * ipg + 1
+        got, lo, hi = take_bits(bm, ipg, self.inode_cursor[g] // 8, count, first_ino)
+        if got:
+            self.vol.dev.write(base + lo, bm[lo:hi])
+            self.free_inodes[g] -= len(got)
+            self._store_group(g, GC_FREE_INODES, self.free_inodes[g])
+            self.inode_cursor[g] = got[-1] - first_ino
+        return got
 
     def free_inode(self, ino: int, was_dir: bool) -> None:
         """Clear the inode's bitmap bit and give it back to the counters."""

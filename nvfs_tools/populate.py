@@ -156,9 +156,6 @@ def _owner_and_blocks(raw: bytes) -> tuple[int, int, int]:
 
 _NOT_FULL = re.compile(rb"[^\xff]")
 _NOT_ZERO = re.compile(rb"[^\x00]")
-_GC_FREE_INODES = fmt.field_offset(fmt.PLAIN["GroupCounters"], "free_inodes")
-_GC_USED_DIRS = fmt.field_offset(fmt.PLAIN["GroupCounters"], "used_dirs")
-_DYN_FREE_INODES = fmt.SB_DYNAMIC_OFFSET + fmt.field_offset(fmt.PLAIN["SuperblockDynamic"], "free_inodes")
 _XATTR_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "xattr_block")
 _BLOCKS_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "blocks")
 _SIZE_OFF = fmt.field_offset(fmt.PLAIN["Inode"], "size")
@@ -1071,51 +1068,9 @@ class _Writer:
 
     # -- allocation -------------------------------------------------------
     def _inodes(self, count: int, goal_group: int | None, dirs: int = 0) -> list[int]:
-        """``count`` inode numbers near ``goal_group``, taken in bulk (one bitmap/counter store per group), the
-        last ``dirs`` of them for directories (the same numbers one ``allocate_inode`` at a time would give)."""
-        if count == 0:
-            return []
-        alloc = self.vol.alloc  # its counters and cursors are taken over here for the bulk take
+        """``count`` inode numbers near ``goal_group`` in one take, the last ``dirs`` of them for directories."""
         self.vol._w()
-        if count > alloc.sb_free_inodes:
-            raise NoSpaceError(f"no free inodes left ({count} needed, {alloc.sb_free_inodes} free)")
-        got: list[int] = []
-        for g in alloc.pick_group(False, goal_group):
-            got.extend(self._inodes_in_group(alloc, g, count - len(got)))
-            if len(got) == count:
-                break
-        if len(got) < count:
-            raise NoSpaceError(f"inode bitmaps hold fewer free inodes than the counters say ({len(got)} of {count})")
-        alloc.sb_free_inodes -= count
-        self.dev.write(_DYN_FREE_INODES, _U64.pack(alloc.sb_free_inodes))
-        if dirs:
-            self._count_dirs(alloc, got[count - dirs :])
-        return got
-
-    def _count_dirs(self, alloc, inos: list[int]) -> None:
-        """Add new directory inodes to their groups' used_dirs counters (one store per group)."""
-        ipg = self.geo.inodes_per_group
-        per_group: dict[int, int] = {}
-        for ino in inos:
-            g = (ino - 1) // ipg
-            per_group[g] = per_group.get(g, 0) + 1
-        for g, n in per_group.items():
-            alloc.used_dirs[g] += n
-            alloc._store_group(g, _GC_USED_DIRS, alloc.used_dirs[g])
-
-    def _inodes_in_group(self, alloc, g: int, count: int) -> list[int]:
-        """Up to ``count`` free inodes of group ``g``: whole free bytes at a time where possible."""
-        ipg = self.geo.inodes_per_group
-        base = self.geo.inode_bitmap_block(g) * self.bs
-        bm = bytearray(self.view[base : base + (ipg + 7) // 8])
-        first_ino = g * ipg + 1
-        got, lo, hi = self.take_bits(bm, ipg, alloc.inode_cursor[g] // 8, count, first_ino)
-        if got:
-            self.dev.write(base + lo, bm[lo:hi])
-            alloc.free_inodes[g] -= len(got)
-            alloc._store_group(g, _GC_FREE_INODES, alloc.free_inodes[g])
-            alloc.inode_cursor[g] = got[-1] - first_ino
-        return got
+        return self.vol.alloc.take_inodes(count, goal_group, dirs, self.take_bits)
 
     def _blocks(self, count: int, goal: int | None = None, huge: bool = False) -> list[int]:
         if count == 0:

@@ -164,3 +164,36 @@ def test_appends_past_2mib_land_in_aligned_runs(image):
             assert [mapped[first + k] for k in range(512)] == list(range(mapped[first], mapped[first] + 512))
         assert vol.read(ino) == chunk * 8
     assert_clean(image)
+
+
+@pytest.mark.parametrize("take_bits", ["pure", "compiled"])
+def test_take_inodes_gives_what_allocate_inode_gives(shm_tmp, take_bits):
+    """The bulk take (mkfs -d) gives the numbers, bitmaps and counters of one allocate_inode per inode, across
+    a group boundary, with the last ones counted as directories."""
+    from nvfs_tools import populate
+
+    if take_bits == "compiled":
+        core = pytest.importorskip("nvfs_tools._fastscan")
+        kernel = core.populate_take_bits
+    else:
+        kernel = populate._take_bits_pure
+    images = [make_image(shm_tmp / f"{k}.img", 512 << 20, inode_count=4 * 1024) for k in range(2)]
+    numbers, states = [], []
+    for k, img in enumerate(images):
+        with Volume.open(img, writable=True) as vol:
+            ipg = vol.geo.inodes_per_group
+            got = []
+            for count, dirs in ((ipg - 40, 0), (100, 7), (9, 9)):  # the second take crosses into group 1
+                if k == 0:
+                    got += [vol.alloc.allocate_inode(i >= count - dirs, 0) for i in range(count)]
+                else:
+                    got += vol.alloc.take_inodes(count, 0, dirs, kernel)
+            numbers.append(got)
+            counters_match_bitmaps(vol)
+            alloc, geo, bs, view = vol.alloc, vol.geo, vol.block_size, vol.dev.view
+            headers = [  # bitmaps, counters and inode bitmap of the groups taken from
+                bytes(view[geo.block_bitmap_block(g) * bs : geo.inode_table_block(g) * bs]) for g in range(2)
+            ]
+            states.append((alloc.free_inodes, alloc.used_dirs, alloc.sb_free_inodes, headers))
+    assert numbers[0] == numbers[1]
+    assert states[0] == states[1]
