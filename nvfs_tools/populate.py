@@ -1220,24 +1220,35 @@ class _Writer:
         return supply, pool
 
     def write_dir(self, d: _Dir) -> None:
-        """Write every child of ``d`` (files completely, subdirectory inodes) and build ``d``.
+        """Write every child of ``d`` (files completely, subdirectory inodes), then build ``d``."""
+        if d.merge and d.ino != fmt.ROOT_INO:
+            self._merge_dir_inode(d, d.st.st_uid, d.st.st_gid)
+        supply, pool = self._take_inodes_and_pool(d)
+        entries = self._write_children(d, supply, pool)
+        if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME in d.names:  # mkfs made it, and named it
+            entries = [e for e in entries if e[0] != fmt.LOST_FOUND_NAME]
+        self._commit_dir(d, entries, pool)
+        self.done += len(d.names)
+        if self.progress is not None and self.done >= self.next_report:
+            self.progress(self.done, self.plan.entries)
+            self.next_report = self.done + 4096
+
+    def _write_children(self, d: _Dir, supply: list[int], pool: list[int]) -> list[tuple[bytes, int, int]]:
+        """Every child of ``d`` but its subdirectories written (inodes queued in ``self.pending``, contents
+        stored or queued); returns ``d``'s entries.
 
         The simple files (most of a tree) go through the backend's
         ``write_simple`` -- inode packed, contents queued for the copy thread
         (:class:`_Copier`) -- and only the rest, and simple files whose blocks
         are not consecutive in the pool, through :meth:`_write_child`.
         """
-        if d.merge and d.ino != fmt.ROOT_INO:
-            self._merge_dir_inode(d, d.st.st_uid, d.st.st_gid)
-        supply, pool = self._take_inodes_and_pool(d)
         entries: list[tuple[bytes, int, int]] = []
         add = entries.append
         inos, stats = self.inos, self.stats
-        prefix = d.path + b"/"
         if self.usage is None and self.copier is not None and d.nsimple:
             block_writes: list[tuple[int, bytes]] = []
             files, data_bytes, deferred = self.write_simple(
-                d.names, d.meta, d.simple, prefix, supply, pool, self.rng.randbytes(4 * d.nsimple), self.now,
+                d.names, d.meta, d.simple, d.path + b"/", supply, pool, self.rng.randbytes(4 * d.nsimple), self.now,
                 self.bs, entries, self.pending, self.copy_paths, self.copy_starts, self.copy_sizes, self.copy_offsets,
                 block_writes,
             )  # fmt: skip
@@ -1268,10 +1279,12 @@ class _Writer:
         finally:
             if dfd >= 0:
                 os.close(dfd)
-        if d.ino == fmt.ROOT_INO and fmt.LOST_FOUND_NAME in d.names:  # mkfs made it, and named it
-            entries = [e for e in entries if e[0] != fmt.LOST_FOUND_NAME]
-        # Subdirectory inodes exist (empty) before the page that names them; their own
-        # pages are attached when they are visited.  Children first, then the names.
+        return entries
+
+    def _commit_dir(self, d: _Dir, entries: list[tuple[bytes, int, int]], pool: list[int]) -> None:
+        """The store order of a directory (spec/operations.md; the crash campaign replays it): its
+        subdirectories' inodes (empty: their own pages come when they are visited) and every queued child
+        inode, a barrier, then ``d``'s pages and root word (:meth:`_build`)."""
         for sub in d.subdirs:
             if not sub.merge:
                 self._new_dir_inode(sub)
@@ -1280,10 +1293,6 @@ class _Writer:
         self._flush_inodes()
         self.vol.barrier()
         self._build(d, entries, pool)
-        self.done += len(d.names)
-        if self.progress is not None and self.done >= self.next_report:
-            self.progress(self.done, self.plan.entries)
-            self.next_report = self.done + 4096
 
     def submit_copies(self) -> None:
         """Hand the small files queued so far to the copy thread (raising its failure, if it has had
