@@ -553,3 +553,14 @@ def test_xattr_prefixes_cover_indexes():
     indexes = {getattr(fmt, n) for n in dir(fmt) if n.startswith("XATTR_INDEX_")}
     assert set(fmt.XATTR_PREFIXES) == indexes
     assert fmt.MODE_TO_DT.keys() == set(fmt.VALID_FILE_TYPES)
+
+
+@pytest.mark.parametrize("size", [23 * 4096, 200 << 20, (1 << 30) + 12345 * 4096, 1 << 40])
+def test_group_byte_offsets_are_each_groups_header_blocks(size):
+    """The range fsck walks 8192 groups with is what the per-group methods say, group by group (one group,
+    a partial last group, 1 TiB)."""
+    geo = fmt.compute_geometry(size, 4096)
+    for method in (geo.group_start, geo.block_bitmap_block, geo.counters_block, geo.inode_table_block):
+        for first in (0, 1):
+            got = geo.group_byte_offsets(method, first)
+            assert list(got) == [method(g) * 4096 for g in range(first, geo.group_count)]

@@ -299,7 +299,7 @@ def _windows(img: Any) -> list[tuple[int, int]]:
     table = geo.inode_table_blocks * img.bs
     per = max(1, WINDOW_BYTES // max(table, 1))
     out: list[tuple[int, int]] = []
-    starts = [geo.inode_table_block(g) * img.bs for g in range(geo.group_count)]
+    starts = geo.group_byte_offsets(geo.inode_table_block)
     for g, hole in enumerate(img.holes(starts, table)):
         if hole:
             continue

@@ -142,8 +142,7 @@ def find_backup(dev: Any, primary_raw: bytes) -> tuple[Any, bytes, int] | None:
 
 def copy_offsets(geo: fmt.Geometry) -> list[int]:
     """Byte offsets of the static copies: the backup, then the header block of every group g >= 1."""
-    bs = geo.block_size
-    return [geo.backup_block * bs] + [geo.group_start(g) * bs for g in range(1, geo.group_count)]
+    return [geo.backup_block * geo.block_size, *geo.group_byte_offsets(geo.group_start, 1)]
 
 
 def differing(dev: Any, offsets: list[int], expected: bytes) -> list[int]:
