@@ -145,10 +145,6 @@ _MAX_REC = fmt.dir_entry_rec_len(fmt.MAX_NAME_LEN)
 assert all((_REC_FIXED + n) & ~7 == fmt.dir_entry_rec_len(n) for n in range(1, 256))
 
 
-def _hash_names(seed: bytes, names: list[bytes]) -> list[int]:
-    return [namehash.name_hash(seed, n) for n in names]
-
-
 def _owner_and_blocks(raw: bytes) -> tuple[int, int, int]:
     fields = INODE_STRUCT.unpack(raw)
     return fields[_FIELD_INDEX["uid"]], fields[_FIELD_INDEX["gid"]], fields[_FIELD_INDEX["blocks"]]
@@ -754,7 +750,7 @@ def _dir_page_pure(
     compiled ``populate_dir_page``.  Header at depth 0, records by (hash, name); ``hashes`` None: the
     names' hashes under ``seed``."""
     if hashes is None:
-        hashes = _hash_names(seed, [e[0] for e in entries])
+        hashes = _directory.hash_names(seed, [e[0] for e in entries])
     buf = bytearray(block_size)
     _dirwalk.PAGE_HEADER.pack_into(buf, 0, fmt.DIR_PAGE_MAGIC, 0, 0, 0, dir_ino, 0)
     off = fmt.DIR_PAGE_HEADER_SIZE
@@ -860,12 +856,11 @@ class _Preallocator:
     #: fallocate calls of at most this many bytes: the thread checks for finish() between them.
     CHUNK = 4 << 20
 
-    def __init__(self, dev, block_size: int, spans: list[tuple[int, int]]) -> None:
+    def __init__(self, dev, geo: fmt.Geometry) -> None:
         import threading
 
         self.dev = dev
-        self.block_size = block_size
-        self.spans = spans
+        self.geo = geo
         self.wanted = 0
         self.stopped = False
         self.cond = threading.Condition()
@@ -879,14 +874,12 @@ class _Preallocator:
         dev = vol.dev
         if getattr(dev, "kind", None) != "file" or getattr(dev, "dax", False) or not hasattr(dev, "preallocate"):
             return None
-        geo, bs = vol.geo, vol.block_size
-        spans = [(geo.first_data_block(g) * bs, geo.group_end(g) * bs) for g in range(geo.group_count)]
-        return cls(dev, bs, spans)
+        return cls(dev, vol.geo)
 
     def want(self, blocks: int) -> None:
         """The walk has counted ``blocks`` blocks so far: allocate that much of the data area."""
         with self.cond:
-            self.wanted = blocks * self.block_size
+            self.wanted = blocks * self.geo.block_size
             self.cond.notify()
 
     def finish(self) -> None:
@@ -897,9 +890,10 @@ class _Preallocator:
         sys.setswitchinterval(self.switch_interval)
 
     def _run(self) -> None:
+        geo, bs = self.geo, self.geo.block_size
         done = 0
-        for lo, hi in self.spans:
-            at = lo
+        for g in range(geo.group_count):  # each group's data area (not on the caller's thread: 8192 on 1 TiB)
+            at, hi = geo.first_data_block(g) * bs, geo.group_end(g) * bs
             while at < hi:
                 with self.cond:
                     while not self.stopped and done >= self.wanted:
@@ -1040,7 +1034,6 @@ class _Writer:
         self.view = vol.dev.view
         self.run_blocks = max(1, _RUN_BYTES // self.bs)
         self.pending: list[tuple[int, bytes]] = []
-        self.hash_names = _directory.hash_names
         self.usage: dict[tuple[int, int], list[int]] | None = {} if getattr(vol, "quota", None) is not None else None
         self.copy_paths: list[bytes] = []
         self.copy_starts: list[int] = []
@@ -1476,7 +1469,7 @@ class _Writer:
         seed = self.vol.hash_seed
         hashes = None
         if namehash.name_hash is not _directory._DEFAULT_NAME_HASH:  # a test's hash: the core knows only SipHash
-            hashes = self.hash_names(seed, [e[0] for e in entries])
+            hashes = _directory.hash_names(seed, [e[0] for e in entries])
         self.dev.write(block * self.bs, self.dir_page(entries, seed, hashes, dir_ino, self.bs))
 
     def _merge_entries(self, d: _Dir, entries: list[tuple[bytes, int, int]]) -> None:
