@@ -2574,32 +2574,31 @@ cdef int _open_noatime(const char *path, int flags) noexcept nogil:
     return fd
 
 
-cdef inline int _open_piece(const char *path) noexcept nogil:
-    return _open_noatime(path, _COPY_OPEN_FLAGS)
-
-
-cdef int _flush_stage(_copier *c) noexcept nogil:
-    """Write the gathered pieces; 0 or an errno (a failure is the first gathered piece's)."""
+cdef int _flush_stage(_copier *c, Py_ssize_t *failed) noexcept nogil:
+    """Write the gathered pieces; 0, or a write failure as -(2 << 16 | errno) (see copy_files) with
+    ``failed`` set to the first gathered piece."""
     cdef int err = 0
     if c.staged:
         err = _write_all(c.out_fd, c.stage, c.staged, c.staged_off)
         c.staged = 0
-    return err
+    if err:
+        failed[0] = c.staged_first
+        return -(2 << 16 | err)
+    return 0
 
 
 cdef int _copy_small(_copier *c, Py_ssize_t i, const char *path, uint64_t size, int64_t start, int64_t off,
                      Py_ssize_t padded, Py_ssize_t *failed) noexcept nogil:
     """Gather piece ``i`` (``padded`` <= the stage) into the stage, writing the stage first when the piece
-    does not continue it; 0, or the errno with ``failed`` set and ``what`` returned through the sign:
-    see _copy_piece."""
+    does not continue it; 0, or -(what << 16 | errno) with ``failed`` set (what: 0 open, 1 read, 2 write).
+    """
     cdef uint64_t got
     cdef int err, fd
     if c.staged and (off != c.staged_off + c.staged or c.staged + padded > _COPY_STAGE_BYTES):
-        err = _flush_stage(c)
+        err = _flush_stage(c, failed)
         if err:
-            failed[0] = c.staged_first
-            return -(2 << 16 | err)
-    fd = _open_piece(path)
+            return err
+    fd = _open_noatime(path, _COPY_OPEN_FLAGS)
     if fd < 0:
         failed[0] = i
         return -errno
@@ -2624,7 +2623,7 @@ cdef int _copy_big(_copier *c, const char *path, uint64_t size, int64_t start, i
     cdef ssize_t r
     cdef long src_off = start
     cdef int err = 0
-    cdef int fd = _open_piece(path)
+    cdef int fd = _open_noatime(path, _COPY_OPEN_FLAGS)
     if fd < 0:
         return -errno
     if size and c_lseek(c.out_fd, off, 0) < 0:
@@ -2706,17 +2705,13 @@ def copy_files(int out_fd, list paths, starts, sizes, offsets, Py_ssize_t block_
                 if padded <= _COPY_STAGE_BYTES:
                     rc = _copy_small(&c, i, cpaths[i], csizes[i], cstarts[i], coffs[i], padded, &failed)
                 else:
-                    rc = _flush_stage(&c)
-                    if rc:
-                        failed, rc = c.staged_first, -(2 << 16 | rc)
-                    else:
+                    rc = _flush_stage(&c, &failed)
+                    if not rc:
                         failed, rc = i, _copy_big(&c, cpaths[i], csizes[i], cstarts[i], coffs[i], padded)
                 if rc:
                     break
             if not rc:
-                rc = _flush_stage(&c)
-                if rc:
-                    failed, rc = c.staged_first, -(2 << 16 | rc)
+                rc = _flush_stage(&c, &failed)
     finally:
         free(c.zeros)
         free(c.buf)
