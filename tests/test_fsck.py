@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -383,3 +384,42 @@ def test_fast_path_windows_skip_holes_and_see_across_windows(tmp_path, monkeypat
     for window in (1, 1 << 30):
         assert _fast(path, window, monkeypatch)[0] is False
     assert check(path, Options(mode="n", force=True), out=io.StringIO()).exit_code() == 4
+
+
+def test_prefetched_table_holes_are_the_answer_only_to_the_same_question(tmp_path, monkeypatch):
+    """fsck -fn finds which inode tables are holes on a thread while pass 0 runs; the Image takes that
+    answer only for its own device and question, and a writable check asks itself."""
+    from nvfs_tools.check import fastpath, image
+    from nvfs_tools.check.pass0_super import load_superblock
+    from nvfs_tools.device import Device
+
+    path, _made = _spread_image(str(tmp_path / "spread.img"))
+    asked: list[tuple[int, str]] = []
+    real = image.file_holes
+
+    def counting(dev, starts, length):
+        asked.append((len(starts), threading.current_thread().name))
+        return real(dev, starts, length)
+
+    monkeypatch.setattr(image, "file_holes", counting)
+    assert check(path, Options(mode="n", force=True), out=io.StringIO()).exit_code() == 0
+    assert asked == [(4, "nvfs-hole-scan")]  # once, on the prefetch thread, for the 4 groups
+    assert image._prefetched is None
+    asked.clear()
+    assert check(path, Options(mode="p", force=True), out=io.StringIO()).exit_code() == 0
+    assert asked == [(4, "MainThread")]
+    asked.clear()
+    with Device(path) as dev, Device(path) as other:
+        starts, length = fastpath.table_holes_question(fmt.geometry_from_static(load_superblock(dev, False)[0]))
+        image.prefetch_holes(dev, starts, length)
+        assert image._take_prefetched(other, starts, length) is None  # another device object
+        image.prefetch_holes(dev, starts, length)
+        assert image._take_prefetched(dev, starts, length + 1) is None  # another question
+        image.prefetch_holes(dev, starts, length)
+        assert image._take_prefetched(dev, starts, length) == [False, False, False, False]
+        image.prefetch_holes(dev, starts, length)
+        image.forget_prefetched_holes()
+        assert image._prefetched is None
+    with Device(path, writable=True) as dev:
+        image.prefetch_holes(dev, starts, length)
+        assert image._prefetched is None  # a repair could make the answer stale

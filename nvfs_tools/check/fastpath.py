@@ -293,13 +293,17 @@ def _views_device_map(img: Any) -> bool:
     return dev_map is not None and getattr(img.dev.view, "obj", None) is dev_map
 
 
+def table_holes_question(geo: fmt.Geometry) -> tuple[range, int]:
+    """(byte offsets of every group's inode table, bytes of one table): what _windows asks
+    Image.holes, and what the runner has answered on a thread ahead of time (image.prefetch_holes)."""
+    return geo.group_byte_offsets(geo.inode_table_block), geo.inode_table_blocks * geo.block_size
+
+
 def _windows(img: Any) -> list[tuple[int, int]]:
     """Runs of groups whose inode tables hold data, each at most WINDOW_BYTES of table."""
-    geo = img.geo
-    table = geo.inode_table_blocks * img.bs
+    starts, table = table_holes_question(img.geo)
     per = max(1, WINDOW_BYTES // max(table, 1))
     out: list[tuple[int, int]] = []
-    starts = geo.group_byte_offsets(geo.inode_table_block)
     for g, hole in enumerate(img.holes(starts, table)):
         if hole:
             continue

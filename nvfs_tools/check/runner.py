@@ -49,6 +49,9 @@ def _close(chk: Checker, dev: Any) -> None:
     """Close the device; when scans still hold views of the mapping (in reference cycles), collect them
     and close again (a full collection costs several ms, most runs need none)."""
     chk.image = None
+    from nvfs_tools.check.image import forget_prefetched_holes
+
+    forget_prefetched_holes()  # a scan nobody took still uses the device's descriptor
     try:
         dev.close()
     except BufferError:
@@ -73,6 +76,8 @@ def _run(chk: Checker, dev: Any) -> None:
     from nvfs_tools.check.image import Image
 
     dev = _media_safe(dev, chk.opt)
+    if chk.opt.force and not chk.opt.use_backup:
+        _prefetch_table_holes(dev)
     static, raw, reason, offset = pass0_super.load_superblock(dev, chk.opt.use_backup)
     unknown_ro = static.feature_ro_compat & ~fmt.FEATURE_RO_COMPAT_KNOWN
     if unknown_ro and chk.writable:
@@ -99,6 +104,21 @@ def _run(chk: Checker, dev: Any) -> None:
     if not chk.opt.force:
         chk.say(f"{chk.device}: {forced}.")
     _full_check(chk)
+
+
+def _prefetch_table_holes(dev: Any) -> None:
+    """Have a thread find which inode tables are holes while load_superblock and pass 0 compare the
+    static copies (image._HoleScan): the full check asks next.  Only for a valid primary superblock
+    (its geometry is the question) on a device opened read-only."""
+    from nvfs_tools.check import fastpath
+    from nvfs_tools.check.image import prefetch_holes
+    from nvfs_tools.check.pass0_super import BadStatic, validate_static
+
+    try:
+        static = validate_static(dev.read(0, min(fmt.SB_STATIC_SIZE, dev.size)), dev.size)
+    except (BadStatic, NvfsError):
+        return
+    prefetch_holes(dev, *fastpath.table_holes_question(fmt.geometry_from_static(static)))
 
 
 def _media_safe(dev: Any, options: Options) -> Any:
