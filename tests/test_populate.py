@@ -397,7 +397,9 @@ def test_copy_files_backends_agree(tmp_path, block_size):
         data = rng.randbytes(rng.choice([0, 1, 100, 4095, 4096, 4097, 9000, 45056, rng.randrange(300_000)]))
         if i in (5, 6, 50):  # bigger than the compiled core's staging buffer: sent on their own
             data = rng.randbytes((1 << 20) + 3 * i)
-        path = tmp_path / f"f{i}"
+        folder = tmp_path / f"d{i // 7 % 3}"  # runs of one directory, then another (the core keeps it open)
+        folder.mkdir(exist_ok=True)
+        path = folder / f"f{i}"
         path.write_bytes(data)
         start = rng.randrange(len(data)) // block_size * block_size if data and i % 3 == 0 else 0
         size = len(data) - start + {7: 100, 8: 3 * block_size + 5}.get(i, 0)  # these end early: zero padded
@@ -406,6 +408,8 @@ def test_copy_files_backends_agree(tmp_path, block_size):
         sizes.append(size)
         offsets.append(offset)
         offset += -(-size // block_size) * block_size + (block_size if rng.random() < 0.2 else 0)
+    link = tmp_path / "d1" / "link"  # never followed: a symbolic link is copied as one, not opened
+    link.symlink_to(tmp_path / "d0" / "f0")
     results = []
     for backend in (_fastscan, scan_pure):
         img = tmp_path / f"{backend.__name__}.img"
@@ -413,15 +417,23 @@ def test_copy_files_backends_agree(tmp_path, block_size):
         fd = os.open(img, os.O_RDWR)
         try:
             answer = backend.copy_files(fd, paths, starts, sizes, offsets, block_size)
-            missing = backend.copy_files(fd, [*paths[:3], b"/nonexistent/x"], [0] * 4, [1] * 4, [0] * 4, block_size)
+            failures = [
+                backend.copy_files(fd, [*paths[:3], bad], [0] * 4, [1] * 4, [0] * 4, block_size)
+                for bad in (b"/nonexistent/x", os.fsencode(tmp_path / "d0" / "gone"), os.fsencode(link))
+            ]
         finally:
             os.close(fd)
         bad_fd = backend.copy_files(-1, paths[:2], [0, 0], [1, 1], [0, block_size], block_size)
-        results.append((answer, missing, bad_fd, img.read_bytes()))
+        results.append((answer, failures, bad_fd, img.read_bytes()))
     assert results[0] == results[1]
-    assert results[0][:3] == ((-1, 0, 0), (3, errno.ENOENT, 0), (0, errno.EBADF, 2))
+    assert results[0][:3] == (
+        (-1, 0, 0),
+        [(3, errno.ENOENT, 0), (3, errno.ENOENT, 0), (3, errno.ELOOP, 0)],
+        (0, errno.EBADF, 2),
+    )
     written = results[0][3]
-    assert written[offsets[1] : offsets[1] + sizes[1]] == (tmp_path / "f1").read_bytes()[starts[1] :]
+    assert written[offsets[1] : offsets[1] + sizes[1]] == (tmp_path / "d0" / "f1").read_bytes()[starts[1] :]
+    assert written[offsets[60] : offsets[60] + sizes[60]] == (tmp_path / "d2" / "f60").read_bytes()[starts[60] :]
 
 
 def test_take_bits_backends_agree():
