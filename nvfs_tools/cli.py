@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from nvfs_tools.errors import NvfsError, UsageError
 
@@ -168,3 +168,31 @@ def _silence_stdout() -> None:
 def main_wrapper(command: Callable[..., Any], prog: str, **kwargs: Any) -> None:
     """``sys.exit(run(...))``: what a console-script entry point calls."""
     sys.exit(run(command, prog, **kwargs))
+
+
+def exit_fast(main: Callable[[], Any]) -> NoReturn:
+    """Run a tool's ``main`` and end the process with its exit code, without Python's finalization.
+
+    Tearing the interpreter down frees every module, function, code object and dict one at a time:
+    ~11 ms of a 0.2 s ``mkfs.nvfs -d /usr/include`` (13 ms from the last statement to the parent
+    seeing the exit, against 2.4 ms with os._exit), for memory the kernel takes back at once.  Safe
+    because ``main`` returns only once everything it opened is closed (devices are flushed and
+    closed, threads joined); only the standard streams are left, and they are flushed here.  For
+    console scripts and ``python -m``, never for callers in the same process (tests): they call
+    ``main`` itself.
+    """
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # what sys.exit does with a message
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said there
+            pass
+    os._exit(code & 0xFF)

@@ -180,5 +180,12 @@ def _check(opts: dict, mode: str) -> int:
     return report.exit_code()
 
 
+def console_main() -> None:
+    """Console-script entry point: :func:`main` without the interpreter's finalization (cli.exit_fast)."""
+    from nvfs_tools.cli import exit_fast
+
+    exit_fast(main)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

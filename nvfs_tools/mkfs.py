@@ -768,9 +768,16 @@ def run_argv(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point; exit 0 on success, 1 on any error (as mke2fs)."""
+    """Exit 0 on success, 1 on any error (as mke2fs)."""
     sys.exit(run_argv(argv))
 
 
+def console_main() -> None:
+    """Console-script entry point: :func:`main` without the interpreter's finalization (cli.exit_fast)."""
+    from nvfs_tools.cli import exit_fast
+
+    exit_fast(run_argv)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    console_main()

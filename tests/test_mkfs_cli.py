@@ -172,3 +172,44 @@ def test_help_and_version_come_from_click():
     assert help_text.code == 0 and "-d, --root-directory DIR" in help_text.out and "Exit status" in help_text.out
     version = mkfs("-V")
     assert version.code == 0 and version.out.strip() == f"mkfs.nvfs, version {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "stderr"),
+    [
+        ("return 3", 3, ""),
+        ("return None", 0, ""),
+        ("sys.exit(4)", 4, ""),
+        ("sys.exit('mkfs.nvfs: bad')", 1, "mkfs.nvfs: bad\n"),
+        ("return 256 + 2", 2, ""),
+    ],
+)
+def test_exit_fast_keeps_the_code_and_every_byte_written(body, code, stderr):
+    """exit_fast (the console scripts' exit) skips the interpreter's finalization -- an atexit handler
+    does not run -- but the exit code is sys.exit's and buffered output reaches a pipe whole."""
+    import subprocess
+    import sys
+
+    program = (
+        "import atexit, sys\n"
+        "from nvfs_tools.cli import exit_fast\n"
+        "atexit.register(lambda: print('finalized'))\n"
+        "def main():\n"
+        "    sys.stdout.write('x' * 200000)\n"
+        f"    {body}\n"
+        "exit_fast(main)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (code, "x" * 200000, stderr)
+
+
+def test_console_scripts_use_exit_fast():
+    """mkfs.nvfs and fsck.nvfs (setup.cfg) enter through console_main, which ends with exit_fast."""
+    import configparser
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines())
+    assert scripts["mkfs.nvfs"] == "nvfs_tools.mkfs:console_main"
+    assert scripts["fsck.nvfs"] == "nvfs_tools.fsck:console_main"
