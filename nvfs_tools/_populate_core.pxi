@@ -24,9 +24,6 @@ cdef extern from "<dirent.h>" nogil:
     dirent *readdir(DIR *dirp)
     int closedir(DIR *dirp)
 
-cdef extern from "<sys/xattr.h>" nogil:
-    ssize_t llistxattr(const char *path, char *names, size_t size)
-
 cdef extern from "<fcntl.h>" nogil:
     int AT_SYMLINK_NOFOLLOW
 
@@ -95,6 +92,45 @@ cdef extern from *:
     """
     void set_errno(int e) nogil
     int nv_time_ns(int64_t sec, long nsec, int64_t *out) nogil
+
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <fcntl.h>
+    #include <unistd.h>
+    #include <sys/syscall.h>
+    #include <sys/xattr.h>
+    #if !defined(SYS_listxattrat) && (defined(__x86_64__) || defined(__aarch64__))
+    #define SYS_listxattrat 465  /* Linux 6.13 */
+    #endif
+    /* Whether entry ``name`` of directory ``dfd`` (whole path ``full``) has extended attributes:
+       listxattr's size answer (-1 on error).  listxattrat(2) looks up one name in the open directory;
+       llistxattr(2), where the kernel lacks it, walks the whole path again. */
+    static int nv_listxattrat_missing = 0;
+    static inline ssize_t nv_listxattr_at(int dfd, const char *name, const char *full) {
+    #ifdef SYS_listxattrat
+        if (!nv_listxattrat_missing) {
+            long r = syscall(SYS_listxattrat, dfd, name, AT_SYMLINK_NOFOLLOW, (char *)0, (size_t)0);
+            if (r >= 0 || (errno != ENOSYS && errno != EPERM))  /* EPERM: a seccomp filter that does not know it */
+                return (ssize_t)r;
+            nv_listxattrat_missing = 1;
+        }
+    #endif
+        return llistxattr(full, (char *)0, 0);
+    }
+    """
+    ssize_t nv_listxattr_at(int dfd, const char *name, const char *full) nogil
+    int nv_listxattrat_missing
+
+
+def populate_scan_by_path(bint by_path):
+    """Make the scan ask llistxattr(2) with whole paths, as on kernels without listxattrat(2) (tests
+    compare the two), or (False) try listxattrat again; returns the previous setting."""
+    global nv_listxattrat_missing
+    previous = bool(nv_listxattrat_missing)
+    nv_listxattrat_missing = by_path
+    return previous
 
 
 cdef inline int64_t _pmod(int64_t t) noexcept nogil:
@@ -198,7 +234,7 @@ cdef void _scan_into(const char *path, Py_ssize_t plen, Py_ssize_t block_size, i
         r[PM_XATTR] = 0
         if not S_ISDIR(st.st_mode):
             memcpy(full + plen + 1, ent.d_name, nlen + 1)
-            r[PM_XATTR] = llistxattr(full, NULL, 0) != 0  # an error too: the caller reports it
+            r[PM_XATTR] = nv_listxattr_at(dfd, ent.d_name, full) != 0  # an error too: the caller reports it
         is_simple = (
             (st.st_mode & NV_S_IFMT) == NV_S_IFREG and st.st_nlink == 1 and st.st_size <= simple_max
             and st.st_blocks * 512 >= st.st_size and not r[PM_XATTR]

@@ -467,6 +467,13 @@ def test_scan_dirs_backends_agree(full_tree):
     pure = pop._scan_dirs_pure(paths, 4096, simple_max)
     assert _fastscan.populate_scan_dirs(paths, 4096, simple_max) == pure
     assert [_fastscan.populate_scan_dir(p, 4096, simple_max) for p in paths] == pure
+    previous = _fastscan.populate_scan_by_path(True)  # xattrs asked by whole path, as on kernels before 6.13
+    try:
+        assert _fastscan.populate_scan_dirs(paths, 4096, simple_max) == pure
+    finally:
+        _fastscan.populate_scan_by_path(previous)
+    xattr = pop.META_FIELDS.index("xattr")
+    assert any(row[xattr] for r in pure[:-1] for row in zip(*[iter(r[1])] * pop._NF))  # files with xattrs
     assert pure[-1][4:6] == (errno.ENOENT, 0)
     assert any(sum(r[2]) for r in pure) and any(0 in r[2] for r in pure)  # simple files and others
 
