@@ -401,17 +401,25 @@ class _Plan:
         self.xattrs: dict[tuple[int, int], list[tuple[bytes, bytes]]] = {}  # non-directories
 
 
+#: Directories the walk scans with one backend call (a level of the tree is cut into such chunks):
+#: after each, the preallocator hears what has been counted so far.  Told only once per level, it
+#: had allocated 93 of /usr/include's 131 MiB when the walk ended (most of the tree is one level),
+#: and the copy paid for allocating the rest.
+_SCAN_CHUNK = 32
+
+
 def _walk(
     source: bytes,
     bs: int,
     dir_blocks: Callable[[list[bytes]], int],
-    on_level: Callable[[int], None] | None = None,
+    on_counted: Callable[[int], None] | None = None,
     by_name: bool = False,
 ) -> _Plan:
     """Pass 1: every directory breadth first, with the exact inodes and blocks the copy needs
-    (``on_level(blocks)`` after each level of the tree: the blocks counted so far).  ``by_name``: each
-    directory's entries in name order instead of the host's readdir order (reproducible images: then
-    the directories, the inode numbers and the blocks come in an order the host cannot change)."""
+    (``on_counted(blocks)`` after each chunk of :data:`_SCAN_CHUNK` directories: the blocks counted so
+    far).  ``by_name``: each directory's entries in name order instead of the host's readdir order
+    (reproducible images: then the directories, the inode numbers and the blocks come in an order the
+    host cannot change)."""
     plan = _Plan()
     p = bs // 8
     try:
@@ -426,8 +434,8 @@ def _walk(
     simple_max = _simple_max(bs)
     i = 0
     while i < len(plan.dirs):
-        level = plan.dirs[i:]  # the directories found by the last level: the next level, scanned at once
-        for d, scanned in zip(level, backend.scan_dirs([d.path for d in level], bs, simple_max), strict=True):
+        chunk = plan.dirs[i : i + _SCAN_CHUNK]  # in breadth-first order: found by earlier chunks
+        for d, scanned in zip(chunk, backend.scan_dirs([d.path for d in chunk], bs, simple_max), strict=True):
             i += 1
             if by_name:
                 scanned = _by_name(scanned)
@@ -438,8 +446,8 @@ def _walk(
             plan.blocks += dir_blocks(d.names)
             if d is not root:
                 plan.inodes += 1
-        if on_level is not None:
-            on_level(plan.blocks)
+        if on_counted is not None:
+            on_counted(plan.blocks)
     plan.entries = sum(len(d.names) for d in plan.dirs)
     return plan
 

@@ -179,6 +179,20 @@ def test_too_small_device_is_refused_before_writing(tmp_path):
     assert open(img, "rb").read() == before
 
 
+def test_walk_reports_counted_blocks_chunk_by_chunk(tmp_path):
+    """The preallocator hears what the walk has counted after every _SCAN_CHUNK directories, not once per
+    level of the tree: a level of 100 directories gives several reports, growing to the plan's total."""
+    src = tmp_path / "src"
+    for i in range(100):
+        (src / f"d{i:03}").mkdir(parents=True)
+        (src / f"d{i:03}" / "f").write_bytes(b"x" * 5000)
+    reports: list[int] = []
+    plan = pop._walk(os.fsencode(src), 4096, lambda names: 1, reports.append)
+    assert len(reports) == 1 + -(-100 // pop._SCAN_CHUNK)  # the root alone, then level 1 chunk by chunk
+    assert reports == sorted(reports) and reports[-1] == plan.blocks
+    assert len(set(reports[1:])) == len(reports) - 1  # each chunk of level 1 added its files' blocks
+
+
 def test_preallocation_covers_data_areas_only_and_no_more_than_counted(tmp_path):
     """While the walk runs, the image file's data area is allocated up to what the walk has counted, group by
     group; inode tables (which fsck skips while they are holes) and what was not counted stay holes."""
