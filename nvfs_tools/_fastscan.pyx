@@ -2510,6 +2510,7 @@ cdef extern from "<sys/sendfile.h>" nogil:
 
 cdef extern from "<fcntl.h>" nogil:
     int openat(int dirfd, const char *pathname, int flags)
+    int AT_FDCWD
 from libc.string cimport memcmp, strrchr
 
 cdef int _COPY_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -2573,12 +2574,16 @@ cdef int _read_piece(int fd, uint8_t *dst, uint64_t size, int64_t start, uint64_
     return 0
 
 
-cdef int _open_noatime(const char *path, int flags) noexcept nogil:
-    """open(2) with O_NOATIME, retried without it when the kernel refuses it (not the file's owner)."""
-    cdef int fd = c_open(path, flags | _COPY_NOATIME)
+cdef int _openat_noatime(int dfd, const char *path, int flags) noexcept nogil:
+    """openat(2) with O_NOATIME, retried without it when the kernel refuses it (not the file's owner)."""
+    cdef int fd = openat(dfd, path, flags | _COPY_NOATIME)
     if fd < 0 and errno == EPERM and _COPY_NOATIME:
-        fd = c_open(path, flags)
+        fd = openat(dfd, path, flags)
     return fd
+
+
+cdef inline int _open_noatime(const char *path, int flags) noexcept nogil:
+    return _openat_noatime(AT_FDCWD, path, flags)
 
 
 cdef int _COPY_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -2609,9 +2614,7 @@ cdef int _open_piece(_copier *c, const char *path) noexcept nogil:
         c.dir_fd = c_open(c.dir_path, _COPY_DIR_FLAGS)
         if c.dir_fd < 0:
             return _open_noatime(path, _COPY_OPEN_FLAGS)
-    fd = openat(c.dir_fd, slash + 1, _COPY_OPEN_FLAGS | _COPY_NOATIME)
-    if fd < 0 and errno == EPERM and _COPY_NOATIME:
-        fd = openat(c.dir_fd, slash + 1, _COPY_OPEN_FLAGS)
+    fd = _openat_noatime(c.dir_fd, slash + 1, _COPY_OPEN_FLAGS)
     if fd < 0:
         return _open_noatime(path, _COPY_OPEN_FLAGS)  # the errno of the whole path, as before
     return fd
