@@ -12,6 +12,7 @@ is most of what ``mkfs.nvfs`` costs on small devices.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -191,8 +192,13 @@ def exit_fast(main: Callable[[], Any]) -> NoReturn:
         print(code, file=sys.stderr)
         code = 1
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with the descriptor closed (`>&-`)
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said there
+        except ValueError:  # closed by the tool itself
             pass
+        except OSError as exc:  # the reader went away (EPIPE: as _silence_stdout), or the output was lost
+            if exc.errno != errno.EPIPE and code == 0:
+                code = 120  # what the interpreter's own final flush would have exited with
     os._exit(code & 0xFF)

@@ -187,6 +187,7 @@ def test_help_and_version_come_from_click():
 def test_exit_fast_keeps_the_code_and_every_byte_written(body, code, stderr):
     """exit_fast (the console scripts' exit) skips the interpreter's finalization -- an atexit handler
     does not run -- but the exit code is sys.exit's and buffered output reaches a pipe whole."""
+    import os
     import subprocess
     import sys
 
@@ -199,7 +200,8 @@ def test_exit_fast_keeps_the_code_and_every_byte_written(body, code, stderr):
         f"    {body}\n"
         "exit_fast(main)\n"
     )
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered: exit_fast must flush it
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, env=env)
     assert (done.returncode, done.stdout, done.stderr) == (code, "x" * 200000, stderr)
 
 
@@ -213,3 +215,34 @@ def test_console_scripts_use_exit_fast():
     scripts = dict(line.split(" = ") for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines())
     assert scripts["mkfs.nvfs"] == "nvfs_tools.mkfs:console_main"
     assert scripts["fsck.nvfs"] == "nvfs_tools.fsck:console_main"
+
+
+@pytest.mark.parametrize(
+    ("redirect", "returned", "code"),
+    [(">&-", 4, 4), (">&-", 0, 0), ("> /dev/full", 0, 120), ("> /dev/full", 4, 4), ("| true", 0, 0)],
+)
+def test_exit_fast_when_stdout_is_closed_full_or_gone(redirect, returned, code):
+    """No traceback when the tool started without a stdout (`>&-`) or its reader left (EPIPE: the code
+    stays); output lost on a full device turns success into 120, as the interpreter's own final flush
+    does, and keeps a failure's code."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    program = (
+        "import sys\n"
+        "from nvfs_tools.cli import exit_fast\n"
+        "def main():\n"
+        "    if sys.stdout is not None:\n"
+        "        sys.stdout.write('x' * 100)\n"
+        f"    return {returned}\n"
+        "exit_fast(main)\n"
+    )
+    shell = f"{shlex.quote(sys.executable)} -c {shlex.quote(program)} {redirect}; echo $?"
+    if redirect.startswith("|"):
+        shell = f"set -o pipefail; {shlex.quote(sys.executable)} -c {shlex.quote(program)} | (sleep 0.2; true); echo $?"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the output waits for the final flush
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60, env=env)
+    assert done.stdout.split()[-1] == str(code)
+    assert "Traceback" not in done.stderr
