@@ -389,11 +389,15 @@ def test_fast_path_windows_skip_holes_and_see_across_windows(tmp_path, monkeypat
 def test_prefetched_table_holes_are_the_answer_only_to_the_same_question(tmp_path, monkeypatch):
     """fsck -fn finds which inode tables are holes on a thread while pass 0 runs; the Image takes that
     answer only for its own device and question, and a writable check asks itself."""
+    from fsfactory import make_image
+
     from nvfs_tools.check import fastpath, image
+    from nvfs_tools.check.image import Image
     from nvfs_tools.check.pass0_super import load_superblock
     from nvfs_tools.device import Device
 
-    path, _made = _spread_image(str(tmp_path / "spread.img"))
+    path = str(tmp_path / "fresh.img")
+    make_image(path, 400 << 20)  # groups 1..3: inode tables never written
     asked: list[tuple[int, str]] = []
     real = image.file_holes
 
@@ -404,22 +408,19 @@ def test_prefetched_table_holes_are_the_answer_only_to_the_same_question(tmp_pat
     monkeypatch.setattr(image, "file_holes", counting)
     assert check(path, Options(mode="n", force=True), out=io.StringIO()).exit_code() == 0
     assert asked == [(4, "nvfs-hole-scan")]  # once, on the prefetch thread, for the 4 groups
-    assert image._prefetched is None
     asked.clear()
     assert check(path, Options(mode="p", force=True), out=io.StringIO()).exit_code() == 0
     assert asked == [(4, "MainThread")]
     asked.clear()
     with Device(path) as dev, Device(path) as other:
-        starts, length = fastpath.table_holes_question(fmt.geometry_from_static(load_superblock(dev, False)[0]))
-        image.prefetch_holes(dev, starts, length)
-        assert image._take_prefetched(other, starts, length) is None  # another device object
-        image.prefetch_holes(dev, starts, length)
-        assert image._take_prefetched(dev, starts, length + 1) is None  # another question
-        image.prefetch_holes(dev, starts, length)
-        assert image._take_prefetched(dev, starts, length) == [False, False, False, False]
-        image.prefetch_holes(dev, starts, length)
-        image.forget_prefetched_holes()
-        assert image._prefetched is None
+        static, raw, _reason, _offset = load_superblock(dev, False)
+        starts, length = fastpath.table_holes_question(fmt.geometry_from_static(static))
+        for device, asked_length, taken in ((other, length, False), (dev, length + 1, False), (dev, length, True)):
+            img = Image(device, static, raw)
+            img.prefetched = image.prefetch_holes(dev, starts, length)
+            assert img.holes(starts, asked_length) == [False, True, True, True]
+            assert img.prefetched is None
+            assert len(asked) == (1 if taken else 2)  # the scan thread's question, and the Image's own if not taken
+            asked.clear()
     with Device(path, writable=True) as dev:
-        image.prefetch_holes(dev, starts, length)
-        assert image._prefetched is None  # a repair could make the answer stale
+        assert image.prefetch_holes(dev, starts, length) is None  # a repair could make the answer stale

@@ -160,9 +160,9 @@ def file_holes(dev: Any, starts: Sequence[int], length: int) -> list[bool]:
     return [bool(hole) and not private_over(start, length) for start, hole in zip(starts, holes, strict=True)]
 
 
-class _HoleScan:
+class HoleScan:
     """file_holes(dev, starts, length) on a thread of its own, started before the Image exists (see
-    prefetch_holes) and answered (once) to Image.holes asking the same question about the same device.
+    prefetch_holes); the Image it is handed to (``Image.prefetched``) takes its answers once.
 
     On a 1 TiB image the SEEK_DATA calls (one per inode table, 8192) take ~13 ms on one CPU and cannot
     be shared between threads (tmpfs takes the file's lock for each); pass 0 meanwhile compares the
@@ -184,42 +184,24 @@ class _HoleScan:
         except Exception:  # noqa: BLE001 - the Image asks again itself, and gets the error there
             self.out = None
 
-    def answer(self, dev: Any, starts: Sequence[int], length: int) -> list[bool] | None:
-        """The answer when it is to the same question about the same device object, else None."""
+    def answers(self, dev: Any, length: int) -> dict[int, bool]:
+        """{start: hole} for ranges of ``length`` bytes of ``dev`` (the device object it was started on),
+        or nothing; waits for the thread."""
         self.thread.join()
-        if dev is self.dev and length == self.length and starts == self.starts:
-            return self.out
-        return None
+        if dev is not self.dev or length != self.length or self.out is None:
+            return {}
+        return dict(zip(self.starts, self.out, strict=True))
 
 
-#: The hole scan prefetch_holes started, until an Image takes it or forget_prefetched_holes drops it.
-_prefetched: _HoleScan | None = None
-
-
-def prefetch_holes(dev: Any, starts: Sequence[int], length: int) -> None:
-    """Start answering file_holes(dev, starts, length) on a thread for the Image made next on ``dev``.
+def prefetch_holes(dev: Any, starts: Sequence[int], length: int) -> HoleScan | None:
+    """A running HoleScan for the Image made next on ``dev``, or None.
 
     Only for a device nothing writes to (opened read-only): an answer computed before a repair could
-    be stale after it.
+    be stale after it.  The caller joins the thread (``scan.thread``) before closing the device.
     """
-    global _prefetched
-    forget_prefetched_holes()
-    if not getattr(dev, "writable", True) and _hole_source(dev)[0] >= 0:
-        _prefetched = _HoleScan(dev, starts, length)
-
-
-def forget_prefetched_holes() -> None:
-    """Wait for a prefetched hole scan nobody took and drop it (before its device is closed)."""
-    global _prefetched
-    scan, _prefetched = _prefetched, None
-    if scan is not None:
-        scan.thread.join()
-
-
-def _take_prefetched(dev: Any, starts: Sequence[int], length: int) -> list[bool] | None:
-    global _prefetched
-    scan, _prefetched = _prefetched, None
-    return scan.answer(dev, starts, length) if scan is not None else None
+    if getattr(dev, "writable", True) or _hole_source(dev)[0] < 0:
+        return None
+    return HoleScan(dev, starts, length)
 
 
 def _hole_source(dev: Any) -> tuple[int, Any]:
@@ -249,6 +231,8 @@ class Image:
         # is_hole answers, valid for one device object and one value of ``writes``
         self._holes: dict[int, dict[int, bool]] = {}  # length -> start -> answer
         self._holes_for: tuple[Any, int] = (None, 0)
+        #: a HoleScan started before this Image (check/runner.py), taken by the first holes() question
+        self.prefetched: HoleScan | None = None
         # bad blocks (check/media.py): None when the device has no bad media, else the set the runner fills
         self.bad: set[int] | None = set() if hasattr(dev, "bad_blocks") else None
 
@@ -288,10 +272,14 @@ class Image:
         """:meth:`is_hole` of ``[start, start+length)`` for each of ``starts`` (increasing): file_holes,
         remembered."""
         self._forget_stale_holes()
-        out = _take_prefetched(self.dev, starts, length) if not self.writes else None
-        if out is None:
-            out = file_holes(self.dev, starts, length)
-        self._holes.setdefault(length, {}).update(zip(starts, out, strict=True))
+        known = self._holes.setdefault(length, {})
+        scan, self.prefetched = self.prefetched, None
+        if scan is not None and not self.writes:
+            known.update(scan.answers(self.dev, length))
+        if all(start in known for start in starts):
+            return [known[start] for start in starts]
+        out = file_holes(self.dev, starts, length)
+        known.update(zip(starts, out, strict=True))
         return out
 
     def inode(self, ino: int) -> RawInode:

@@ -21,6 +21,7 @@ def check(device: str, options: Options, out: TextIO | None = None, answers: Tex
     chk.shared_blocks = set()
     chk.children = {}
     chk.lost_found = 0
+    chk.hole_scan = None
     dev = None
     unexpected: BaseException | None = None
     try:
@@ -49,9 +50,9 @@ def _close(chk: Checker, dev: Any) -> None:
     """Close the device; when scans still hold views of the mapping (in reference cycles), collect them
     and close again (a full collection costs several ms, most runs need none)."""
     chk.image = None
-    from nvfs_tools.check.image import forget_prefetched_holes
-
-    forget_prefetched_holes()  # a scan nobody took still uses the device's descriptor
+    if chk.hole_scan is not None:  # a scan nobody took may still use the device's descriptor
+        chk.hole_scan.thread.join()
+        chk.hole_scan = None
     try:
         dev.close()
     except BufferError:
@@ -77,7 +78,7 @@ def _run(chk: Checker, dev: Any) -> None:
 
     dev = _media_safe(dev, chk.opt)
     if chk.opt.force and not chk.opt.use_backup:
-        _prefetch_table_holes(dev)
+        chk.hole_scan = _prefetch_table_holes(dev)
     static, raw, reason, offset = pass0_super.load_superblock(dev, chk.opt.use_backup)
     unknown_ro = static.feature_ro_compat & ~fmt.FEATURE_RO_COMPAT_KNOWN
     if unknown_ro and chk.writable:
@@ -85,6 +86,7 @@ def _run(chk: Checker, dev: Any) -> None:
             f"{chk.device}: unknown read-only-compatible features {unknown_ro:#x}; only -n can check it"
         )
     chk.image = Image(dev, static, raw)
+    chk.image.prefetched = chk.hole_scan
     state = chk.image.dyn_field("state")
     if chk.image.bad is not None:
         dev.set_unit(chk.image.bs)
@@ -106,10 +108,10 @@ def _run(chk: Checker, dev: Any) -> None:
     _full_check(chk)
 
 
-def _prefetch_table_holes(dev: Any) -> None:
-    """Have a thread find which inode tables are holes while load_superblock and pass 0 compare the
-    static copies (image._HoleScan): the full check asks next.  Only for a valid primary superblock
-    (its geometry is the question) on a device opened read-only."""
+def _prefetch_table_holes(dev: Any) -> Any:
+    """A thread finding which inode tables are holes while load_superblock and pass 0 compare the
+    static copies (image.HoleScan): the full check asks next.  Only for a valid primary superblock
+    (its geometry is the question) on a device opened read-only; else None."""
     from nvfs_tools.check import fastpath
     from nvfs_tools.check.image import prefetch_holes
     from nvfs_tools.check.pass0_super import BadStatic, validate_static
@@ -117,8 +119,8 @@ def _prefetch_table_holes(dev: Any) -> None:
     try:
         static = validate_static(dev.read(0, min(fmt.SB_STATIC_SIZE, dev.size)), dev.size)
     except (BadStatic, NvfsError):
-        return
-    prefetch_holes(dev, *fastpath.table_holes_question(fmt.geometry_from_static(static)))
+        return None
+    return prefetch_holes(dev, *fastpath.table_holes_question(fmt.geometry_from_static(static)))
 
 
 def _media_safe(dev: Any, options: Options) -> Any:
