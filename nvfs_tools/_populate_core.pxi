@@ -98,6 +98,7 @@ cdef extern from *:
     """
     #include <errno.h>
     #include <fcntl.h>
+    #include <limits.h>
     #include <unistd.h>
     #include <sys/syscall.h>
     #include <sys/xattr.h>
@@ -108,7 +109,11 @@ cdef extern from *:
        listxattr's size answer (-1 on error).  listxattrat(2) looks up one name in the open directory;
        llistxattr(2), where the kernel lacks it, walks the whole path again. */
     static int nv_listxattrat_missing = 0;
-    static inline ssize_t nv_listxattr_at(int dfd, const char *name, const char *full) {
+    static inline ssize_t nv_listxattr_at(int dfd, const char *name, const char *full, size_t full_len) {
+        if (full_len >= PATH_MAX) {  /* what llistxattr (and the pure walk) answer for the whole path */
+            errno = ENAMETOOLONG;
+            return -1;
+        }
     #ifdef SYS_listxattrat
         if (!nv_listxattrat_missing) {
             long r = syscall(SYS_listxattrat, dfd, name, AT_SYMLINK_NOFOLLOW, (char *)0, (size_t)0);
@@ -120,7 +125,7 @@ cdef extern from *:
         return llistxattr(full, (char *)0, 0);
     }
     """
-    ssize_t nv_listxattr_at(int dfd, const char *name, const char *full) nogil
+    ssize_t nv_listxattr_at(int dfd, const char *name, const char *full, size_t full_len) nogil
     int nv_listxattrat_missing
 
 
@@ -234,7 +239,7 @@ cdef void _scan_into(const char *path, Py_ssize_t plen, Py_ssize_t block_size, i
         r[PM_XATTR] = 0
         if not S_ISDIR(st.st_mode):
             memcpy(full + plen + 1, ent.d_name, nlen + 1)
-            r[PM_XATTR] = nv_listxattr_at(dfd, ent.d_name, full) != 0  # an error too: the caller reports it
+            r[PM_XATTR] = nv_listxattr_at(dfd, ent.d_name, full, plen + 1 + nlen) != 0  # an error too: the caller reports it
         is_simple = (
             (st.st_mode & NV_S_IFMT) == NV_S_IFREG and st.st_nlink == 1 and st.st_size <= simple_max
             and st.st_blocks * 512 >= st.st_size and not r[PM_XATTR]
@@ -297,7 +302,7 @@ def populate_scan_dir(bytes path, Py_ssize_t block_size, int64_t simple_max):
 
 
 def populate_scan_dirs(list paths, Py_ssize_t block_size, int64_t simple_max):
-    """:func:`populate_scan_dir` of every path (the walk scans a level of the tree at once), the system
+    """:func:`populate_scan_dir` of every path (the walk scans a chunk of a level of the tree at once), the system
     calls with the GIL released.  (Splitting a level between two threads measured slower, 50 -> 55-62
     ms for /usr/include's walk on a busy machine; likely causes: no free CPU, and a second thread makes
     the kernel take a reference at every descriptor lookup.)"""

@@ -3,9 +3,11 @@
 Two passes, so that a tree that does not fit is refused before anything is
 written:
 
-1. **Walk** the source once, one directory at a time through the scan
-   backend's ``scan_dir`` (readdir, ``fstatat`` and ``llistxattr`` of every
-   entry, on a directory opened with ``O_NOATIME``; compiled, or
+1. **Walk** the source once, breadth first, chunks of directories at a time
+   through the scan backend's ``scan_dirs`` (readdir, ``fstatat`` and whether
+   each entry lists xattrs -- ``listxattrat`` on the open directory where the
+   kernel has it, else ``llistxattr`` -- on a directory opened with
+   ``O_NOATIME``; compiled, or
    :func:`_scan_dir_pure`): it also adds up the *simple* files -- one link,
    no holes, no xattrs, at most one indirect block: most of a real tree --
    so that only the other entries are looked at in Python: read symlink

@@ -471,6 +471,43 @@ def test_take_bits_backends_agree():
         assert all(not bm[(n - 1000 * trial) // 8] >> ((n - 1000 * trial) % 8) & 1 for n in got)
 
 
+def test_scan_of_an_entry_whose_path_is_too_long_agrees(tmp_path):
+    """An entry whose whole path reaches PATH_MAX: the pure walk's listxattr fails on it (flagged, the
+    caller reports it), and so does the compiled one, even though listxattrat(2) would reach it."""
+    _fastscan = pytest.importorskip("nvfs_tools._fastscan")
+    deep = os.fsencode(tmp_path)
+    while len(deep) < 3900:
+        deep += b"/" + b"d" * min(200, 3900 - len(deep))
+    os.makedirs(deep)
+    name = b"f" * 250
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    assert len(deep) + 1 + len(name) >= 4096
+    simple_max = pop._simple_max(4096)
+    pure = pop._scan_dirs_pure([deep], 4096, simple_max)
+    assert _fastscan.populate_scan_dirs([deep], 4096, simple_max) == pure
+    assert pure[0][1][pop.META_FIELDS.index("xattr")] == 1
+
+
+def _listxattrat_works() -> bool:
+    """Whether this kernel (and any seccomp filter) answers listxattrat(2), number 465 on x86-64 and arm64."""
+    import ctypes
+    import platform
+
+    if platform.machine() not in ("x86_64", "aarch64"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        answer = libc.syscall(465, fd, b"tmp", 0x100, None, 0)  # AT_SYMLINK_NOFOLLOW
+    finally:
+        os.close(fd)
+    return answer >= 0 or ctypes.get_errno() not in (errno.ENOSYS, errno.EPERM)
+
+
 def test_scan_dirs_backends_agree(full_tree):
     """The compiled walk scan (system calls without the GIL) answers as the pure reference does, for every
     directory of the full tree (every file type, hard links, holes, xattrs, odd names) and a missing one."""
@@ -482,6 +519,7 @@ def test_scan_dirs_backends_agree(full_tree):
     assert _fastscan.populate_scan_dirs(paths, 4096, simple_max) == pure
     assert [_fastscan.populate_scan_dir(p, 4096, simple_max) for p in paths] == pure
     previous = _fastscan.populate_scan_by_path(True)  # xattrs asked by whole path, as on kernels before 6.13
+    assert previous is (not _listxattrat_works())  # the scans above asked listxattrat(2) where it answers
     try:
         assert _fastscan.populate_scan_dirs(paths, 4096, simple_max) == pure
     finally:
