@@ -8,6 +8,7 @@ first owner keeps the block and every other owner gets its own copy.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from typing import Any
 
@@ -136,13 +137,17 @@ def xattr_reason(img: Image, block: int, is_dir: bool = True) -> str | None:
     return None
 
 
+#: The block pointers as stored (an inline symlink's target is these bytes).
+_POINTERS = struct.Struct(f"<{fmt.N_BLOCK_POINTERS}Q")
+
+
 def symlink_reason(img: Any, inode: Any) -> str | None:
     """Why a symbolic link is invalid (spec/checking.md 7.5), or None."""
     size = inode.size
     if inode.flags & fmt.INODE_FLAG_INLINE:
         if not 1 <= size <= fmt.INLINE_SYMLINK_MAX:
             return f"inline target of {size} bytes"
-        raw = b"".join(p.to_bytes(8, "little") for p in inode.block)
+        raw = _POINTERS.pack(*inode.block)
         if b"\0" in raw[:size]:
             return "NUL byte in the inline target"
         if any(raw[size:]):
