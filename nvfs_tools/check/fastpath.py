@@ -364,7 +364,7 @@ def _specials_and_links_ok(img: Any, odd_ino: Any, odd_mode: Any) -> bool:
         if mode & fmt.S_IFMT in (fmt.S_IFREG, fmt.S_IFDIR):
             continue
         if symlink_reason is None:
-            from nvfs_tools.check.pass1_inodes import symlink_reason  # loaded only when there is one
+            from nvfs_tools.check.inode_rules import symlink_reason  # loaded only when there is one
         inode = img.inode(number)
         ft = inode.ftype
         if ft == fmt.S_IFLNK:
@@ -381,7 +381,7 @@ def _specials_and_links_ok(img: Any, odd_ino: Any, odd_mode: Any) -> bool:
 def _xattrs_ok(img: Any, S: Any) -> bool:
     """Each xattr block as pass 1 judges it (pass1_inodes is loaded only when there is one)."""
     for number, block in zip(S["xattr_ino"], S["xattr_block"], strict=True):
-        from nvfs_tools.check.pass1_inodes import xattr_reason
+        from nvfs_tools.check.inode_rules import xattr_reason
 
         is_dir = img.inode(number).ftype == fmt.S_IFDIR
         if xattr_reason(img, block, is_dir) is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from nvfs_tools import format as fmt
 
-_QR = fmt.field_layout(fmt.QuotaRecord)
+_QR = fmt.field_layout(fmt.PLAIN["QuotaRecord"])
 _BYTES = _QR["bytes_used"].offset
 _PAIR = struct.Struct("<QQ")
 _FLAGS = _QR["flags"].offset
