@@ -184,13 +184,13 @@ class HoleScan:
         except Exception:  # noqa: BLE001 - the Image asks again itself, and gets the error there
             self.out = None
 
-    def answers(self, dev: Any, length: int) -> dict[int, bool]:
-        """{start: hole} for ranges of ``length`` bytes of ``dev`` (the device object it was started on),
-        or nothing; waits for the thread."""
+    def answers(self, dev: Any, length: int) -> list[bool] | None:
+        """file_holes(dev, self.starts, length) when that is the question it answered (the device object
+        it was started on, the same length), else None; waits for the thread."""
         self.thread.join()
-        if dev is not self.dev or length != self.length or self.out is None:
-            return {}
-        return dict(zip(self.starts, self.out, strict=True))
+        if dev is not self.dev or length != self.length:
+            return None
+        return self.out
 
 
 def prefetch_holes(dev: Any, starts: Sequence[int], length: int) -> HoleScan | None:
@@ -274,8 +274,11 @@ class Image:
         self._forget_stale_holes()
         known = self._holes.setdefault(length, {})
         scan, self.prefetched = self.prefetched, None
-        if scan is not None and not self.writes:
-            known.update(scan.answers(self.dev, length))
+        answered = scan.answers(self.dev, length) if scan is not None and not self.writes else None
+        if answered is not None:
+            known.update(zip(scan.starts, answered, strict=True))
+            if starts == scan.starts:
+                return answered
         if all(start in known for start in starts):
             return [known[start] for start in starts]
         out = file_holes(self.dev, starts, length)
