@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from nvfs_tools import format as fmt
+from nvfs_tools.check.image import views_device_map
 
 
 class FastResult(NamedTuple):
@@ -122,7 +123,7 @@ def _inode_windows(img: Any, core: Any) -> tuple[Any, Any, Any, dict[str, Any]] 
     table = mmap.mmap(-1, 4 * (n + 1), flags=mmap.MAP_PRIVATE)  # pages cost memory only where inodes are in use
     records: dict[str, Any] = {"used": 0}
     reader = _TableReader.open(img, core)
-    release = _views_device_map(img)  # the core's threads then drop their shares of the tables themselves
+    release = views_device_map(img.dev)  # the core's threads then drop their shares of the tables themselves
     try:
         for g0, g1 in _windows(img):
             tables = reader.read(g0, g1) if reader is not None else None
@@ -178,7 +179,7 @@ class _TableReader:
 
         dev = img.dev
         kind, fd = getattr(dev, "kind", None), getattr(dev, "fd", -1)
-        if not _views_device_map(img) or not isinstance(fd, int) or fd < 0:
+        if not views_device_map(img.dev) or not isinstance(fd, int) or fd < 0:
             return None  # a shadow or overlay view (check/media.py, check/overlay.py): only it is the truth
         mode = TABLE_READ
         if mode == "auto":
@@ -246,7 +247,7 @@ def _walk_directory_windows(
     _advise(img, DIR_ADVICE)
     out: dict[str, Any] = {key: array("Q") for key in ("counts", "entry_ino", "entry_dir", "name_off")}
     out["name_len"] = array("H")
-    release = _views_device_map(img)
+    release = views_device_map(img.dev)
     start = 0
     while start < len(dir_ino):
         end, total = start, 0
@@ -283,14 +284,6 @@ def _advise(img: Any, advice: str) -> None:
         dev_map.madvise(mmap.MADV_RANDOM)
     except (OSError, ValueError):
         pass
-
-
-def _views_device_map(img: Any) -> bool:
-    """True when the image is read through the device's own (shared) mapping, not a shadow or overlay
-    view (check/media.py, check/overlay.py): only then may pages be dropped from it without losing
-    anything."""
-    dev_map = getattr(img.dev, "map", None)
-    return dev_map is not None and getattr(img.dev.view, "obj", None) is dev_map
 
 
 def table_holes_question(geo: fmt.Geometry) -> tuple[range, int]:
@@ -379,10 +372,12 @@ def _specials_and_links_ok(img: Any, odd_ino: Any, odd_mode: Any) -> bool:
 
 
 def _xattrs_ok(img: Any, S: Any) -> bool:
-    """Each xattr block as pass 1 judges it (pass1_inodes is loaded only when there is one)."""
-    for number, block in zip(S["xattr_ino"], S["xattr_block"], strict=True):
-        from nvfs_tools.check.inode_rules import xattr_reason
+    """Each xattr block as pass 1 judges it (inode_rules is loaded only when there is one)."""
+    if not len(S["xattr_ino"]):
+        return True
+    from nvfs_tools.check.inode_rules import xattr_reason
 
+    for number, block in zip(S["xattr_ino"], S["xattr_block"], strict=True):
         is_dir = img.inode(number).ftype == fmt.S_IFDIR
         if xattr_reason(img, block, is_dir) is not None:
             return False

@@ -88,6 +88,14 @@ def _make_filler() -> Any:
 _fill_inode = _make_filler()
 
 
+def views_device_map(dev: Any) -> bool:
+    """True when ``dev`` is read through its own (shared) mapping, not a shadow, safe or overlay view
+    (check/media.py, check/overlay.py): only then is the file what the view shows, so that pages may
+    be dropped from the mapping, or the file read past it, without losing anything."""
+    dev_map = getattr(dev, "map", None)
+    return dev_map is not None and getattr(dev.view, "obj", None) is dev_map
+
+
 def pread_fd(dev: Any) -> int:
     """The descriptor through which checks that visit a few blocks in each of thousands of groups
     (static copies, bitmaps, counters: 8192 groups on 1 TiB) read the device, or -1: read the view.
@@ -101,7 +109,7 @@ def pread_fd(dev: Any) -> int:
     """
     fd = getattr(dev, "fd", -1)
     view = dev.view
-    own_map = isinstance(view, memoryview) and view.obj is getattr(dev, "map", None)
+    own_map = isinstance(view, memoryview) and views_device_map(dev)
     if not own_map or hasattr(dev, "bad_blocks") or not isinstance(fd, int) or fd < 0:
         return -1
     return fd if getattr(dev, "kind", None) in ("file", "block") else -1
